@@ -1,0 +1,3 @@
+from cvat_watch.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,688 @@
+"""The daemon's configuration: one TOML file → a frozen attrs tree.
+
+Reading happens in two steps. First the file is structured, strictly, into private
+``_Raw*`` classes that mirror what a person writes (``[[watch]]``, ``[[handler]]`` with a
+``type``, ``secret_env``...): unknown keys and wrong types fail there, all at once, with
+the key path of each problem. Then the raw tree is resolved into the public classes:
+relative paths against the config file's folder, secrets from the environment or from
+files, defaults for handler keys, and the rules that span several keys.
+
+Secrets are held in :class:`Secret` and so never appear in ``repr``, in
+:func:`cvat_watch.converter.to_dict` output, in log lines or in error messages.
+Nothing here starts anything or touches the exported annotation files: a watch may be
+configured before its first export exists.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, NoReturn, cast
+from urllib.parse import urlsplit
+
+import attrs
+from cattrs.errors import AttributeValidationNote, CattrsError, ClassValidationError
+
+from cvat_watch.converter import Secret, converter, error_paths
+from cvat_watch.errors import ConfigError
+
+__all__ = [
+    "ALL_EVENTS",
+    "DEFAULT_EVENTS",
+    "DEFAULT_RETRY_DELAYS",
+    "AppriseHandlerConfig",
+    "CommandHandlerConfig",
+    "Config",
+    "HandlerConfig",
+    "LogHandlerConfig",
+    "Secret",
+    "WatchConfig",
+    "WebhookHandlerConfig",
+    "default_state_dir",
+    "load_config",
+]
+
+logger = logging.getLogger(__name__)
+
+# Seconds to wait before each retry: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h
+# (about three days in all, the same span as the Standard Webhooks schedule).
+DEFAULT_RETRY_DELAYS: tuple[float, ...] = (
+    5.0,
+    300.0,
+    1800.0,
+    7200.0,
+    18000.0,
+    36000.0,
+    50400.0,
+    72000.0,
+    86400.0,
+)
+DEFAULT_EVENTS: tuple[str, ...] = ("task.completed", "task.reopened")
+ALL_EVENTS: tuple[str, ...] = (*DEFAULT_EVENTS, "job.state_changed")
+
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+# RFC 9110 token characters.
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_SENSITIVE_HEADER = re.compile(r"auth|token|secret|key|cookie|passw", re.IGNORECASE)
+_URL_LIST_SEPARATORS = re.compile(r"[\s,]+")
+
+
+# --- public tree -------------------------------------------------------------------------
+
+
+@attrs.frozen
+class WatchConfig:
+    """One exported task folder to watch: an annotations file and its job status."""
+
+    name: str
+    annotations: Path
+    job_status: Path | None = None
+    completion: Literal["completed", "accepted"] = "completed"
+    notify_existing: bool = False
+    poll: bool = False
+    poll_interval: float = 1.0
+    base_url: str | None = None
+    debounce: float = 0.5
+    max_wait: float = 5.0
+    recheck_interval: float = 30.0
+
+
+@attrs.frozen
+class LogHandlerConfig:
+    """Write each event to the log (text or one JSON object per line)."""
+
+    key: str
+    events: tuple[str, ...]
+    format: Literal["text", "json"] = "text"
+
+
+@attrs.frozen
+class WebhookHandlerConfig:
+    """POST each event as JSON to a URL, signed when a secret is configured."""
+
+    key: str
+    events: tuple[str, ...]
+    url: str
+    secret: Secret | None = None
+    cvat_signature: bool = False
+    connect_timeout: float = 5.0
+    read_timeout: float = 15.0
+    retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS
+    verify_tls: bool = True
+    ca_file: Path | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@attrs.frozen
+class AppriseHandlerConfig:
+    """Send each event to chat services through Apprise URLs (which hold credentials)."""
+
+    key: str
+    events: tuple[str, ...]
+    urls: tuple[Secret, ...]
+    title: str | None = None
+    body: str | None = None
+    retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS
+
+
+@attrs.frozen
+class CommandHandlerConfig:
+    """Run a program (no shell) with the event as JSON on its standard input."""
+
+    key: str
+    events: tuple[str, ...]
+    command: tuple[str, ...]
+    timeout: float = 60.0
+    retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS
+    cwd: Path | None = None
+
+
+HandlerConfig = LogHandlerConfig | WebhookHandlerConfig | AppriseHandlerConfig | CommandHandlerConfig
+
+
+@attrs.frozen
+class Config:
+    """The whole configuration, with every path absolute and every secret resolved."""
+
+    path: Path
+    state_dir: Path
+    watches: tuple[WatchConfig, ...]
+    handlers: tuple[HandlerConfig, ...]
+    warnings: tuple[str, ...] = ()
+
+
+def default_state_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where the state database lives when the config file does not say.
+
+    ``$STATE_DIRECTORY`` (set by systemd's ``StateDirectory=``; the first entry if
+    several are ``:``-separated), else ``$XDG_STATE_HOME/cvat-watch``, else
+    ``~/.local/state/cvat-watch``.
+    """
+    env = os.environ if environ is None else environ
+    state_directory = env.get("STATE_DIRECTORY", "").split(":")[0]
+    if state_directory:
+        return Path(state_directory)
+    xdg = env.get("XDG_STATE_HOME", "")
+    # The XDG spec says relative values are invalid and must be ignored.
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "cvat-watch"
+    home = env.get("HOME")
+    return (Path(home) if home else Path.home()) / ".local" / "state" / "cvat-watch"
+
+
+# --- raw file schema (what a person writes) ----------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class _RawWatch:
+    name: str
+    annotations: str
+    job_status: str | None = None
+    completion: str = "completed"
+    notify_existing: bool = False
+    poll: bool = False
+    poll_interval: float = 1.0
+    base_url: str | None = None
+    debounce: float = 0.5
+    max_wait: float = 5.0
+    recheck_interval: float = 30.0
+
+
+@attrs.frozen(kw_only=True)
+class _RawLog:
+    type: str
+    name: str | None = None
+    events: tuple[str, ...] | None = None
+    format: str = "text"
+
+
+@attrs.frozen(kw_only=True)
+class _RawWebhook:
+    type: str
+    name: str | None = None
+    events: tuple[str, ...] | None = None
+    url: str
+    secret: str | None = None
+    secret_env: str | None = None
+    secret_file: str | None = None
+    cvat_signature: bool = False
+    connect_timeout: float = 5.0
+    read_timeout: float = 15.0
+    retry_delays: tuple[float, ...] | None = None
+    verify_tls: bool = True
+    ca_file: str | None = None
+    headers: dict[str, str] = attrs.Factory(dict)
+
+
+@attrs.frozen(kw_only=True)
+class _RawApprise:
+    type: str
+    name: str | None = None
+    events: tuple[str, ...] | None = None
+    urls: tuple[str, ...] | None = None
+    urls_env: str | None = None
+    urls_file: str | None = None
+    title: str | None = None
+    body: str | None = None
+    retry_delays: tuple[float, ...] | None = None
+
+
+@attrs.frozen(kw_only=True)
+class _RawCommand:
+    type: str
+    name: str | None = None
+    events: tuple[str, ...] | None = None
+    command: tuple[str, ...]
+    timeout: float = 60.0
+    retry_delays: tuple[float, ...] | None = None
+    cwd: str | None = None
+
+
+_RawHandler = _RawLog | _RawWebhook | _RawApprise | _RawCommand
+
+
+@attrs.frozen(kw_only=True)
+class _RawFile:
+    state_dir: str | None = None
+    watch: tuple[_RawWatch, ...] = ()
+    handler: tuple[_RawHandler, ...] = ()
+
+
+# --- the "type" tag that picks a handler class --------------------------------------------
+
+_RAW_HANDLER_TYPES: dict[str, type[Any]] = {
+    "log": _RawLog,
+    "webhook": _RawWebhook,
+    "apprise": _RawApprise,
+    "command": _RawCommand,
+}
+_HANDLER_TYPES: dict[str, type[Any]] = {
+    "log": LogHandlerConfig,
+    "webhook": WebhookHandlerConfig,
+    "apprise": AppriseHandlerConfig,
+    "command": CommandHandlerConfig,
+}
+_HANDLER_TAGS: dict[type[Any], str] = {cls: tag for tag, cls in _HANDLER_TYPES.items()}
+
+
+def _type_error(cls: type[Any], message: str) -> ClassValidationError:
+    """An error on the ``type`` key, shaped like cattrs' own so paths come out right."""
+    exc = ValueError(message)
+    exc.__notes__ = [AttributeValidationNote("Structuring the type tag", "type", str)]
+    return ClassValidationError(f"While structuring {cls.__name__}", [exc], cls)
+
+
+def _tagged_structure(
+    classes: Mapping[str, type[Any]], *, keep_tag: bool
+) -> Callable[[Any, Any], Any]:
+    choices = ", ".join(classes)
+
+    def structure(value: Any, union: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise TypeError("expected a table")
+        tag = value.get("type")
+        if tag is None:
+            raise _type_error(dict, f"required key is missing (one of: {choices})")
+        if not isinstance(tag, str) or tag not in classes:
+            raise _type_error(dict, f"unknown handler type (expected one of: {choices})")
+        data = value if keep_tag else {k: v for k, v in value.items() if k != "type"}
+        return converter.structure(data, classes[tag])
+
+    return structure
+
+
+def _unstructure_handler(handler: HandlerConfig) -> dict[str, Any]:
+    return {"type": _HANDLER_TAGS[type(handler)], **converter.unstructure(handler, type(handler))}
+
+
+converter.register_structure_hook(_RawHandler, _tagged_structure(_RAW_HANDLER_TYPES, keep_tag=True))
+converter.register_structure_hook(HandlerConfig, _tagged_structure(_HANDLER_TYPES, keep_tag=False))
+converter.register_unstructure_hook(HandlerConfig, _unstructure_handler)
+
+
+# --- loading -----------------------------------------------------------------------------
+
+
+def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, validate and resolve a configuration file.
+
+    ``environ`` (default ``os.environ``) is where ``secret_env``/``urls_env`` are looked
+    up and where the default state directory comes from. Raises :class:`ConfigError`
+    naming the file and the key; warnings are returned in ``Config.warnings`` and logged.
+    """
+    file = Path(os.path.abspath(os.fspath(path)))
+    data = _read_toml(file)
+    raw = _structure(file, data)
+    resolver = _Resolver(file=file, environ=os.environ if environ is None else environ)
+    config = resolver.config(raw)
+    for warning in config.warnings:
+        logger.warning("%s", warning)
+    return config
+
+
+def _read_toml(file: Path) -> dict[str, Any]:
+    try:
+        with file.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError("config file not found", path=file) from None
+    except IsADirectoryError:
+        raise ConfigError("is a directory, not a config file", path=file) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file: {exc.strerror}", path=file) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text (byte {exc.start})", path=file) from None
+    except tomllib.TOMLDecodeError as exc:
+        detail = str(exc)
+        found = re.search(r"\s*\(at line (\d+), column (\d+)\)$", detail)
+        if found:
+            where = f" at line {found[1]}, column {found[2]}"
+            detail = detail[: found.start()]
+        else:
+            where = " at the end of the file" if "end of document" in detail else ""
+            detail = re.sub(r"\s*\(at end of document\)$", "", detail)
+        raise ConfigError(f"invalid TOML{where}: {detail}", path=file) from None
+
+
+def _structure(file: Path, data: dict[str, Any]) -> _RawFile:
+    try:
+        return converter.structure(data, _RawFile)
+    except (CattrsError, TypeError, ValueError, KeyError) as exc:
+        problems = error_paths(exc)
+    if not problems:  # pragma: no cover - error_paths always yields at least one
+        problems = [("", "invalid configuration")]
+    # A misspelt key also makes the real one "missing": name the cause first.
+    problems.sort(key=lambda problem: not problem[1].startswith("unknown key"))
+    for index, (key, message) in enumerate(problems):
+        if key in ("watch", "handler") and message.startswith("expected a list"):
+            problems[index] = (key, f"{message}: write [[{key}]] (an array of tables)")
+    (key, message), rest = problems[0], problems[1:]
+    if rest:
+        shown = "; ".join(f"{k or 'top level'}: {m}" for k, m in rest[:4])
+        more = f" (and {len(rest) - 4} more)" if len(rest) > 4 else ""
+        message = f"{message}; also {shown}{more}"
+    raise ConfigError(message, path=file, key=key or None)
+
+
+def _is_http_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _looks_like_credentials(url: str) -> bool:
+    """Apprise URLs carry tokens in the user part, the path or the query."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return True
+    return "@" in url or parts.path not in ("", "/") or bool(parts.query) or bool(parts.fragment)
+
+
+@attrs.define
+class _Resolver:
+    """Turns the raw tree into the public one; knows the file for errors and paths."""
+
+    file: Path
+    environ: Mapping[str, str]
+    _warnings: list[str] = attrs.Factory(list)
+
+    # -- reporting
+
+    def fail(self, key: str, message: str) -> NoReturn:
+        raise ConfigError(message, path=self.file, key=key)
+
+    def warn(self, key: str, message: str) -> None:
+        self._warnings.append(f"{self.file}:{key}: {message}")
+
+    # -- small value rules
+
+    def path(self, key: str, value: str) -> Path:
+        if not value:
+            self.fail(key, "must not be empty")
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.file.parent / path
+
+    def optional_path(self, key: str, value: str | None) -> Path | None:
+        return None if value is None else self.path(key, value)
+
+    def number(self, key: str, value: float, *, minimum: float = 0.0, strict: bool) -> float:
+        if not math.isfinite(value):
+            self.fail(key, "must be a finite number")
+        if strict and value <= minimum:
+            self.fail(key, f"must be greater than {minimum:g}")
+        if not strict and value < minimum:
+            self.fail(key, f"must be at least {minimum:g}")
+        return value
+
+    def choice(self, key: str, value: str, choices: Sequence[str]) -> str:
+        if value not in choices:
+            self.fail(key, f"must be one of: {', '.join(choices)}")
+        return value
+
+    def name(self, key: str, value: str) -> str:
+        if not _NAME.fullmatch(value):
+            self.fail(key, "must be non-empty and use only letters, digits, '_', '.' and '-'")
+        return value
+
+    def events(self, key: str, value: tuple[str, ...] | None) -> tuple[str, ...]:
+        if value is None:
+            return DEFAULT_EVENTS
+        if not value:
+            self.fail(key, "must list at least one event (or be left out for the default)")
+        for index, event in enumerate(value):
+            if event not in ALL_EVENTS:
+                self.fail(f"{key}[{index}]", f"unknown event (expected one of: {', '.join(ALL_EVENTS)})")
+        return tuple(dict.fromkeys(value))
+
+    def retry_delays(self, key: str, value: tuple[float, ...] | None) -> tuple[float, ...]:
+        if value is None:
+            return DEFAULT_RETRY_DELAYS
+        if not value:
+            self.fail(key, "must list at least one delay in seconds")
+        for index, delay in enumerate(value):
+            self.number(f"{key}[{index}]", delay, strict=False)
+        return value
+
+    def env(self, key: str, name: str) -> str:
+        if not name:
+            self.fail(key, "must name an environment variable")
+        value = self.environ.get(name)
+        if value is None:
+            self.fail(key, f"environment variable {name} is not set")
+        if not value.strip():
+            self.fail(key, f"environment variable {name} is empty")
+        return value.strip()
+
+    def read_file(self, key: str, value: str, *, what: str) -> str:
+        path = self.path(key, value)
+        try:
+            text = path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            self.fail(key, f"{what} {path} not found")
+        except UnicodeDecodeError:
+            self.fail(key, f"{what} {path} is not UTF-8 text")
+        except OSError as exc:
+            self.fail(key, f"cannot read {what} {path}: {exc.strerror}")
+        if not text:
+            self.fail(key, f"{what} {path} is empty")
+        return text
+
+    # -- the tree
+
+    def config(self, raw: _RawFile) -> Config:
+        state_dir = (
+            default_state_dir(self.environ)
+            if raw.state_dir is None
+            else self.path("state_dir", raw.state_dir)
+        )
+        if not raw.watch:
+            self.fail("watch", "at least one [[watch]] table is required")
+        watches = tuple(self.watch(f"watch[{i}]", w) for i, w in enumerate(raw.watch))
+        seen_watches: dict[str, int] = {}
+        for index, watch in enumerate(watches):
+            if watch.name in seen_watches:
+                self.fail(
+                    f"watch[{index}].name",
+                    f"duplicate watch name {watch.name!r} (also watch[{seen_watches[watch.name]}])",
+                )
+            seen_watches[watch.name] = index
+
+        handlers: list[HandlerConfig] = []
+        per_type: dict[str, int] = {}
+        seen_keys: dict[str, int] = {}
+        for index, raw_handler in enumerate(raw.handler):
+            key = f"handler[{index}]"
+            per_type[raw_handler.type] = per_type.get(raw_handler.type, 0) + 1
+            if raw_handler.name is None:
+                handler_key = f"{raw_handler.type}-{per_type[raw_handler.type]}"
+            else:
+                handler_key = self.name(f"{key}.name", raw_handler.name)
+            if handler_key in seen_keys:
+                self.fail(
+                    f"{key}.name",
+                    f"duplicate handler key {handler_key!r} (also handler[{seen_keys[handler_key]}]; "
+                    "unnamed handlers get the key <type>-<n>)",
+                )
+            seen_keys[handler_key] = index
+            handlers.append(self.handler(key, handler_key, raw_handler))
+        if not handlers:
+            self.warn("handler", "no [[handler]] tables: changes are recorded but nobody is notified")
+
+        return Config(
+            path=self.file,
+            state_dir=state_dir,
+            watches=watches,
+            handlers=tuple(handlers),
+            warnings=tuple(self._warnings),
+        )
+
+    def watch(self, key: str, raw: _RawWatch) -> WatchConfig:
+        name = self.name(f"{key}.name", raw.name)
+        annotations = self.path(f"{key}.annotations", raw.annotations)
+        debounce = self.number(f"{key}.debounce", raw.debounce, strict=False)
+        max_wait = self.number(f"{key}.max_wait", raw.max_wait, strict=False)
+        if max_wait < debounce:
+            self.fail(f"{key}.max_wait", "must be at least debounce")
+        base_url = raw.base_url
+        if base_url is not None:
+            if not _is_http_url(base_url):
+                self.fail(f"{key}.base_url", "must be an http:// or https:// URL with a host")
+            # Links are built as f"{base_url}/tasks/{id}".
+            base_url = base_url.rstrip("/")
+        return WatchConfig(
+            name=name,
+            annotations=annotations,
+            job_status=self.optional_path(f"{key}.job_status", raw.job_status),
+            completion=cast(
+                Literal["completed", "accepted"],
+                self.choice(f"{key}.completion", raw.completion, ("completed", "accepted")),
+            ),
+            notify_existing=raw.notify_existing,
+            poll=raw.poll,
+            poll_interval=self.number(f"{key}.poll_interval", raw.poll_interval, strict=True),
+            base_url=base_url,
+            debounce=debounce,
+            max_wait=max_wait,
+            recheck_interval=self.number(f"{key}.recheck_interval", raw.recheck_interval, strict=True),
+        )
+
+    def handler(self, key: str, handler_key: str, raw: _RawHandler) -> HandlerConfig:
+        events = self.events(f"{key}.events", raw.events)
+        if isinstance(raw, _RawLog):
+            return LogHandlerConfig(
+                key=handler_key,
+                events=events,
+                format=cast(
+                    Literal["text", "json"], self.choice(f"{key}.format", raw.format, ("text", "json"))
+                ),
+            )
+        if isinstance(raw, _RawWebhook):
+            return self.webhook(key, handler_key, events, raw)
+        if isinstance(raw, _RawApprise):
+            return self.apprise(key, handler_key, events, raw)
+        return self.command(key, handler_key, events, raw)
+
+    def webhook(
+        self, key: str, handler_key: str, events: tuple[str, ...], raw: _RawWebhook
+    ) -> WebhookHandlerConfig:
+        if not _is_http_url(raw.url):
+            self.fail(f"{key}.url", "must be an http:// or https:// URL with a host")
+        if urlsplit(raw.url).username is not None:
+            self.warn(f"{key}.url", "contains credentials, which are shown in logs and output; "
+                      "prefer secret_env or secret_file with a signed webhook")
+        secret = self.webhook_secret(key, raw)
+        if raw.cvat_signature and secret is None:
+            self.fail(f"{key}.cvat_signature", "needs a secret (secret_env, secret_file or secret)")
+        if secret is not None and urlsplit(raw.url).scheme == "http":
+            self.warn(f"{key}.url", "http:// with a secret: requests are signed but not encrypted")
+        if not raw.verify_tls:
+            self.warn(f"{key}.verify_tls", "TLS certificates are not verified; prefer ca_file")
+        ca_file = self.optional_path(f"{key}.ca_file", raw.ca_file)
+        if ca_file is not None and not ca_file.is_file():
+            self.fail(f"{key}.ca_file", f"CA file {ca_file} not found")
+        headers: list[tuple[str, str]] = []
+        for name, value in raw.headers.items():
+            if not _HEADER_NAME.fullmatch(name):
+                self.fail(f'{key}.headers."{name}"', "is not a valid HTTP header name")
+            if "\r" in value or "\n" in value:
+                self.fail(f'{key}.headers."{name}"', "must not contain line breaks")
+            if _SENSITIVE_HEADER.search(name):
+                self.warn(f"{key}.headers.{name}", "looks like a credential; header values are "
+                          "shown in output and logs: prefer a signed webhook with secret_env")
+            headers.append((name, value))
+        return WebhookHandlerConfig(
+            key=handler_key,
+            events=events,
+            url=raw.url,
+            secret=secret,
+            cvat_signature=raw.cvat_signature,
+            connect_timeout=self.number(f"{key}.connect_timeout", raw.connect_timeout, strict=True),
+            read_timeout=self.number(f"{key}.read_timeout", raw.read_timeout, strict=True),
+            retry_delays=self.retry_delays(f"{key}.retry_delays", raw.retry_delays),
+            verify_tls=raw.verify_tls,
+            ca_file=ca_file,
+            headers=tuple(headers),
+        )
+
+    def webhook_secret(self, key: str, raw: _RawWebhook) -> Secret | None:
+        given = [n for n in ("secret", "secret_env", "secret_file") if getattr(raw, n) is not None]
+        if len(given) > 1:
+            self.fail(f"{key}.{given[1]}", "give only one of secret, secret_env and secret_file")
+        if raw.secret_env is not None:
+            return Secret(self.env(f"{key}.secret_env", raw.secret_env))
+        if raw.secret_file is not None:
+            return Secret(self.read_file(f"{key}.secret_file", raw.secret_file, what="secret file"))
+        if raw.secret is not None:
+            if not raw.secret:
+                self.fail(f"{key}.secret", "must not be empty")
+            self.warn(f"{key}.secret", "inline secret in the config file; prefer secret_env or secret_file")
+            return Secret(raw.secret)
+        return None
+
+    def apprise(
+        self, key: str, handler_key: str, events: tuple[str, ...], raw: _RawApprise
+    ) -> AppriseHandlerConfig:
+        given = [n for n in ("urls", "urls_env", "urls_file") if getattr(raw, n) is not None]
+        if not given:
+            self.fail(f"{key}.urls", "required: give urls, urls_env or urls_file")
+        if len(given) > 1:
+            self.fail(f"{key}.{given[1]}", "give only one of urls, urls_env and urls_file")
+        if raw.urls is not None:
+            urls = list(raw.urls)
+            source = f"{key}.urls"
+            if not urls:
+                self.fail(source, "must list at least one Apprise URL")
+            suspicious = [f"urls[{i}]" for i, url in enumerate(urls) if _looks_like_credentials(url)]
+            if suspicious:
+                self.warn(source, f"{', '.join(suspicious)} may contain credentials; "
+                          "prefer urls_env/urls_file")
+        elif raw.urls_env is not None:
+            source = f"{key}.urls_env"
+            urls = _URL_LIST_SEPARATORS.split(self.env(source, raw.urls_env))
+        else:
+            assert raw.urls_file is not None
+            source = f"{key}.urls_file"
+            text = self.read_file(source, raw.urls_file, what="URLs file")
+            lines = (line for line in text.splitlines() if not line.lstrip().startswith("#"))
+            urls = _URL_LIST_SEPARATORS.split(" ".join(lines))
+        urls = [url for url in urls if url] if raw.urls is None else urls
+        if not urls:
+            self.fail(source, "holds no Apprise URL")
+        for index, url in enumerate(urls):
+            # Never quote the URL: it is a credential.
+            if "://" not in url or not url.split("://", 1)[0]:
+                where = f"{source}[{index}]" if raw.urls is not None else source
+                self.fail(where, f"entry {index + 1} is not an Apprise URL (scheme://...)")
+        return AppriseHandlerConfig(
+            key=handler_key,
+            events=events,
+            urls=tuple(Secret(url) for url in urls),
+            title=raw.title,
+            body=raw.body,
+            retry_delays=self.retry_delays(f"{key}.retry_delays", raw.retry_delays),
+        )
+
+    def command(
+        self, key: str, handler_key: str, events: tuple[str, ...], raw: _RawCommand
+    ) -> CommandHandlerConfig:
+        if not raw.command or not raw.command[0]:
+            self.fail(f"{key}.command", "must be a non-empty list: program first, then its arguments")
+        cwd = self.optional_path(f"{key}.cwd", raw.cwd)
+        if cwd is not None and not cwd.is_dir():
+            self.fail(f"{key}.cwd", f"directory {cwd} not found")
+        return CommandHandlerConfig(
+            key=handler_key,
+            events=events,
+            command=raw.command,
+            timeout=self.number(f"{key}.timeout", raw.timeout, strict=True),
+            retry_delays=self.retry_delays(f"{key}.retry_delays", raw.retry_delays),
+            cwd=cwd,
+        )

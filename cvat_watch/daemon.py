@@ -1,0 +1,488 @@
+"""Wiring and lifecycle of the daemon: watches, reloads, the outbox, signals and systemd.
+
+One :class:`WatchRunner` per ``[[watch]]`` turns "these files changed" into "the events are in
+the outbox": read both files, stop when their content hashes are unchanged, parse (the export's
+summary is cached by hash, so a job-status change never re-parses the XML), build a snapshot,
+diff it against the saved baseline and commit events and baseline in one transaction. A failed
+load keeps the last good state. :class:`Daemon` runs the runners, the file watchers and the
+dispatcher, and speaks sd_notify.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import queue
+import signal
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from cvat_watch import jobs, sdnotify, xmlio
+from cvat_watch.config import (
+    AppriseHandlerConfig,
+    CommandHandlerConfig,
+    Config,
+    HandlerConfig,
+    LogHandlerConfig,
+    WatchConfig,
+    WebhookHandlerConfig,
+    load_config,
+)
+from cvat_watch.diff import diff
+from cvat_watch.dispatch import Dispatcher, Route
+from cvat_watch.errors import AnnotationsError, ConfigError, CvatWatchError, JobStatusError
+from cvat_watch.events import JOB_STATE_CHANGED, Event
+from cvat_watch.model import ExportSummary, JobStatus
+from cvat_watch.snapshot import Snapshot, build_snapshot
+from cvat_watch.store import Store
+from cvat_watch.watcher import FileWatcher
+
+__all__ = [
+    "STATE_FILE_NAME",
+    "Daemon",
+    "ReloadOutcome",
+    "WatchRunner",
+    "build_routes",
+    "open_store",
+]
+
+log = logging.getLogger(__name__)
+
+STATE_FILE_NAME = "cvat-watch.db"
+#: How long the main loop sleeps at most between two looks at its timers.
+_MAIN_LOOP_TICK = 1.0
+
+
+def utc_timestamp(now: float) -> str:
+    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def open_store(config: Config) -> Store:
+    return Store.open(config.state_dir / STATE_FILE_NAME)
+
+
+# -- handlers ----------------------------------------------------------------------------------
+
+
+def build_routes(config: Config) -> list[Route]:
+    """One route per handler (one per URL for Apprise, each its own delivery record)."""
+    routes: list[Route] = []
+    for handler_config in config.handlers:
+        routes.extend(_routes_of(handler_config))
+    return routes
+
+
+def _routes_of(handler_config: HandlerConfig) -> list[Route]:
+    from cvat_watch import handlers
+
+    events = frozenset(handler_config.events)
+    if isinstance(handler_config, LogHandlerConfig):
+        handler: Any = handlers.LogHandler(json_lines=handler_config.format == "json")
+        # Writing to our own stderr cannot usefully be retried for days.
+        return [Route(key=handler_config.key, handler=handler, events=events, retry_delays=(1.0, 5.0))]
+    if isinstance(handler_config, WebhookHandlerConfig):
+        verify: bool | str = handler_config.verify_tls
+        if handler_config.verify_tls and handler_config.ca_file is not None:
+            verify = str(handler_config.ca_file)
+        handler = handlers.WebhookHandler(
+            url=handler_config.url,
+            secret=handler_config.secret.reveal() if handler_config.secret else None,
+            cvat_signature=handler_config.cvat_signature,
+            connect_timeout=handler_config.connect_timeout,
+            read_timeout=handler_config.read_timeout,
+            verify=verify,
+            headers=dict(handler_config.headers),
+        )
+        return [Route(handler_config.key, handler, events, handler_config.retry_delays)]
+    if isinstance(handler_config, AppriseHandlerConfig):
+        routes = []
+        for index, url in enumerate(handler_config.urls, start=1):
+            options: dict[str, str] = {}
+            if handler_config.title is not None:
+                options["title"] = handler_config.title
+            if handler_config.body is not None:
+                options["body"] = handler_config.body
+            handler = handlers.AppriseHandler(url=url.reveal(), **options)
+            key = handler_config.key if len(handler_config.urls) == 1 else f"{handler_config.key}/{index}"
+            routes.append(Route(key, handler, events, handler_config.retry_delays))
+        return routes
+    if isinstance(handler_config, CommandHandlerConfig):
+        handler = handlers.CommandHandler(
+            argv=handler_config.command,
+            timeout=handler_config.timeout,
+            cwd=str(handler_config.cwd) if handler_config.cwd else None,
+        )
+        return [Route(handler_config.key, handler, events, handler_config.retry_delays)]
+    raise ConfigError(f"unknown handler configuration {type(handler_config).__name__}")
+
+
+def close_routes(routes: Sequence[Route]) -> None:
+    for route in routes:
+        try:
+            route.handler.close()
+        except Exception:  # noqa: BLE001 - closing one handler must not stop closing the others
+            log.warning("closing handler %s failed", route.key, exc_info=True)
+
+
+# -- one watch ---------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class ReloadOutcome:
+    """What one reload did: ``unchanged``, ``failed`` (last good state kept) or ``committed``."""
+
+    status: str
+    events: tuple[Event, ...] = ()
+    first_start: bool = False
+    completed: int = 0
+    error: str | None = None
+
+
+def _file_digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+@attrs.define
+class WatchRunner:
+    """Turns the files of one watch into committed events; keeps the last good state on failure."""
+
+    config: WatchConfig
+    store: Store
+    targets: Callable[[Event], Sequence[str]]
+    job_events: bool = False
+    clock: Callable[[], float] = time.time
+    _digests: tuple[str, str | None] | None = None
+    _summary_cache: tuple[str, ExportSummary] | None = None
+    _jobs_cache: tuple[str | None, tuple[JobStatus, ...]] | None = None
+    _last_error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def paths(self) -> list[Path]:
+        return [p for p in (self.config.annotations, self.config.job_status) if p is not None]
+
+    def reload(self, *, force: bool = False, dry_run: bool = False) -> ReloadOutcome:
+        """Read, diff and commit; never raises for bad input, which is logged and kept out."""
+        try:
+            annotations_bytes, jobs_bytes = self._read_files()
+            digests = (
+                _file_digest(annotations_bytes),
+                _file_digest(jobs_bytes) if jobs_bytes is not None else None,
+            )
+            if digests == self._digests and not force:
+                return ReloadOutcome("unchanged")
+            summary = self._summary(digests[0], annotations_bytes)
+            records = self._jobs(digests[1], jobs_bytes)
+        except (AnnotationsError, JobStatusError) as error:
+            return self._failed(str(error))
+        snapshot = build_snapshot(
+            watch=self.name,
+            summary=summary,
+            jobs=records,
+            rule=self.config.completion,
+            base_url=self.config.base_url,
+        )
+        outcome = self._commit(snapshot, dry_run=dry_run)
+        if not dry_run:
+            self._digests = digests
+        if self._last_error is not None:
+            log.info("watch %s: files are valid again; reloaded", self.name)
+            self._last_error = None
+        return outcome
+
+    def _read_files(self) -> tuple[bytes, bytes | None]:
+        # A missing file is not an empty export: it is a failed load that keeps the last state.
+        annotations = _read(self.config.annotations, AnnotationsError)
+        job_status = None
+        if self.config.job_status is not None:
+            job_status = _read(self.config.job_status, JobStatusError)
+        return annotations, job_status
+
+    def _summary(self, digest: str, data: bytes) -> ExportSummary:
+        if self._summary_cache is not None and self._summary_cache[0] == digest:
+            return self._summary_cache[1]
+        summary = xmlio.loads_summary(data, path=self.config.annotations)
+        self._summary_cache = (digest, summary)
+        return summary
+
+    def _jobs(self, digest: str | None, data: bytes | None) -> tuple[JobStatus, ...]:
+        if data is None:
+            return ()
+        if self._jobs_cache is not None and self._jobs_cache[0] == digest:
+            return self._jobs_cache[1]
+        records = jobs.parse_job_status(data, path=self.config.job_status)
+        self._jobs_cache = (digest, records)
+        return records
+
+    def _failed(self, message: str) -> ReloadOutcome:
+        # One warning per distinct problem: a half-written file seen by every re-check must
+        # not flood the journal.
+        if message != self._last_error:
+            log.warning("watch %s: %s; keeping the last good state", self.name, message)
+            self._last_error = message
+        return ReloadOutcome("failed", error=message)
+
+    def _commit(self, snapshot: Snapshot, *, dry_run: bool) -> ReloadOutcome:
+        now = self.clock()
+        baseline, generations = self.store.load_baseline(self.name)
+        result = diff(
+            baseline,
+            snapshot,
+            generations=generations,
+            timestamp=utc_timestamp(now),
+            notify_existing=self.config.notify_existing,
+            job_events=self.job_events,
+        )
+        completed = sum(task.completed for task in snapshot.tasks)
+        if not dry_run:
+            self.store.commit_reload(
+                self.name, snapshot, result.generations, result.events, self.targets, now
+            )
+        if baseline is None:
+            log.info(
+                "watch %s: first start, %d of %d tasks already completed; baseline recorded%s",
+                self.name,
+                completed,
+                len(snapshot.tasks),
+                " (notify_existing: announcing them)" if self.config.notify_existing else "",
+            )
+        for event in result.events:
+            log.debug("watch %s: %s for task %s (%s)", self.name, event.type, event.task.id, event.id)
+        return ReloadOutcome(
+            "committed", events=result.events, first_start=baseline is None, completed=completed
+        )
+
+
+def _read(path: Path, error: type[AnnotationsError] | type[JobStatusError]) -> bytes:
+    try:
+        if not path.is_file():
+            what = "missing" if not path.exists() else "not a regular file"
+            raise error(f"{what}", path=path)
+        return path.read_bytes()
+    except OSError as exc:
+        raise error(f"cannot read: {exc.strerror or exc}", path=path) from exc
+
+
+# -- the daemon ----------------------------------------------------------------------------------
+
+
+@attrs.define
+class Daemon:
+    """The long-running process: watchers → runners → outbox → dispatcher, under systemd."""
+
+    config_path: Path
+    environ: dict[str, str] = attrs.field(factory=lambda: dict(os.environ))
+    _config: Config | None = None
+    _store: Store | None = None
+    _dispatcher: Dispatcher | None = None
+    _routes: list[Route] = attrs.field(factory=list)
+    _runners: dict[str, WatchRunner] = attrs.field(factory=dict)
+    _watchers: dict[str, FileWatcher] = attrs.field(factory=dict)
+    # SimpleQueue.put is reentrant, so signal handlers may use it while the main loop waits.
+    _inbox: queue.SimpleQueue[tuple[str, str]] = attrs.field(factory=queue.SimpleQueue)
+    _last_recheck: dict[str, float] = attrs.field(factory=dict)
+
+    def run(self) -> int:
+        """Run until SIGTERM or SIGINT; SIGHUP reloads the configuration. Returns the exit code."""
+        self._config = load_config(self.config_path, environ=self.environ)
+        self._store = open_store(self._config)
+        previous = self._install_signals()
+        try:
+            self._start(self._config)
+            self._notify_ready()
+            self._loop()
+        finally:
+            sdnotify.notify("STOPPING=1", environ=self.environ)
+            log.info("stopping: finishing deliveries in flight")
+            self._shutdown()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        log.info("stopped")
+        return 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def _start(self, config: Config) -> None:
+        assert self._store is not None
+        self._routes = build_routes(config)
+        dispatcher = Dispatcher(self._store, self._routes)
+        wants_job_events = any(JOB_STATE_CHANGED in route.events for route in self._routes)
+        runners = {
+            watch.name: WatchRunner(
+                config=watch, store=self._store, targets=dispatcher.targets, job_events=wants_job_events
+            )
+            for watch in config.watches
+        }
+        for runner in runners.values():
+            outcome = runner.reload(force=True)
+            self._last_recheck[runner.name] = time.monotonic()
+            if outcome.status == "failed":
+                log.warning("watch %s: not loaded yet; waiting for valid files", runner.name)
+        self._runners = runners
+        self._dispatcher = dispatcher
+        dispatcher.start()
+        for runner in runners.values():
+            self._watchers[runner.name] = self._watch(runner)
+
+    def _watch(self, runner: WatchRunner) -> FileWatcher:
+        watch = runner.config
+        watcher = FileWatcher(
+            runner.paths,
+            lambda _paths, name=runner.name: self._inbox.put(("changed", name)),
+            debounce=watch.debounce,
+            max_wait=watch.max_wait,
+            poll=watch.poll,
+            poll_interval=watch.poll_interval,
+            name=watch.name,
+        )
+        watcher.start()
+        return watcher
+
+    def _stop_components(self) -> None:
+        for watcher in self._watchers.values():
+            watcher.stop()
+        self._watchers = {}
+        if self._dispatcher is not None:
+            self._dispatcher.stop()
+            self._dispatcher = None
+        close_routes(self._routes)
+        self._routes = []
+
+    def _shutdown(self) -> None:
+        self._stop_components()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def _install_signals(self) -> dict[int, Any]:
+        previous = {}
+        for signum, name in ((signal.SIGTERM, "stop"), (signal.SIGINT, "stop"), (signal.SIGHUP, "reload")):
+            previous[signum] = signal.signal(
+                signum, lambda _signum, _frame, name=name: self._inbox.put((name, ""))
+            )
+        return previous
+
+    # -- main loop ---------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        watchdog_every = sdnotify.watchdog_interval(environ=self.environ)
+        next_ping = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if watchdog_every is not None and now >= next_ping:
+                sdnotify.notify("WATCHDOG=1", environ=self.environ)
+                next_ping = now + watchdog_every
+            timeout = _MAIN_LOOP_TICK
+            if watchdog_every is not None:
+                timeout = max(0.0, min(timeout, next_ping - now))
+            try:
+                kind, name = self._inbox.get(timeout=timeout)
+            except queue.Empty:
+                self._periodic()
+                continue
+            if kind == "stop":
+                return
+            if kind == "reload":
+                self._reload_config()
+            elif kind == "changed" and name in self._runners:
+                self._reload_watch(name)
+
+    def _reload_watch(self, name: str) -> None:
+        runner = self._runners[name]
+        try:
+            outcome = runner.reload()
+        except CvatWatchError as error:
+            # The state database failed (disk full, read-only): the baseline did not move, so
+            # the same change is diffed again on the next event or re-check.
+            log.error("watch %s: %s; will retry", name, error)
+            return
+        self._last_recheck[name] = time.monotonic()
+        if outcome.status == "committed":
+            if outcome.events and self._dispatcher is not None:
+                self._dispatcher.wake()
+            self._notify_status()
+
+    def _periodic(self) -> None:
+        now = time.monotonic()
+        for name, runner in self._runners.items():
+            # The slow re-check catches what the watcher missed (network file systems, a
+            # failed load waiting for the exporter to finish); unchanged hashes cost a read.
+            if now - self._last_recheck.get(name, 0.0) >= runner.config.recheck_interval:
+                self._reload_watch(name)
+                self._last_recheck[name] = now
+            watcher = self._watchers.get(name)
+            if watcher is not None and not watcher.alive:
+                log.warning("watch %s: the file watcher stopped; starting a new one", name)
+                watcher.stop()
+                self._watchers[name] = self._watch(runner)
+                self._reload_watch(name)
+
+    def _reload_config(self) -> None:
+        sdnotify.notify(sdnotify.reloading_message(), environ=self.environ)
+        try:
+            config = load_config(self.config_path, environ=self.environ)
+            build_routes_check = build_routes(config)  # fails early on a handler that cannot start
+            close_routes(build_routes_check)
+        except CvatWatchError as error:
+            log.error("reload: %s; keeping the running configuration", error)
+            self._notify_ready()
+            return
+        log.info("reload: applying %s", self.config_path)
+        self._stop_components()
+        if self._config is not None and config.state_dir != self._config.state_dir:
+            log.warning("reload: state_dir changed; it takes effect at the next restart")
+            config = attrs.evolve(config, state_dir=self._config.state_dir)
+        self._config = config
+        self._start(config)
+        self._notify_ready()
+
+    def _notify_ready(self) -> None:
+        sdnotify.notify("READY=1", environ=self.environ)
+        self._notify_status()
+
+    def _notify_status(self) -> None:
+        sdnotify.notify(f"STATUS={self.status_line()}", environ=self.environ)
+
+    def status_line(self) -> str:
+        parts = []
+        for name, runner in self._runners.items():
+            state = "waiting for valid files" if runner._last_error else "ok"
+            parts.append(f"{name}: {state}")
+        return f"watching {len(self._runners)} export(s) — " + ", ".join(parts)
+
+
+def _dry_run_store(config: Config) -> Store:
+    # A dry run changes nothing: without a state database yet, diff against an empty one
+    # made in memory instead of creating the real file.
+    path = config.state_dir / STATE_FILE_NAME
+    return Store.open(path) if path.exists() else Store.open(Path(":memory:"))
+
+
+def run_once(config: Config, *, dry_run: bool = False) -> list[ReloadOutcome]:
+    """One pass for cron or a systemd timer: load, diff against the state, deliver, return."""
+    store = _dry_run_store(config) if dry_run else open_store(config)
+    routes = build_routes(config)
+    try:
+        dispatcher = Dispatcher(store, routes)
+        wants_job_events = any(JOB_STATE_CHANGED in route.events for route in routes)
+        outcomes = []
+        for watch in config.watches:
+            runner = WatchRunner(
+                config=watch, store=store, targets=dispatcher.targets, job_events=wants_job_events
+            )
+            outcomes.append(runner.reload(force=True, dry_run=dry_run))
+        if not dry_run:
+            dispatcher.run_once()
+        return outcomes
+    finally:
+        close_routes(routes)
+        store.close()
