@@ -1,4 +1,4 @@
-"""Benchmark tooling for cvat-watch: a generator of realistic CVAT exports, an expat baseline, a load benchmark.
+"""Benchmark tooling for cvat-watch: a CVAT export generator, an expat baseline, a load benchmark.
 
 Not part of the installed package; run from the repository root (``python -m benchmarks.bench_load``).
 """

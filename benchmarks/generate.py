@@ -1,22 +1,24 @@
 """Realistic CVAT XML exports and job-status files, deterministic by seed, written fast.
 
-The XML is byte-for-byte what CVAT's exporter writes ("CVAT for images 1.1", "CVAT for video 1.1"), as read from
-cvat-ai/cvat ``cvat/apps/dataset_manager/formats/cvat.py`` (``create_xml_dumper``, ``dump_as_cvat_annotation``,
-``dump_as_cvat_interpolation``) and ``bindings.py`` (``meta_for_task``, ``ProjectData``): an ``XMLGenerator`` with
-attributes in insertion order, every element opened and closed on its own indented line (two spaces a level, no
-self-closing tags), coordinates as ``{:.2f}``, and a trailing newline after ``</annotations>``.
+The XML is byte-for-byte what CVAT's exporter writes ("CVAT for images 1.1", "CVAT for video 1.1"),
+as read from cvat-ai/cvat ``cvat/apps/dataset_manager/formats/cvat.py`` (``create_xml_dumper``,
+``dump_as_cvat_annotation``, ``dump_as_cvat_interpolation``) and ``bindings.py`` (``meta_for_task``,
+``ProjectData``): an ``XMLGenerator`` with attributes in insertion order, every element opened and
+closed on its own indented line (two spaces a level, no self-closing tags), coordinates as ``{:.2f}``,
+and a trailing newline after ``</annotations>``.
 
 What follows CVAT's ordering rules, because a loader must cope with them:
 
-- project export: ``<meta><project><tasks>`` lists tasks ordered by (subset, id), but ``<image>`` elements come in
-  task-id order; image ids restart at 0 for every subset and are offset by the sizes of the subset's earlier tasks.
+- project export: ``<meta><project><tasks>`` lists tasks ordered by (subset, id), but ``<image>``
+  elements come in task-id order; image ids restart at 0 for every subset and are offset by the sizes
+  of the subset's earlier tasks.
 - shapes inside an image are sorted by ``z_order``; tags follow the shapes.
 - video: every frame of a track is written (keyframe="0" between keyframes), then one ``outside="1"`` keyframe
   unless the track runs to the end; track ids count from 0 across the whole file.
 
-Job ids are allocated in blocks of ``jobs_per_task`` per task, in task-id order, from ``first_job_id``; a job-status
-file built from the same task ids and ``jobs_per_task`` (or from the returned :class:`ExportInfo`) agrees with the
-segments of the XML.
+Job ids are allocated in blocks of ``jobs_per_task`` per task, in task-id order, from ``first_job_id``;
+a job-status file built from the same task ids and ``jobs_per_task`` (or from the returned
+:class:`ExportInfo`) agrees with the segments of the XML.
 
 Run ``python -m benchmarks.generate --help``.
 """
@@ -32,7 +34,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, TextIO, Union
@@ -43,6 +45,7 @@ import attrs
 __all__ = [
     "DEFAULT_FIRST_JOB_ID",
     "DEFAULT_FIRST_TASK_ID",
+    "GENERATOR_VERSION",
     "ExportInfo",
     "JobStatusInfo",
     "Segment",
@@ -58,13 +61,16 @@ Kind = Literal["project", "task"]
 Media = Literal["images", "video"]
 JobStatusShape = Literal["rest", "flat"]
 
+# Bump when the bytes written for the same arguments change, so that cached benchmark files are rebuilt.
+GENERATOR_VERSION = 1
 DEFAULT_FIRST_TASK_ID = 11
 DEFAULT_FIRST_JOB_ID = 101
 HOST = "http://localhost:8080"
 XML_DECLARATION = '<?xml version="1.0" encoding="utf-8"?>\n'
+_CLOSING = "\n</annotations>\n"
 
-# Interleaved on purpose: CVAT lists project tasks by (subset, id) but writes images by task id, so the two orders
-# differ and per-subset frame offsets are not monotonic in the file.
+# Interleaved on purpose: CVAT lists project tasks by (subset, id) but writes images by task id, so the
+# two orders differ and per-subset frame offsets are not monotonic in the file.
 _SUBSET_CYCLE = ("Train", "Validation", "Train", "Test", "Train")
 _RESOLUTIONS = ((1920, 1080), (1280, 720), (1280, 960), (640, 480), (2448, 2048), (4032, 3024))
 _USERS = ("anna", "bruno", "chen", "dmitri", "eva", "farid")
@@ -93,7 +99,7 @@ _CUBOID_FORMAT = "".join(
 )  # fmt: skip
 
 
-# --------------------------------------------------------------------------------------------------- plan values
+# --- plan values
 
 
 @attrs.frozen
@@ -121,7 +127,7 @@ class TaskPlan:
 
 @attrs.frozen
 class ExportInfo:
-    """What :func:`generate_export` wrote: counts to check a loader against, and the ids a job-status file needs."""
+    """What :func:`generate_export` wrote: counts to check a loader against, and the job ids."""
 
     path: Path
     bytes: int
@@ -135,7 +141,8 @@ class ExportInfo:
 
     def __repr__(self) -> str:
         return (
-            f"ExportInfo(path={str(self.path)!r}, bytes={self.bytes}, kind={self.kind!r}, media={self.media!r}, "
+            f"ExportInfo(path={str(self.path)!r}, bytes={self.bytes}, kind={self.kind!r}, "
+            f"media={self.media!r}, "
             f"tasks={self.tasks}, jobs={sum(map(len, self.jobs.values()))}, images={self.images}, "
             f"shapes={self.shapes})"
         )
@@ -201,7 +208,7 @@ def plan_tasks(
     return tuple(plans)
 
 
-# ---------------------------------------------------------------------------------------------------------- labels
+# --- labels
 
 
 @attrs.frozen
@@ -297,15 +304,16 @@ def _skeleton_svg() -> str:
             f'<line x1="{x1 * 100}" y1="{y1 * 100}" x2="{x2 * 100}" y2="{y2 * 100}" stroke="black" '
             f'data-type="edge" data-node-from="{a}" stroke-width="0.5" data-node-to="{b}"></line>'
         )
-    for k, ((x, y), node) in enumerate(zip(_SKELETON_LAYOUT, _SKELETON_NODES), start=1):
+    for k, ((x, y), node) in enumerate(zip(_SKELETON_LAYOUT, _SKELETON_NODES, strict=True), start=1):
         parts.append(
             f'<circle r="1.5" stroke="black" fill="#b3b3b3" cx="{x * 100}" cy="{y * 100}" stroke-width="0.1" '
-            f'data-type="element node" data-element-id="{k}" data-node-id="{k}" data-label-name="{node}"></circle>'
+            f'data-type="element node" data-element-id="{k}" data-node-id="{k}" '
+            f'data-label-name="{node}"></circle>'
         )
     return "".join(parts)
 
 
-# ------------------------------------------------------------------------------------------------------------ meta
+# --- meta
 
 # The nested form CVAT's ``_add_meta`` walks: a dict is one element with children, a list holds repeated
 # (tag, dict) children, a string is text.
@@ -438,7 +446,7 @@ def _meta_xml(
 
 
 def frame_offsets(plans: Sequence[TaskPlan]) -> dict[int, int]:
-    """CVAT's per-task frame offset in a project export: the sizes of the same subset's earlier tasks (by id)."""
+    """CVAT's per-task frame offset in a project export: the sizes of the subset's earlier tasks."""
     offsets: dict[int, int] = {}
     running: dict[str, int] = {}
     for plan in sorted(plans, key=lambda plan: (plan.subset, plan.id)):
@@ -447,11 +455,11 @@ def frame_offsets(plans: Sequence[TaskPlan]) -> dict[int, int]:
     return offsets
 
 
-# ---------------------------------------------------------------------------------------------------------- shapes
+# --- shapes
 
 
 def _weighted_table(weights: Mapping[str, int], size: int = 1000) -> list[str]:
-    """A list in which picking a uniform index draws a key with the given weights (cheaper than random.choices)."""
+    """A list where a uniform index draws a key with the given weights (cheaper than random.choices)."""
     keys = list(weights)
     cumulative = []
     total = 0
@@ -462,7 +470,7 @@ def _weighted_table(weights: Mapping[str, int], size: int = 1000) -> list[str]:
 
 
 def _attribute_blocks(rng: random.Random, label: _Label, indent: str, count: int = 24) -> list[str]:
-    """Pre-rendered ``<attribute>`` children for a label; drawing one of them per shape keeps the hot loop cheap."""
+    """Pre-rendered ``<attribute>`` children for a label; drawing one per shape keeps the hot loop cheap."""
     if not label.attributes:
         return [""]
     blocks = []
@@ -483,7 +491,7 @@ def _attribute_blocks(rng: random.Random, label: _Label, indent: str, count: int
 
 
 class _Shapes:
-    """Renders the shapes of images (and the shapes of video tracks) as CVAT writes them; all draws from one rng."""
+    """Renders the shapes of images and of video tracks as CVAT writes them; all draws from one rng."""
 
     def __init__(self, rng: random.Random, mix: Mapping[str, int]) -> None:
         self.rng = rng
@@ -580,7 +588,7 @@ class _Shapes:
         qlabel, attrs_xml = self._label(kind)
         source = self.sources[int(random_() * 100)]
         if kind == "skeleton":
-            # A skeleton has no occluded flag of its own; its <points> children carry outside/occluded instead.
+            # A skeleton has no occluded flag of its own; its <points> children carry outside/occluded.
             return (
                 f'\n    <skeleton label={qlabel} source="{source}" z_order="{z}"{self._group()}>'
                 f"{self._skeleton_elements(width, height, source)}{attrs_xml}\n    </skeleton>"
@@ -600,13 +608,16 @@ class _Shapes:
             return f' xtl="{x1:.2f}" ytl="{y1:.2f}" xbr="{x2:.2f}" ybr="{y2:.2f}"{rotation}'
         if kind == "polygon":
             vertices = 4 + int(random_() * 13)
-            return f' points="{self.point_formats[vertices] % tuple(self.polygon_points(width, height, vertices))}"'
+            coords = self.polygon_points(width, height, vertices)
+            return f' points="{self.point_formats[vertices] % tuple(coords)}"'
         if kind == "polyline":
             vertices = 2 + int(random_() * 9)
-            return f' points="{self.point_formats[vertices] % tuple(self.polyline_points(width, height, vertices))}"'
+            coords = self.polyline_points(width, height, vertices)
+            return f' points="{self.point_formats[vertices] % tuple(coords)}"'
         if kind == "points":
             count = 1 + int(random_() * 8)
-            return f' points="{self.point_formats[count] % tuple(self.scattered_points(width, height, count))}"'
+            coords = self.scattered_points(width, height, count)
+            return f' points="{self.point_formats[count] % tuple(coords)}"'
         if kind == "ellipse":
             rx, ry = width * (0.01 + 0.1 * random_()), height * (0.01 + 0.1 * random_())
             cx, cy = rx + random_() * (width - 2 * rx), ry + random_() * (height - 2 * ry)
@@ -614,7 +625,9 @@ class _Shapes:
             return f' cx="{cx:.2f}" cy="{cy:.2f}" rx="{rx:.2f}" ry="{ry:.2f}"{rotation}'
         if kind == "cuboid":
             x1, y1, x2, y2 = self.box_geometry(width, height)
-            dx, dy = (x2 - x1) * (0.1 + 0.3 * random_()), -(y2 - y1) * (0.05 + 0.2 * random_())
+            # The back face sits up and to the right of the front one, still inside the image.
+            dx = min(width - x2, (x2 - x1) * (0.1 + 0.3 * random_()))
+            dy = -min(y1, (y2 - y1) * (0.05 + 0.2 * random_()))
             return _CUBOID_FORMAT % (
                 x1, y1, x1, y2, x2, y1, x2, y2,
                 x1 + dx, y1 + dy, x1 + dx, y2 + dy, x2 + dx, y1 + dy, x2 + dx, y2 + dy,
@@ -647,7 +660,7 @@ class _Shapes:
         size = min(width, height) * (0.1 + 0.3 * random_())
         x0, y0 = random_() * (width - size), random_() * (height - size)
         parts = []
-        for node, (fx, fy) in zip(_SKELETON_NODES, _SKELETON_LAYOUT):
+        for node, (fx, fy) in zip(_SKELETON_NODES, _SKELETON_LAYOUT, strict=True):
             outside = "1" if random_() < 0.05 else "0"
             occluded = self.occluded[int(random_() * 100)]
             x = x0 + fx * size + (random_() - 0.5) * 4
@@ -663,7 +676,7 @@ class _Shapes:
     def track(
         self, track_id: int, extra: str, frames: int, offset: int, width: int, height: int, budget: int
     ) -> tuple[str, int, int]:
-        """One track of up to ``budget`` visible frames: its XML, its visible frames and its shape elements."""
+        """One track of up to ``budget`` visible frames: its XML, visible frames and shape elements."""
         random_ = self.rng.random
         kind = self.kinds[int(random_() * 1000)]
         qlabel, attrs_xml = self._label(kind)
@@ -687,8 +700,19 @@ class _Shapes:
                 "polyline": self.polyline_points,
                 "points": self.scattered_points,
             }[kind](width, height, vertices)
-        # Linear motion, so that the keyframe="0" frames are what CVAT's interpolation would produce.
-        vx, vy = (random_() - 0.5) * width / 400, (random_() - 0.5) * height / 400
+        # Linear motion, so that the keyframe="0" frames are what CVAT's interpolation would produce, and
+        # bounded, so that the shape stays inside the frame for the whole track.
+        if kind == "ellipse":
+            cx, cy, rx, ry = base
+            room = (rx - cx, width - rx - cx, ry - cy, height - ry - cy)
+        else:
+            xs, ys = base[0::2], base[1::2]
+            room = (-min(xs), width - max(xs), -min(ys), height - max(ys))
+        low_x, high_x = max(room[0], -0.15 * width), min(room[1], 0.15 * width)
+        low_y, high_y = max(room[2], -0.15 * height), min(room[3], 0.15 * height)
+        steps = max(1, length - 1)
+        vx = (low_x + random_() * (high_x - low_x)) / steps
+        vy = (low_y + random_() * (high_y - low_y)) / steps
         if kind == "box":
             geometry = ' xtl="%.2f" ytl="%.2f" xbr="%.2f" ybr="%.2f"'
             velocity: tuple[float, ...] = (vx, vy, vx, vy)
@@ -706,7 +730,7 @@ class _Shapes:
             outside = t == length
             keyframe = outside or t == 0 or t == last or t % keyframe_every == 0
             step = min(t, last)
-            coords = tuple(b + v * step for b, v in zip(base, velocity))
+            coords = tuple(b + v * step for b, v in zip(base, velocity, strict=True))
             out.append(
                 f'{shape_open}"{offset + start + t}" keyframe="{int(keyframe)}" outside="{int(outside)}" '
                 f'occluded="{occluded}"{geometry % coords}{shape_close}'
@@ -719,7 +743,7 @@ def _first(pair: tuple[int, str]) -> int:
     return pair[0]
 
 
-# ----------------------------------------------------------------------------------------------------- rendering
+# --- rendering
 
 
 @attrs.define
@@ -738,7 +762,7 @@ def _render(
     project_id: int,
     counts: _Counts,
 ) -> Iterator[str]:
-    """The export as a stream of chunks (one per image or track) so that the writer never holds the whole file."""
+    """The export as chunks (one per image or track) so that the writer never holds the whole file."""
     rng = random.Random(seed)
     yield _meta_xml(kind, media, plans, random.Random(f"meta:{seed}"), project_id)
     offsets = frame_offsets(plans) if kind == "project" else {plan.id: 0 for plan in plans}
@@ -777,7 +801,7 @@ def _render(
                 f'\n  <image id="{offset + frame}" name="{plan.name}/img_{image_number:07d}.jpg"{where}'
                 f' width="{width}" height="{height}">{body}\n  </image>'
             )
-    yield "\n</annotations>\n"
+    yield _CLOSING
 
 
 def _default_tasks(kind: Kind, images: int, jobs_per_task: int) -> int:
@@ -786,41 +810,49 @@ def _default_tasks(kind: Kind, images: int, jobs_per_task: int) -> int:
     return max(1, min(images // jobs_per_task, math.ceil(images / 1000)))
 
 
-def _estimate_images(
+def _bytes_per_image(
+    *, kind: Kind, media: Media, shapes_per_image: int, seed: int, sample: int
+) -> dict[tuple[int, int], float]:
+    """Measured cost of one image (or frame) at each resolution: coordinates get longer as images grow.
+
+    Each resolution gets its own seed so that the sampling errors of the six samples average out instead of
+    repeating (one image's size varies by about half its mean with the shape mix).
+    """
+    costs = {}
+    for k, (width, height) in enumerate(_RESOLUTIONS):
+        plan = TaskPlan(1, "sample", "Train", sample, width, height, (Segment(1, 1, 0, sample - 1),))
+        chunks = _render(
+            kind=kind,
+            media=media,
+            plans=(plan,),
+            shapes_per_image=shapes_per_image,
+            seed=seed * 1000 + k,
+            project_id=1,
+            counts=_Counts(),
+        )
+        next(chunks)  # the meta is measured on the real plan instead
+        costs[(width, height)] = sum(len(chunk.encode()) for chunk in chunks) / sample
+    return costs
+
+
+def _images_for_target(
     target_bytes: int,
+    make_plans: Callable[[int], tuple[TaskPlan, ...]],
+    meta_bytes: Callable[[Sequence[TaskPlan]], int],
     *,
-    kind: Kind,
-    media: Media,
-    tasks: int | None,
-    shapes_per_image: int,
-    jobs_per_task: int,
-    seed: int,
+    costs: Mapping[tuple[int, int], float],
+    minimum: int,
 ) -> int:
-    """Images needed for ``target_bytes``: render two small samples and extrapolate the per-image cost."""
-    samples = []
-    for images in (200, 400):
-        sample_tasks = min(tasks or 1, images // jobs_per_task) if kind == "project" else 1
-        plans = plan_tasks(
-            images=images, tasks=sample_tasks, jobs_per_task=jobs_per_task, media=media, seed=seed
-        )
-        counts = _Counts()
-        size = sum(
-            len(chunk.encode())
-            for chunk in _render(
-                kind=kind,
-                media=media,
-                plans=plans,
-                shapes_per_image=shapes_per_image,
-                seed=seed,
-                project_id=1,
-                counts=counts,
-            )
-        )
-        samples.append((images, size))
-    (n1, s1), (n2, s2) = samples
-    per_image = max(1.0, (s2 - s1) / (n2 - n1))
-    fixed = s1 - per_image * n1
-    return max(jobs_per_task * (tasks or 1), round((target_bytes - fixed) / per_image))
+    """The image count whose plan is estimated closest to ``target_bytes`` (a few fixed-point steps)."""
+    images = max(minimum, round(target_bytes / (sum(costs.values()) / len(costs))))
+    for _ in range(6):
+        plans = make_plans(images)
+        estimate = meta_bytes(plans) + sum(plan.size * costs[(plan.width, plan.height)] for plan in plans)
+        better = max(minimum, round(images * target_bytes / estimate))
+        if better == images:
+            break
+        images = better
+    return images
 
 
 def generate_export(
@@ -841,10 +873,10 @@ def generate_export(
 ) -> ExportInfo:
     """Write a CVAT export to ``path`` (atomically) and say what is in it.
 
-    ``images`` counts frames for video. Give ``target_mb`` instead of ``images`` to pick the count that makes a
-    file of about that many MB (10**6 bytes). ``tasks`` defaults to one per thousand images for a project export
-    and must be 1 for a task export. ``first_segment_id`` makes segment ids differ from job ids, as they do on a
-    CVAT server that also has ground-truth or consensus jobs.
+    ``images`` counts frames for video. Give ``target_mb`` instead of ``images`` to pick the count
+    that makes a file of about that many MB (10**6 bytes). ``tasks`` defaults to one per thousand
+    images for a project export and must be 1 for a task export. ``first_segment_id`` makes segment
+    ids differ from job ids, as they do on a CVAT server that also has ground-truth or consensus jobs.
     """
     if kind not in ("project", "task") or media not in ("images", "video"):
         raise ValueError(f"unknown kind/media {kind!r}/{media!r}")
@@ -854,28 +886,39 @@ def generate_export(
         raise ValueError("shapes_per_image must not be negative")
     if images is not None and target_mb is not None:
         raise ValueError("give images or target_mb, not both")
-    if target_mb is not None:
-        images = _estimate_images(
-            int(target_mb * 1_000_000),
-            kind=kind,
-            media=media,
-            tasks=tasks,
-            shapes_per_image=shapes_per_image,
+
+    def make_plans(count: int) -> tuple[TaskPlan, ...]:
+        return plan_tasks(
+            images=count,
+            tasks=tasks if tasks is not None else _default_tasks(kind, count, jobs_per_task),
             jobs_per_task=jobs_per_task,
+            media=media,
             seed=seed,
+            first_task_id=first_task_id,
+            first_job_id=first_job_id,
+            first_segment_id=first_segment_id,
         )
-    if images is None:
-        images = 1000
-    plans = plan_tasks(
-        images=images,
-        tasks=tasks if tasks is not None else _default_tasks(kind, images, jobs_per_task),
-        jobs_per_task=jobs_per_task,
-        media=media,
-        seed=seed,
-        first_task_id=first_task_id,
-        first_job_id=first_job_id,
-        first_segment_id=first_segment_id,
-    )
+
+    def meta_bytes(plans: Sequence[TaskPlan]) -> int:
+        meta = _meta_xml(kind, media, plans, random.Random(f"meta:{seed}"), project_id)
+        return len(meta.encode()) + len(_CLOSING)
+
+    if target_mb is not None:
+        images = _images_for_target(
+            int(target_mb * 1_000_000),
+            make_plans,
+            meta_bytes,
+            costs=_bytes_per_image(
+                kind=kind,
+                media=media,
+                shapes_per_image=shapes_per_image,
+                seed=seed,
+                # Enough images to make the estimate good to a percent or two, few for small targets.
+                sample=max(60, min(500, round(target_mb * 50))),
+            ),
+            minimum=jobs_per_task * (tasks or 1),
+        )
+    plans = make_plans(1000 if images is None else images)
     target = Path(path)
     partial = target.with_name(target.name + ".part")
     counts = _Counts()
@@ -914,20 +957,22 @@ def _write_batched(file: TextIO, chunks: Iterator[str], batch: int = 512) -> Non
     file.write("".join(pending))
 
 
-# ------------------------------------------------------------------------------------------------------ job status
+# --- job status
 
-# (stage, state) pairs a job that is not finished shows on a CVAT server, with rough frequencies.
-_OPEN_JOB_STATES = _weighted_table(
+# (stage, state) pairs of unfinished jobs on a CVAT server, with rough frequencies. The job that keeps a
+# task open draws from the first table only, so no reading of "completed" (state, or stage and state)
+# counts that task as done.
+_WORKING_JOB_STATES = _weighted_table(
     {
         "annotation/new": 25,
-        "annotation/in progress": 40,
-        "validation/in progress": 15,
+        "annotation/in progress": 45,
+        "validation/in progress": 20,
         "validation/rejected": 5,
         "annotation/rejected": 5,
-        "validation/completed": 10,
     },
     100,
 )
+_OPEN_JOB_STATES = [*_WORKING_JOB_STATES[:90], *["validation/completed"] * 10]
 
 
 def generate_job_status(
@@ -943,10 +988,11 @@ def generate_job_status(
 ) -> JobStatusInfo:
     """Write a job-status file whose job ids match an export's segments.
 
-    Give ``export`` (the :class:`ExportInfo` of :func:`generate_export`) for exact job ids, task names and frame
-    ranges; or ``task_ids`` and ``jobs_per_task`` with the same ``first_job_id`` as the export (frame ranges are
-    then nominal, 10 frames a job). ``completed_fraction`` of the tasks get every job at stage "acceptance", state
-    "completed"; every other task has at least one job that is not. ``shape="rest"`` writes a CVAT ``GET
+    Give ``export`` (the :class:`ExportInfo` of :func:`generate_export`) for exact job ids, task
+    names and frame ranges; or ``task_ids`` and ``jobs_per_task`` with the same ``first_job_id`` as
+    the export (frame ranges are then nominal, 10 frames a job). ``completed_fraction`` of the tasks
+    get every job at stage "acceptance", state "completed"; every other task has at least one job
+    that is not. ``shape="rest"`` writes a CVAT ``GET
     /api/jobs`` page, ``shape="flat"`` a plain list of ``{"task_id": "12", "job_id": 34, ...}`` rows.
     """
     if not 0.0 <= completed_fraction <= 1.0:
@@ -969,6 +1015,7 @@ def generate_job_status(
     completed = frozenset(
         rng.sample([task_id for task_id, _, _ in tasks], round(completed_fraction * len(tasks)))
     )
+    mode = "interpolation" if export is not None and export.media == "video" else "annotation"
     rows: list[dict[str, object]] = []
     states: dict[int, str] = {}
     for task_id, task_name, jobs in tasks:
@@ -976,6 +1023,8 @@ def generate_job_status(
         for j, (job_id, start, stop) in enumerate(jobs):
             if task_id in completed or (j != still_open and rng.random() < 0.4):
                 stage, state = "acceptance", "completed"
+            elif j == still_open:
+                stage, state = _WORKING_JOB_STATES[rng.randrange(100)].split("/")
             else:
                 stage, state = _OPEN_JOB_STATES[rng.randrange(100)].split("/")
             assignee = _USERS[rng.randrange(len(_USERS))] if rng.random() < 0.7 else None
@@ -990,6 +1039,7 @@ def generate_job_status(
                     "assignee": assignee,
                     "start": start,
                     "stop": stop,
+                    "mode": mode,
                     "updated": _timestamp(rng, after=_EPOCH + dt.timedelta(days=10), days=50),
                 }
             )
@@ -1022,7 +1072,7 @@ def _int(value: object) -> int:
 
 
 def _rest_job(row: Mapping[str, object]) -> dict[str, object]:
-    """One job as CVAT's REST API returns it (the fields a status reader may touch, in the server's key order)."""
+    """One job as CVAT's REST API returns it (the fields a reader may touch, in the server's key order)."""
     job_id = _int(row["job_id"])
     updated = row["updated"]
     assert isinstance(updated, dt.datetime)
@@ -1044,7 +1094,7 @@ def _rest_job(row: Mapping[str, object]) -> dict[str, object]:
         "id": job_id,
         "issues": {"count": 0, "url": f"{HOST}/api/issues?job_id={job_id}"},
         "labels": {"url": f"{HOST}/api/labels?job_id={job_id}"},
-        "mode": "annotation",
+        "mode": row["mode"],
         "stage": row["stage"],
         "start_frame": row["start"],
         "state": row["state"],
@@ -1057,7 +1107,7 @@ def _rest_job(row: Mapping[str, object]) -> dict[str, object]:
     }
 
 
-# ------------------------------------------------------------------------------------------------------------- CLI
+# --- CLI
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1092,7 +1142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     elapsed = time.perf_counter() - started
     print(
-        f"{info.path}: {info.bytes / 1e6:.1f} MB, {info.tasks} tasks, {sum(map(len, info.jobs.values()))} jobs, "
+        f"{info.path}: {info.bytes / 1e6:.1f} MB, {info.tasks} tasks, "
+        f"{sum(map(len, info.jobs.values()))} jobs, "
         f"{info.images} {'frames' if info.media == 'video' else 'images'}, {info.shapes} shapes "
         f"in {elapsed:.2f} s ({info.bytes / 1e6 / elapsed:.1f} MB/s)"
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
@@ -77,6 +78,10 @@ class JobInfo:
         }
 
 
+def _jobs(jobs: Iterable[JobInfo]) -> tuple[JobInfo, ...]:
+    return tuple(jobs)
+
+
 @attrs.frozen
 class TaskInfo:
     """A task as an event describes it: identity, link, counts and its counting jobs."""
@@ -87,7 +92,7 @@ class TaskInfo:
     url: str | None = None
     image_count: int = 0
     shape_count: int = 0
-    jobs: tuple[JobInfo, ...] = attrs.field(factory=tuple, converter=tuple)
+    jobs: tuple[JobInfo, ...] = attrs.field(factory=tuple, converter=_jobs)
 
     def to_payload(self) -> dict[str, Any]:
         return {

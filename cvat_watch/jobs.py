@@ -20,9 +20,13 @@ from __future__ import annotations
 
 import json
 import logging
+import operator
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
+
+import attrs
 
 from cvat_watch.errors import JobStatusError
 from cvat_watch.model import JobStatus
@@ -114,22 +118,23 @@ def job_records(
             groups.append(("", document))
     else:
         raise JobStatusError(f"{_SHAPE}; found {_kind(document)}", path=path)
-    seen: dict[str, JobStatus] = {}
+    jobs: list[JobStatus] = []
     for prefix, records in groups:
-        _collect(records, prefix, seen, groups, path)
+        _collect(records, prefix, jobs, path)
+    # Repeated ids are rare; one set over all ids is cheaper than a lookup per record.
+    if len(set(map(_JOB_ID, jobs))) != len(jobs):
+        jobs = _without_repeats(jobs, groups, path)
     if pages:
-        _warn_if_partial(pages[0], pages[-1], len(seen), path)
-    return tuple(seen.values())
+        _warn_if_partial(pages[0], pages[-1], len(jobs), path)
+    return tuple(jobs)
 
 
-def _collect(
-    records: Sequence[object],
-    prefix: str,
-    seen: dict[str, JobStatus],
-    groups: list[tuple[str, Sequence[object]]],
-    path: _PathArg,
-) -> None:
-    """Add the jobs of one list of records to ``seen`` (job id → record, first occurrence wins)."""
+_JOB_ID = operator.attrgetter("job_id")
+
+
+def _collect(records: Sequence[object], prefix: str, jobs: list[JobStatus], path: _PathArg) -> None:
+    """Append one job per record, in order, or raise for the first record that is not usable."""
+    append = jobs.append
     index = 0
     try:
         for index, raw in enumerate(records):
@@ -159,33 +164,42 @@ def _collect(
                 and (task_name is None or type(task_name) is str)
             ):
                 raise _diagnose(raw, f"{prefix}[{index}]", path)
-            job = JobStatus(job_id, task_id, state, stage, job_type, assignee, updated, task_name)
-            previous = seen.setdefault(job.job_id, job)
-            if previous is not job and previous != job:
-                # Identical repeats are harmless (a job that moved between pages while they were
-                # fetched); differing ones leave no way to know which is current.
-                raise JobStatusError(
-                    f"job {job.job_id} appears twice with different content:"
-                    f" first at {_first_place(groups, job.job_id)}"
-                    f" ({previous.state}, {previous.stage}), again here ({job.state}, {job.stage})",
-                    path=path,
-                    where=f"{prefix}[{index}]",
-                )
+            append(JobStatus(job_id, task_id, state, stage, job_type, assignee, updated, task_name))
     except ValueError as error:
         # str() of an integer id beyond Python's digit limit; only possible for a document
         # built in code, since json.loads refuses such a number first.
         raise JobStatusError(f"unusable id: {error}", path=path, where=f"{prefix}[{index}]") from None
 
 
-def _first_place(groups: list[tuple[str, Sequence[object]]], job_id: str) -> str:
-    """Where the first record with this job id sits (only called to word an error)."""
-    for prefix, records in groups:
-        for index, raw in enumerate(records):
-            if isinstance(raw, dict):
-                value = raw["job_id"] if "job_id" in raw else raw.get("id")
-                if value is not None and str(value) == job_id:
-                    return f"{prefix}[{index}]"
-    return "an earlier record"
+def _without_repeats(
+    jobs: list[JobStatus], groups: list[tuple[str, Sequence[object]]], path: _PathArg
+) -> list[JobStatus]:
+    """Drop identical repeats of a job; raise for a job id that comes with different content.
+
+    An identical repeat is harmless (a job that moved from one page to the next while the pages
+    were fetched); differing ones leave no way to know which is current.
+    """
+    # Every record produced exactly one job, so the n-th job comes from the n-th place.
+    places = (f"{prefix}[{index}]" for prefix, records in groups for index in range(len(records)))
+    first: dict[str, tuple[JobStatus, str]] = {}
+    unique: list[JobStatus] = []
+    for job, place in zip(jobs, places):
+        earlier, earlier_place = first.setdefault(job.job_id, (job, place))
+        if earlier is job:
+            unique.append(job)
+        elif earlier != job:
+            differing = ", ".join(
+                field.name
+                for field in attrs.fields(JobStatus)
+                if getattr(earlier, field.name) != getattr(job, field.name)
+            )
+            raise JobStatusError(
+                f"job {job.job_id} appears twice with different content ({differing}):"
+                f" first at {earlier_place}, again here",
+                path=path,
+                where=place,
+            )
+    return unique
 
 
 _TEXT_KEYS = ("stage", "type", "updated_date", "updated", "task_name")
@@ -261,12 +275,23 @@ def _warn_if_partial(
         )
 
 
+# What the parser stopped at when the text ends inside a literal, a number or a \u escape.
+_PARTIAL_TOKEN = re.compile(r"-|\.|[eE][-+]?|t(?:ru?)?|f(?:a(?:ls?)?)?|n(?:ul?)?")
+_PARTIAL_ESCAPE = re.compile(r"u[0-9a-fA-F]{0,3}")
+
+
 def _json_error(error: json.JSONDecodeError, text: str, path: _PathArg) -> JobStatusError:
     where = f"line {error.lineno} column {error.colno}"
     # A writer that has not finished leaves a prefix of a document: the parser fails at the end
-    # of the text, or cannot find the end of a string that runs to the end.
-    at_end = error.pos >= len(text.rstrip())
-    if at_end or error.msg.startswith("Unterminated string"):
+    # of the text, runs out of text inside a string, or stops at an unfinished token.
+    tail = text[error.pos :].rstrip()
+    truncated = (
+        not tail
+        or error.msg.startswith("Unterminated string")
+        or _PARTIAL_TOKEN.fullmatch(tail) is not None
+        or (error.msg.startswith("Invalid \\uXXXX") and _PARTIAL_ESCAPE.fullmatch(tail) is not None)
+    )
+    if truncated:
         return JobStatusError(
             f"truncated JSON ({error.msg}): the file ends mid-document; the exporter may be mid-write",
             path=path,

@@ -22,7 +22,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import attrs
 
@@ -121,8 +121,13 @@ class Delivery:
 
     @classmethod
     def _from_row(cls, row: Sequence[Any]) -> Delivery:
-        *columns, payload = row
-        return cls(*columns, payload=json.loads(payload))
+        # The columns are _DELIVERY_COLUMNS, in the order of the fields.
+        values = dict(zip(_FIELD_NAMES, row, strict=True))
+        values["payload"] = json.loads(values["payload"])
+        return cls(**values)
+
+
+_FIELD_NAMES = tuple(field.name for field in attrs.fields(Delivery))
 
 
 def _describe(exc: BaseException) -> str:
@@ -136,6 +141,8 @@ def _describe(exc: BaseException) -> str:
             return f"the disk is full ({text})"
         if "readonly" in lowered or "read-only" in lowered:
             return f"the database or its directory is read-only ({text})"
+        if "disk i/o error" in lowered:
+            return f"a write failed: is the disk full or failing? ({text})"
         if "locked" in lowered or "busy" in lowered:
             return f"the database is locked by another process ({text})"
         if "unable to open" in lowered:
@@ -171,12 +178,16 @@ class Store:
         and links that are nobody else's business.
         """
         path = Path(path)
+        # ":memory:" is a private, throw-away database (a dry run with no state yet): no file,
+        # and no WAL, which SQLite does not do in memory.
+        in_memory = str(path) == ":memory:"
         connection: sqlite3.Connection | None = None
         try:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            # Create the file ourselves so that its mode never depends on SQLite's defaults;
-            # SQLite gives the -wal and -shm files the mode of the database file.
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            if not in_memory:
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                # Create the file ourselves so that its mode never depends on SQLite's defaults;
+                # SQLite gives the -wal and -shm files the mode of the database file.
+                os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
             connection = sqlite3.connect(
                 path,
                 timeout=busy_timeout,
@@ -185,7 +196,7 @@ class Store:
             )
             connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
+            if str(mode).lower() != "wal" and not in_memory:
                 raise StateError(
                     f"cannot switch the database to WAL mode (it stays in {mode!r} mode)",
                     path=path,
@@ -211,7 +222,7 @@ class Store:
                 with contextlib.suppress(sqlite3.Error):
                     self._connection.close()
 
-    def __enter__(self) -> Store:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -339,7 +350,7 @@ class Store:
         return [Delivery._from_row(row) for row in rows]
 
     def next_due_time(self, handler_key: str | None = None) -> float | None:
-        """When the next delivery (of ``handler_key``, or of anyone) can be attempted; None if none is pending.
+        """When a delivery (of ``handler_key``, or of any handler) is due next; None if none is pending.
 
         Rows held back by the per-task order do not count: they are not due until the row ahead
         of them is settled, and counting them would wake a worker for nothing.
@@ -397,19 +408,20 @@ class Store:
     # -- the operator's side ----------------------------------------------------------------
 
     def deliveries(self, *, failed_only: bool = False, limit: int | None = None) -> list[Delivery]:
-        """Deliveries oldest first (with ``limit``: the most recent ones); ``failed_only``: dead and gone."""
-        where = "WHERE d.status IN ('dead', 'gone')" if failed_only else ""
+        """Deliveries, newest first; ``failed_only``: dead, gone, and pending ones that have failed before."""
+        where = (
+            "WHERE d.status IN ('dead', 'gone') OR (d.status = 'pending' AND d.attempts > 0)"
+            if failed_only
+            else ""
+        )
         query = (
             f"SELECT {_DELIVERY_COLUMNS} FROM deliveries AS d JOIN events AS e ON e.id = d.event_id"
-            f" {where} ORDER BY d.id DESC"
+            f" {where} ORDER BY d.id DESC LIMIT ?"
         )
-        parameters: tuple[int, ...] = ()
-        if limit is not None:
-            query += " LIMIT ?"
-            parameters = (limit,)
         with self._use("list deliveries") as connection:
-            rows = connection.execute(query, parameters).fetchall()
-        return [Delivery._from_row(row) for row in reversed(rows)]
+            # LIMIT -1 is SQLite for "no limit".
+            rows = connection.execute(query, (-1 if limit is None else limit,)).fetchall()
+        return [Delivery._from_row(row) for row in rows]
 
     def redeliver(self, delivery_id: int, now: float) -> Delivery:
         """Queue a delivery again, due now, attempts kept; StateError if there is no such delivery.

@@ -16,11 +16,11 @@ import threading
 import time
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import attrs
 
-__all__ = ["Recorded", "Receiver", "Reply", "free_port", "sample_event"]
+__all__ = ["Receiver", "Recorded", "Reply", "free_port", "sample_event"]
 
 
 @attrs.frozen
@@ -95,7 +95,7 @@ class Receiver:
         self._stopping = threading.Event()
         self._server = _Server(self)
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="receiver"
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, name="receiver"
         )
 
     @property
@@ -153,7 +153,7 @@ class Receiver:
         except (BrokenPipeError, ConnectionResetError):
             handler.close_connection = True
 
-    def start(self) -> Receiver:
+    def start(self) -> Self:
         self._thread.start()
         return self
 
@@ -171,7 +171,7 @@ class Receiver:
         self._server.server_close()
         self._thread.join(timeout=5)
 
-    def __enter__(self) -> Receiver:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(

@@ -48,7 +48,9 @@ def test_multiline_reloading_message_arrives_as_one_datagram(receiver: tuple[soc
     assert sock.recv(4096).decode() == message
 
 
-def test_reads_os_environ_by_default(receiver: tuple[socket.socket, str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reads_os_environ_by_default(
+    receiver: tuple[socket.socket, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Without an explicit environ, $NOTIFY_SOCKET comes from the process environment."""
     sock, path = receiver
     monkeypatch.setenv("NOTIFY_SOCKET", path)

@@ -10,8 +10,10 @@ a string and a value the event lacks is ``""``.
 
 from __future__ import annotations
 
+import inspect
 import re
 import string
+import warnings
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -86,6 +88,20 @@ def validate_template(text: str, *, key: str | None = None) -> None:
         raise ConfigError(f"invalid template: {exc}", key=key) from None
 
 
+def _asset_options(apprise: Any) -> dict[str, Any]:
+    """Settings that keep Apprise to one synchronous attempt in the caller's thread."""
+    # async_mode off and no service deadline: the service runs in our thread, not in Apprise's
+    # process-wide pools; the dispatcher owns concurrency and the plugin keeps its HTTP timeouts.
+    options: dict[str, Any] = {"async_mode": False}
+    accepted = inspect.signature(apprise.AppriseAsset).parameters
+    if "service_timeout" in accepted:
+        options["service_timeout"] = 0
+    if "storage_mode" in accepted:
+        # Memory only: handlers never persist; the outbox is our one store.
+        options["storage_mode"] = "memory"
+    return options
+
+
 def _label(url: str) -> str:
     scheme, sep, _rest = url.partition("://")
     return f"apprise {scheme}://…" if sep and _SCHEME.fullmatch(scheme) else "apprise <url>"
@@ -116,13 +132,13 @@ class AppriseHandler:
         except ImportError:
             raise ConfigError(_MISSING_EXTRA) from None
         self._lib = apprise
-        if hasattr(apprise, "PersistentStoreMode"):
-            # Memory only: handlers never persist; the outbox is our one store.
-            asset = apprise.AppriseAsset(storage_mode=apprise.PersistentStoreMode.MEMORY)
-        else:  # Apprise before 1.9 has no persistent store at all
-            asset = apprise.AppriseAsset()
-        self._apprise = apprise.Apprise(asset=asset)
-        if not self._apprise.add(self._url):
+        self._apprise = apprise.Apprise(asset=apprise.AppriseAsset(**_asset_options(apprise)))
+        with warnings.catch_warnings():
+            # The first add() loads every Apprise plugin; on Python 3.11 one of them imports
+            # the deprecated imghdr module. Nothing our users can act on, so keep it quiet.
+            warnings.filterwarnings("ignore", message="'imghdr' is deprecated", category=DeprecationWarning)
+            accepted = self._apprise.add(self._url)
+        if not accepted:
             raise ConfigError(f"Apprise does not accept the {self._label} URL", key="url")
         if len(self._apprise) != 1:
             raise ConfigError(

@@ -235,11 +235,13 @@ class WebhookHandler:
             raise self._transport_error(exc) from None
         try:
             drained = 0
-            for chunk in response.iter_raw():
+            # Responses from an in-memory transport arrive already read.
+            chunks = () if response.is_stream_consumed else response.iter_raw()
+            for chunk in chunks:
                 drained += len(chunk)
                 if drained > _MAX_DRAIN:
                     break
-        except httpx.HTTPError:
+        except (httpx.HTTPError, httpx.StreamError):
             # The status line already decided the outcome; a broken body changes nothing.
             pass
         finally:

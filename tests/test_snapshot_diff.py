@@ -1,0 +1,324 @@
+"""Snapshots of an export and the pure diff that turns two of them into events."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+import pytest
+
+from cvat_watch.diff import DiffResult, diff
+from cvat_watch.events import JOB_STATE_CHANGED, TASK_COMPLETED, TASK_REOPENED, event_id
+from cvat_watch.model import ExportSummary, JobStatus, Project, Segment, Task
+from cvat_watch.snapshot import JobState, Snapshot, TaskState, build_snapshot, id_sort_key
+
+TS = "2024-05-01T10:00:00.000000Z"
+
+# -- building snapshots ----------------------------------------------------------------------
+
+
+def summary(*tasks: Task, project: Project | None = None) -> ExportSummary:
+    return ExportSummary(
+        kind="project" if project else "task",
+        project=project,
+        tasks=tasks,
+        image_counts={t.id: 2 for t in tasks},
+        shape_counts={t.id: 5 for t in tasks},
+    )
+
+
+def test_build_snapshot_counts_only_counting_jobs_of_described_tasks() -> None:
+    """Tasks without an id, jobs of unknown tasks and ground-truth jobs stay out of the snapshot."""
+    export = summary(Task(id="1", name="a", subset="train"), Task(id=None, name="anonymous"))
+    jobs = [
+        JobStatus(job_id="10", task_id="1", state="completed", stage="acceptance", assignee="ann"),
+        JobStatus(job_id="11", task_id="1", state="new", type="ground_truth"),
+        JobStatus(job_id="99", task_id="9", state="completed"),
+    ]
+    snapshot = build_snapshot(watch="w", summary=export, jobs=jobs)
+    assert snapshot.tasks == (
+        TaskState(
+            id="1",
+            name="a",
+            subset="train",
+            completed=True,
+            jobs=(JobState(id="10", state="completed", stage="acceptance", assignee="ann", type=None),),
+            image_count=2,
+            shape_count=5,
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    ("states", "rule", "completed"),
+    [
+        ([("completed", "acceptance"), ("completed", "validation")], "completed", True),
+        ([("completed", "acceptance"), ("completed", "validation")], "accepted", False),
+        ([("completed", "acceptance")], "accepted", True),
+        ([("completed", None), ("in progress", None)], "completed", False),
+        ([], "completed", False),
+    ],
+)
+def test_completion_rule(states: list[tuple[str, str | None]], rule: str, completed: bool) -> None:
+    """A task is completed with at least one counting job and all of them done under the rule."""
+    jobs = [
+        JobStatus(job_id=str(10 + i), task_id="1", state=state, stage=stage)
+        for i, (state, stage) in enumerate(states)
+    ]
+    snapshot = build_snapshot(watch="w", summary=summary(Task(id="1")), jobs=jobs, rule=rule)  # type: ignore[arg-type]
+    assert snapshot.tasks[0].completed is completed
+
+
+def test_later_record_of_a_job_wins() -> None:
+    """A job listed twice in the job-status file counts once, with its last record."""
+    jobs = [
+        JobStatus(job_id="10", task_id="1", state="new"),
+        JobStatus(job_id="10", task_id="1", state="completed"),
+    ]
+    snapshot = build_snapshot(watch="w", summary=summary(Task(id="1")), jobs=jobs)
+    assert [j.state for j in snapshot.tasks[0].jobs] == ["completed"]
+    assert snapshot.tasks[0].completed
+
+
+def test_tasks_and_jobs_are_sorted_numerically() -> None:
+    """Tasks and jobs are ordered by id with numbers compared as numbers (9 before 10)."""
+    export = summary(Task(id="10"), Task(id="9"), Task(id="x2"), Task(id="100"))
+    jobs = [JobStatus(job_id=j, task_id="10", state="new") for j in ("20", "3", "100")]
+    snapshot = build_snapshot(watch="w", summary=export, jobs=jobs)
+    assert [t.id for t in snapshot.tasks] == ["9", "10", "100", "x2"]
+    assert [j.id for j in snapshot.by_id()["10"].jobs] == ["3", "20", "100"]
+    assert sorted(["a10", "a9", "b1", "10"], key=id_sort_key) == ["10", "a9", "a10", "b1"]
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("https://cvat.example.org/", "https://cvat.example.org"),
+        (None, "http://localhost:8080"),
+    ],
+)
+def test_base_url_given_or_from_the_export(given: str | None, expected: str) -> None:
+    """The base URL is the configured one, else scheme and host of the export's job URLs."""
+    task = Task(id="1", segments=(Segment(id="4", start=0, stop=1, url="http://localhost:8080/api/jobs/4"),))
+    assert build_snapshot(watch="w", summary=summary(task), jobs=[], base_url=given).base_url == expected
+
+
+def test_no_base_url_without_job_urls() -> None:
+    """An export without job URLs and no configured base URL has no base URL."""
+    assert build_snapshot(watch="w", summary=summary(Task(id="1")), jobs=[]).base_url is None
+
+
+def test_snapshot_json_round_trip() -> None:
+    """A snapshot survives to_dict → JSON → from_dict unchanged (the store keeps it that way)."""
+    export = summary(Task(id="1", name="ä"), Task(id="2"), project=Project(id="3", name="roads"))
+    jobs = [JobStatus(job_id="10", task_id="1", state="completed", type="annotation")]
+    snapshot = build_snapshot(watch="w", summary=export, jobs=jobs, base_url="http://c")
+    assert Snapshot.from_dict(json.loads(json.dumps(snapshot.to_dict()))) == snapshot
+    assert snapshot.project_id == "3"
+    assert snapshot.project_name == "roads"
+
+
+# -- the diff --------------------------------------------------------------------------------
+
+Spec = Mapping[str, "str | tuple[str, ...]"]
+
+
+def snap(spec: Spec, *, watch: str = "w") -> Snapshot:
+    """A snapshot from {task id: job states}; one state string means a single job.
+
+    Job ids are the task id times 10 plus the job's index; a task is completed when every job is.
+    """
+    tasks = []
+    for task_id, states in spec.items():
+        states = (states,) if isinstance(states, str) else states
+        jobs = [JobState(id=str(int(task_id) * 10 + i), state=s) for i, s in enumerate(states)]
+        completed = bool(jobs) and all(s == "completed" for s in states)
+        tasks.append(TaskState(id=task_id, name=f"task {task_id}", completed=completed, jobs=jobs))
+    return Snapshot(watch=watch, project_id="3", project_name="p", base_url="http://c", tasks=tasks)
+
+
+def kinds(result: DiffResult) -> list[tuple[str, str]]:
+    return [(e.type, e.task.id) for e in result.events]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "notify_existing", "expected"),
+    [
+        pytest.param(None, {"1": "completed", "2": "new"}, False, [], id="first-start-silent"),
+        pytest.param(
+            None, {"1": "completed", "2": "new"}, True, [(TASK_COMPLETED, "1")], id="first-start-notify"
+        ),
+        pytest.param({"1": "new"}, {"1": "completed"}, False, [(TASK_COMPLETED, "1")], id="complete"),
+        pytest.param({}, {"1": "completed"}, False, [(TASK_COMPLETED, "1")], id="appears-completed"),
+        pytest.param({"1": "completed"}, {"1": "in progress"}, False, [(TASK_REOPENED, "1")], id="reopen"),
+        pytest.param({"1": "completed"}, {}, False, [], id="completed-task-removed"),
+        pytest.param({"1": "new"}, {}, False, [], id="open-task-removed"),
+        pytest.param({"1": "completed"}, {"1": "completed"}, True, [], id="unchanged"),
+        pytest.param(
+            {"1": ("completed", "new")},
+            {"1": ("completed", "completed")},
+            False,
+            [(TASK_COMPLETED, "1")],
+            id="last-job-completes-the-task",
+        ),
+        pytest.param(
+            {"10": "new", "9": "new", "2": "completed"},
+            {"10": "completed", "9": "completed", "2": "new"},
+            False,
+            [(TASK_REOPENED, "2"), (TASK_COMPLETED, "9"), (TASK_COMPLETED, "10")],
+            id="numeric-task-order",
+        ),
+    ],
+)
+def test_task_transitions(
+    old: Spec | None, new: Spec, notify_existing: bool, expected: list[tuple[str, str]]
+) -> None:
+    """Task completions and reopenings between two snapshots, as the rules say."""
+    result = diff(
+        snap(old) if old is not None else None,
+        snap(new),
+        generations={},
+        timestamp=TS,
+        notify_existing=notify_existing,
+    )
+    assert kinds(result) == expected
+
+
+def test_event_content() -> None:
+    """A completion event carries the watch, project, task, links, jobs and the given timestamp."""
+    result = diff(snap({"1": "new"}), snap({"1": "completed"}), generations={}, timestamp=TS)
+    (event,) = result.events
+    assert event.id == event_id("w", "1", TASK_COMPLETED, 1)
+    assert event.timestamp == TS
+    assert event.watch == "w"
+    assert (event.project.id, event.project.name) == ("3", "p")  # type: ignore[union-attr]
+    assert event.task.url == "http://c/tasks/1"
+    assert [(j.id, j.state, j.url) for j in event.task.jobs] == [("10", "completed", "http://c/tasks/1/jobs/10")]
+    assert event.job is None
+    assert event.previous_state is None
+    assert result.generations == {"task:1": 1}
+
+
+def test_first_start_keeps_given_generations() -> None:
+    """A silent first start changes no counter; the next completion still gets a fresh generation."""
+    result = diff(None, snap({"1": "completed"}), generations={"task:1": 4}, timestamp=TS)
+    assert result.events == ()
+    assert result.generations == {"task:1": 4}
+
+
+def test_complete_reopen_complete_gets_new_ids() -> None:
+    """Complete, reopen, complete again: each event has its own id; the reopen shares the generation."""
+    states = [{"1": "new"}, {"1": "completed"}, {"1": "in progress"}, {"1": "completed"}]
+    generations: Mapping[str, int] = {}
+    events = []
+    for old, new in zip(states, states[1:], strict=False):
+        result = diff(snap(old), snap(new), generations=generations, timestamp=TS)
+        generations = result.generations
+        events.extend(result.events)
+    assert [e.type for e in events] == [TASK_COMPLETED, TASK_REOPENED, TASK_COMPLETED]
+    assert [e.id for e in events] == [
+        event_id("w", "1", TASK_COMPLETED, 1),
+        event_id("w", "1", TASK_REOPENED, 1),
+        event_id("w", "1", TASK_COMPLETED, 2),
+    ]
+    assert generations == {"task:1": 2}
+
+
+def test_ids_are_stable_across_identical_diffs() -> None:
+    """Diffing the same baseline twice (a replay after a crash) gives the same ids and counters."""
+    old, new = snap({"1": "new", "2": "completed"}), snap({"1": "completed", "2": "new"})
+    first = diff(old, new, generations={"task:2": 3}, timestamp=TS, job_events=True)
+    second = diff(old, new, generations={"task:2": 3}, timestamp="another time", job_events=True)
+    assert [e.id for e in first.events] == [e.id for e in second.events]
+    assert first.generations == second.generations
+
+
+def test_diff_does_not_change_the_given_generations() -> None:
+    """The caller's mapping is left alone; the new counters come back in the result."""
+    generations = {"task:1": 1}
+    diff(snap({"1": "new"}), snap({"1": "completed"}), generations=generations, timestamp=TS)
+    assert generations == {"task:1": 1}
+
+
+def test_watches_do_not_share_ids() -> None:
+    """The same transition in two watches gives two ids."""
+    a = diff(snap({"1": "new"}, watch="a"), snap({"1": "completed"}, watch="a"), generations={}, timestamp=TS)
+    b = diff(snap({"1": "new"}, watch="b"), snap({"1": "completed"}, watch="b"), generations={}, timestamp=TS)
+    assert a.events[0].id != b.events[0].id
+
+
+# -- job events ------------------------------------------------------------------------------
+
+
+def job_changes(result: DiffResult) -> list[tuple[str, str | None, str]]:
+    return [
+        (e.job.id, e.previous_state, e.job.state)  # type: ignore[union-attr]
+        for e in result.events
+        if e.type == JOB_STATE_CHANGED
+    ]
+
+
+def test_job_events_are_opt_in() -> None:
+    """Without job_events a job's state change produces no event."""
+    result = diff(snap({"1": ("new", "new")}), snap({"1": ("in progress", "new")}), generations={}, timestamp=TS)
+    assert result.events == ()
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        pytest.param({"1": ("new", "new")}, {"1": ("in progress", "new")}, [("10", "new", "in progress")], id="one"),
+        pytest.param({"1": "new"}, {"1": ("new", "new")}, [], id="new-job-in-state-new"),
+        pytest.param({"1": "new"}, {"1": ("new", "completed")}, [("11", None, "completed")], id="new-job-done"),
+        pytest.param({}, {"1": "in progress"}, [("10", None, "in progress")], id="new-task"),
+        pytest.param({"1": ("new", "new")}, {"1": "new"}, [], id="job-removed"),
+    ],
+)
+def test_job_state_changes(
+    old: Spec, new: Spec, expected: list[tuple[str, str | None, str]]
+) -> None:
+    """With job_events, a job whose state differs (or that appears in a state other than new) is announced."""
+    result = diff(snap(old), snap(new), generations={}, timestamp=TS, job_events=True)
+    assert job_changes(result) == expected
+
+
+def test_no_job_events_on_first_start() -> None:
+    """A first start announces no job states, even with notify_existing."""
+    result = diff(None, snap({"1": "completed"}), generations={}, timestamp=TS, notify_existing=True, job_events=True)
+    assert kinds(result) == [(TASK_COMPLETED, "1")]
+
+
+def test_job_events_come_before_the_task_event_they_explain() -> None:
+    """Within a task, job changes (by job id) precede the completion; tasks go in id order."""
+    result = diff(
+        snap({"2": ("new", "new"), "1": "new"}),
+        snap({"2": ("completed", "completed"), "1": "completed"}),
+        generations={},
+        timestamp=TS,
+        job_events=True,
+    )
+    assert [(e.type, e.task.id, e.job.id if e.job else None) for e in result.events] == [
+        (JOB_STATE_CHANGED, "1", "10"),
+        (TASK_COMPLETED, "1", None),
+        (JOB_STATE_CHANGED, "2", "20"),
+        (JOB_STATE_CHANGED, "2", "21"),
+        (TASK_COMPLETED, "2", None),
+    ]
+    job_event = result.events[0]
+    assert job_event.job is not None
+    assert job_event.job.url == "http://c/tasks/1/jobs/10"
+    assert job_event.to_payload()["previous_state"] == "new"
+
+
+def test_job_flapping_gets_distinct_ids() -> None:
+    """A job going a → b → a → b gets a new id for every change."""
+    states = ["new", "in progress", "new", "in progress"]
+    generations: Mapping[str, int] = {}
+    ids = []
+    for old, new in zip(states, states[1:], strict=False):
+        result = diff(snap({"1": old}), snap({"1": new}), generations=generations, timestamp=TS, job_events=True)
+        generations = result.generations
+        ids.extend(e.id for e in result.events)
+    assert len(ids) == 3
+    assert len(set(ids)) == 3
+    assert generations == {"job:10": 3}
