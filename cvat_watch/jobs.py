@@ -277,7 +277,7 @@ def _warn_if_partial(
 
 # What the parser stopped at when the text ends inside a literal, a number or a \u escape.
 _PARTIAL_TOKEN = re.compile(r"-|\.|[eE][-+]?|t(?:ru?)?|f(?:a(?:ls?)?)?|n(?:ul?)?")
-_PARTIAL_ESCAPE = re.compile(r"u[0-9a-fA-F]{0,3}")
+_PARTIAL_ESCAPE = re.compile(r"u[0-9a-fA-F]{0,4}")
 
 
 def _json_error(error: json.JSONDecodeError, text: str, path: _PathArg) -> JobStatusError:
