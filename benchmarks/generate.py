@@ -50,6 +50,7 @@ __all__ = [
     "JobStatusInfo",
     "Segment",
     "TaskPlan",
+    "frame_offsets",
     "generate_export",
     "generate_job_status",
     "job_ids_for",
@@ -140,11 +141,11 @@ class ExportInfo:
     task_plans: tuple[TaskPlan, ...]
 
     def __repr__(self) -> str:
+        # Short on purpose: the task plans of a large export would fill a screen.
         return (
             f"ExportInfo(path={str(self.path)!r}, bytes={self.bytes}, kind={self.kind!r}, "
-            f"media={self.media!r}, "
-            f"tasks={self.tasks}, jobs={sum(map(len, self.jobs.values()))}, images={self.images}, "
-            f"shapes={self.shapes})"
+            f"media={self.media!r}, tasks={self.tasks}, jobs={sum(map(len, self.jobs.values()))}, "
+            f"images={self.images}, shapes={self.shapes})"
         )
 
 
@@ -517,7 +518,7 @@ class _Shapes:
     def _group(self) -> str:
         return f' group_id="{1 + int(self.rng.random() * 4)}"' if self.rng.random() < 0.02 else ""
 
-    # --- geometry, shared by images and tracks: each returns the attribute text after label/source/occluded
+    # --- geometry in image coordinates, shared by image shapes and video tracks
 
     def box_geometry(self, width: int, height: int) -> tuple[float, float, float, float]:
         random_ = self.rng.random
@@ -793,7 +794,9 @@ def _render(
             # A few images per task come from another camera, as in real mixed datasets.
             if random_() < 0.03:
                 width, height = height, width
-            count = shapes_per_image + int(random_() * (2 * spread + 1)) - spread if random_() > 0.03 else 0
+            # About 3% of images carry no annotation at all; CVAT still writes them (include_empty=True).
+            empty = random_() < 0.03
+            count = 0 if empty else shapes_per_image + int(random_() * (2 * spread + 1)) - spread
             body, written = shapes.image_shapes(width, height, count)
             counts.images += 1
             counts.shapes += written

@@ -13,7 +13,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 
 import attrs
 
@@ -33,6 +33,14 @@ MAX_IDLE_WAIT = 60.0
 STORE_FAILURE_WAIT = 5.0
 
 
+def _delays(delays: Iterable[float]) -> tuple[float, ...]:
+    return tuple(float(delay) for delay in delays)
+
+
+def _routes(routes: Iterable[Route]) -> tuple[Route, ...]:
+    return tuple(routes)
+
+
 @attrs.frozen
 class Route:
     """One target: a handler, the event types it receives, and the delays between its attempts."""
@@ -40,7 +48,7 @@ class Route:
     key: str
     handler: Handler = attrs.field(repr=False)
     events: frozenset[str]
-    retry_delays: tuple[float, ...] = attrs.field(converter=tuple)
+    retry_delays: tuple[float, ...] = attrs.field(converter=_delays)
 
 
 @attrs.define(eq=False)
@@ -72,7 +80,7 @@ class Dispatcher:
     """
 
     _store: Store
-    _routes: tuple[Route, ...] = attrs.field(converter=tuple, validator=_unique_keys)
+    _routes: tuple[Route, ...] = attrs.field(converter=_routes, validator=_unique_keys)
     _clock: Callable[[], float] = attrs.field(default=time.time, kw_only=True)
     _jitter: float = attrs.field(default=0.1, kw_only=True)
     _rng: random.Random = attrs.field(default=None, converter=_random, kw_only=True)
@@ -135,12 +143,14 @@ class Dispatcher:
             # Cleared before looking, so a wake() that arrives while we deliver is not lost.
             worker.wakeup.clear()
             try:
-                self._deliver_due(worker.route, now=None, attempted=None)
+                rows = self._store.due_deliveries(key, self._clock())
+                self._deliver(worker.route, rows, now=None, stopping=self._stopping)
                 due = self._store.next_due_time(key)
             except CvatWatchError as error:
                 log.error("dispatch %s: %s; trying again in %.0f s", key, error, STORE_FAILURE_WAIT)
                 worker.wakeup.wait(STORE_FAILURE_WAIT)
                 continue
+            # More due rows (a full batch, or a task's next event) make the wait zero: loop at once.
             wait = MAX_IDLE_WAIT if due is None else min(MAX_IDLE_WAIT, due - self._clock())
             if wait > 0:
                 worker.wakeup.wait(wait)
@@ -155,37 +165,41 @@ class Dispatcher:
         """
         attempts = 0
         for route in self._routes:
-            attempts += self._deliver_due(route, now=now, attempted=set())
+            attempted: set[int] = set()
+            while True:
+                when = now if now is not None else self._clock()
+                rows = [r for r in self._store.due_deliveries(route.key, when) if r.id not in attempted]
+                if not rows:
+                    break
+                attempted.update(row.id for row in rows)
+                attempts += self._deliver(route, rows, now=now)
         return attempts
 
-    # -- one attempt ------------------------------------------------------------------------
+    # -- attempts ---------------------------------------------------------------------------
 
-    def _deliver_due(self, route: Route, *, now: float | None, attempted: set[int] | None) -> int:
-        """Attempt the due rows of ``route`` until none is left (or we are stopping)."""
-        count = 0
-        while not self._stopping.is_set():
-            when = now if now is not None else self._clock()
-            rows = [
-                row
-                for row in self._store.due_deliveries(route.key, when)
-                if attempted is None or row.id not in attempted
-            ]
-            if not rows:
+    def _deliver(
+        self,
+        route: Route,
+        rows: Sequence[Delivery],
+        *,
+        now: float | None,
+        stopping: threading.Event | None = None,
+    ) -> int:
+        """Attempt ``rows`` in order until done, stopping, or the target is gone; the attempts made."""
+        for count, row in enumerate(rows):
+            if stopping is not None and stopping.is_set():
                 return count
-            for row in rows:
-                if self._stopping.is_set():
-                    break
-                if attempted is not None:
-                    attempted.add(row.id)
-                self._attempt(route, row, now=now)
-                count += 1
-        return count
+            if not self._attempt(route, row, now=now):
+                # The target is gone: the rest of the batch was marked gone with it.
+                return count + 1
+        return len(rows)
 
-    def _attempt(self, route: Route, row: Delivery, *, now: float | None) -> None:
+    def _attempt(self, route: Route, row: Delivery, *, now: float | None) -> bool:
+        """One attempt and its bookkeeping; False when the target turned out to be gone."""
         try:
             route.handler.deliver(row.payload)
         except DeliveryError as error:
-            self._failed(route, row, error, now=now)
+            return self._failed(route, row, error, now=now)
         except Exception as error:
             # A bug in a handler must not kill its worker: count it as a failure that may pass.
             log.error(
@@ -194,11 +208,11 @@ class Dispatcher:
                 row.event_id,
                 exc_info=True,
             )
-            self._failed(route, row, DeliveryError(repr(error), retry=True), now=now)
-        else:
-            self._store.record_delivered(row.id, now if now is not None else self._clock())
+            return self._failed(route, row, DeliveryError(repr(error), retry=True), now=now)
+        self._store.record_delivered(row.id, now if now is not None else self._clock())
+        return True
 
-    def _failed(self, route: Route, row: Delivery, error: DeliveryError, *, now: float | None) -> None:
+    def _failed(self, route: Route, row: Delivery, error: DeliveryError, *, now: float | None) -> bool:
         when = now if now is not None else self._clock()
         message = str(error)
         attempts = row.attempts + 1
@@ -212,7 +226,7 @@ class Dispatcher:
                 message,
                 row.event_id,
             )
-            return
+            return False
         next_attempt = self.next_attempt_at(route, attempts, error, when) if error.retry else None
         self._store.record_failure(row.id, message, when, next_attempt)
         if next_attempt is None:
@@ -234,6 +248,7 @@ class Dispatcher:
                 message,
                 next_attempt - when,
             )
+        return True
 
     def next_attempt_at(
         self, route: Route, attempts: int, error: DeliveryError, now: float

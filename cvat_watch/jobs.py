@@ -183,7 +183,7 @@ def _without_repeats(
     places = (f"{prefix}[{index}]" for prefix, records in groups for index in range(len(records)))
     first: dict[str, tuple[JobStatus, str]] = {}
     unique: list[JobStatus] = []
-    for job, place in zip(jobs, places):
+    for job, place in zip(jobs, places, strict=True):
         earlier, earlier_place = first.setdefault(job.job_id, (job, place))
         if earlier is job:
             unique.append(job)
@@ -262,16 +262,21 @@ def _results(page: dict[object, object], where: str, path: _PathArg) -> Sequence
 def _warn_if_partial(
     first: dict[object, object], last: dict[object, object], jobs: int, path: _PathArg
 ) -> None:
-    # A single page of a longer listing leaves whole jobs out: a task whose open jobs sit on a
-    # missing page would look completed. Not an error (a filtered listing is legitimate), but loud.
+    # One page of a longer listing leaves whole jobs out: a task whose open jobs sit on a missing
+    # page would look completed. Not an error (a filtered listing is legitimate), but loud.
+    name = os.fspath(path) if path is not None else "job-status data"
     count = first.get("count")
-    if (type(count) is int and jobs < count) or last.get("next") is not None:
+    if type(count) is int and jobs < count:
         logger.warning(
-            "%s holds %d jobs of the %s CVAT listed: later pages of the listing are missing,"
-            " so tasks with jobs there may look complete",
-            os.fspath(path) if path is not None else "job-status data",
-            jobs,
-            count if type(count) is int else "more",
+            "%s holds %d of the %d jobs CVAT counted: pages of the listing are missing,"
+            " so a task with jobs there may look completed",
+            name, jobs, count,
+        )
+    elif last.get("next") is not None:
+        logger.warning(
+            "%s ends with a page that links to a next one: pages of the listing may be missing,"
+            " so a task with jobs there may look completed",
+            name,
         )
 
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 import attrs
 
-from cvat_watch.model import CompletionRule, ExportSummary, JobStatus, Task
+from cvat_watch.model import Annotations, CompletionRule, ExportSummary, JobStatus
 
 __all__ = ["JobState", "Snapshot", "TaskState", "build_snapshot", "id_sort_key"]
 
@@ -106,17 +105,6 @@ class Snapshot:
         return f"<Snapshot {self.watch!r}: {len(self.tasks)} tasks, {done} completed>"
 
 
-def export_base_url(tasks: Iterable[Task]) -> str | None:
-    """Scheme and host of the first segment URL of ``tasks`` (``http://localhost:8080``), if any."""
-    for task in tasks:
-        for segment in task.segments:
-            if segment.url:
-                parts = urlsplit(segment.url)
-                if parts.scheme and parts.netloc:
-                    return f"{parts.scheme}://{parts.netloc}"
-    return None
-
-
 def build_snapshot(
     *,
     watch: str,
@@ -165,6 +153,10 @@ def build_snapshot(
         watch=watch,
         project_id=project.id if project is not None else None,
         project_name=project.name if project is not None else None,
-        base_url=base_url.rstrip("/") if base_url else export_base_url(summary.tasks),
+        # The model owns the rule for an export's own base URL; a shapeless Annotations of the
+        # summary's tasks is enough to ask it.
+        base_url=(
+            base_url.rstrip("/") if base_url else Annotations(tasks=summary.tasks).default_base_url()
+        ),
         tasks=tasks.values(),
     )

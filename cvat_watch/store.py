@@ -204,14 +204,12 @@ class Store:
             connection.execute("PRAGMA synchronous = FULL")
             connection.execute("PRAGMA foreign_keys = ON")
             _prepare_schema(connection, path)
-        except StateError:
+        except Exception as exc:
             if connection is not None:
                 connection.close()
+            if isinstance(exc, sqlite3.Error | OSError):
+                raise StateError(f"cannot open the state database: {_describe(exc)}", path=path) from exc
             raise
-        except (sqlite3.Error, OSError) as exc:
-            if connection is not None:
-                connection.close()
-            raise StateError(f"cannot open the state database: {_describe(exc)}", path=path) from exc
         return cls(path=path, connection=connection)
 
     def close(self) -> None:

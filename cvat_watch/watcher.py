@@ -193,13 +193,14 @@ class FileWatcher:
     @property
     def alive(self) -> bool:
         """True while started, not stopped, and both the observer and debounce threads run."""
+        observer, thread = self._observer, self._thread
         return (
             self._started
             and not self._stopping.is_set()
-            and self._observer is not None
-            and self._observer.is_alive()
-            and self._thread is not None
-            and self._thread.is_alive()
+            and observer is not None
+            and observer.is_alive()
+            and thread is not None
+            and thread.is_alive()
         )
 
     def start(self) -> None:
@@ -208,14 +209,16 @@ class FileWatcher:
             raise RuntimeError("a FileWatcher can be started only once")
         self._started = True
         self._handler = _Handler(self._on_event)
-        observer = self._new_observer()
-        observer.start()
-        self._observer = observer
+        # Constructing the inotify observer already starts a reader thread, so from
+        # here on every failure must go through _stop_observer().
+        self._observer = self._new_observer()
         try:
+            self._observer.start()
             self._reconcile(initial=True)
             self._thread = threading.Thread(target=self._run, name=self._thread_name(), daemon=True)
             self._thread.start()
         except BaseException:
+            self._stopping.set()
             self._stop_observer(5.0)
             raise
 
@@ -235,13 +238,23 @@ class FileWatcher:
         self._stop_observer(timeout)
 
     def _stop_observer(self, timeout: float) -> None:
-        with self._schedule_lock:
-            observer = self._observer
+        # Waiting for the lock is bounded: a directory check may hang on a dead network
+        # mount, and stop() must still return. Without the lock a watch scheduled in that
+        # moment could outlive the observer; its thread is a daemon thread at worst.
+        locked = self._schedule_lock.acquire(timeout=timeout)
+        if not locked:
+            logger.warning("%s: directory check still busy after %.1f s; stopping anyway",
+                           self._label(), timeout)
+        try:
+            observer, self._observer = self._observer, None
             self._scheduled.clear()
             if observer is None:
                 return
-            # stop() also unschedules every watch, which joins the emitter threads.
+            # The observer's stop() also unschedules every watch, joining the emitter threads.
             observer.stop()
+        finally:
+            if locked:
+                self._schedule_lock.release()
         if observer.is_alive() and observer is not threading.current_thread():
             observer.join(timeout)
 
@@ -349,15 +362,15 @@ class FileWatcher:
     def _reconcile(self, *, initial: bool) -> None:
         """Schedule, replace or drop directory watches; queue the files that need a look."""
         changed: set[Path] = set()
+        # Resolved before taking the lock: on a dead network mount this is what hangs.
+        locations: dict[str, _Location] = {}
+        for directory in self._files:
+            resolved = os.path.realpath(directory)
+            locations[directory] = (resolved, _directory_identity(resolved))
         with self._schedule_lock:
             observer = self._observer
             if observer is None or self._stopping.is_set():
                 return
-            locations: dict[str, _Location] = {}
-            for directory in self._files:
-                resolved = os.path.realpath(directory)
-                locations[directory] = (resolved, _directory_identity(resolved))
-
             wanted = {resolved: identity for resolved, identity in locations.values() if identity is not None}
             live_watches = {emitter.watch for emitter in list(observer.emitters) if emitter.is_alive()}
             replaced: set[str] = set()

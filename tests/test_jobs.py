@@ -20,7 +20,7 @@ CORPUS_JOBS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "cvat-
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "example" / "job_status.json"
 
 
-def _rest_job(job_id: int, task_id: int, state: str = "completed", **extra: Any) -> dict[str, Any]:
+def _rest_job(job_id: Any, task_id: Any, state: Any = "completed", **extra: Any) -> dict[str, Any]:
     """A job as CVAT's ``GET /api/jobs`` returns it (the fields that matter plus some that do not)."""
     job: dict[str, Any] = {
         "id": job_id,
@@ -38,7 +38,7 @@ def _rest_job(job_id: int, task_id: int, state: str = "completed", **extra: Any)
     return job
 
 
-def _page(*jobs: dict[str, Any], count: int | None = None, next: str | None = None) -> dict[str, Any]:
+def _page(*jobs: object, count: int | None = None, next: str | None = None) -> dict[str, Any]:
     return {
         "count": len(jobs) if count is None else count,
         "next": next,
@@ -124,7 +124,8 @@ def test_plain_list_of_cvat_jobs(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["status.txt", "jobs", "job_status.xml", "page.json"])
 @pytest.mark.parametrize(
-    "document", [_page(_rest_job(1, 1)), [_rest_job(1, 1)], [{"job_id": 1, "task_id": 1, "state": "completed"}]]
+    "document",
+    [_page(_rest_job(1, 1)), [_rest_job(1, 1)], [{"job_id": 1, "task_id": 1, "state": "completed"}]],
 )
 def test_shape_is_told_by_content_not_name(tmp_path: Path, name: str, document: object) -> None:
     """The shape comes from the content: any file name reads the same."""
@@ -191,9 +192,20 @@ def test_conflicting_repeat_names_the_job_and_both_places() -> None:
 def test_partial_listing_logs_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     """A page that holds fewer jobs than CVAT counted is read, with a warning that pages are missing."""
     with caplog.at_level(logging.WARNING, logger="cvat_watch.jobs"):
-        records = job_records(_page(_rest_job(1, 1), count=40, next="http://x/api/jobs?page=2"), path="j.json")
+        page = _page(_rest_job(1, 1), count=40, next="http://x/api/jobs?page=2")
+        records = job_records(page, path="j.json")
     assert len(records) == 1
-    assert any("j.json holds 1 jobs of the 40" in record.getMessage() for record in caplog.records)
+    assert [record.getMessage()[:39] for record in caplog.records] == [
+        "j.json holds 1 of the 40 jobs CVAT coun"
+    ]
+
+
+def test_next_link_on_the_last_page_logs_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """A listing whose last page links to a further page is read, with a warning."""
+    with caplog.at_level(logging.WARNING, logger="cvat_watch.jobs"):
+        job_records([_page(_rest_job(1, 1), count=None, next="http://x/api/jobs?page=2")], path="j.json")
+    assert len(caplog.records) == 1
+    assert "links to a next one" in caplog.records[0].getMessage()
 
 
 def test_complete_listing_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
@@ -274,7 +286,8 @@ def test_wrong_top_level_shape(document: object, found: str) -> None:
         ([_page(_rest_job(1, 1)), _page(_rest_job(2, 1), "x")], "pages[1].results[1]",
          "job record is a string, not an object"),
         ({"results": {"id": 1}}, "results", "'results' must be a list of jobs, not an object"),
-        ([_page(), {"id": 1}], "pages[1]", "expected a CVAT page with 'results' like pages[0], found an object"),
+        ([_page(), {"id": 1}], "pages[1]",
+         "expected a CVAT page with 'results' like pages[0], found an object"),
     ],
 )
 def test_records_that_are_not_jobs(document: object, where: str, message: str) -> None:
@@ -325,7 +338,7 @@ def _without(key: str, **extra: Any) -> dict[str, Any]:
 def test_unusable_record_names_key_and_place(
     record: dict[str, Any], message: str, wrap: Any, where: str
 ) -> None:
-    """A job record without a usable id, task id or state (or with a mistyped field) is refused at its place."""
+    """A record without a usable id, task id or state (or with a mistyped field) is refused at its place."""
     error = _error(json.dumps(wrap(record)))
     assert (error.where, error.message) == (where, message)
     assert str(error) == f"/data/job_status.json:{where}: {message}"
@@ -396,18 +409,33 @@ def test_path_with_nul_byte() -> None:
 _json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8)
 _json_values = st.recursive(
     _json_scalars,
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=20,
 )
-_job_keys = st.sampled_from(
-    ["id", "job_id", "task_id", "state", "stage", "type", "assignee", "updated", "updated_date",
-     "task_name", "username", "results", "count", "next"]
+
+
+def _mostly(valid: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """``valid`` nine times in ten, any JSON scalar otherwise, so that records often get through."""
+    return st.integers(0, 9).flatmap(lambda n: _json_scalars if n == 0 else valid)
+
+
+_ids = _mostly(st.integers(1, 6) | st.sampled_from(["1", "2", "7"]))
+_texts = _mostly(st.none() | st.sampled_from(["new", "completed", "in progress", "annotation", "acceptance"]))
+_users = _mostly(st.none() | st.just("alice") | st.fixed_dictionaries({"username": _texts}))
+# Records built from the keys the reader looks at: some valid, some repeated, some broken.
+_near_jobs = st.fixed_dictionaries(
+    {"id": _ids, "task_id": _ids, "state": _mostly(st.sampled_from(["new", "completed", "rejected"]))},
+    optional={
+        "job_id": _ids, "stage": _texts, "type": _texts, "assignee": _users,
+        "updated": _texts, "updated_date": _texts, "task_name": _texts,
+    },
 )
-# Records built from the keys the reader looks at, so that most examples get past the shape checks.
-_near_jobs = st.dictionaries(_job_keys, _json_scalars | st.dictionaries(_job_keys, _json_scalars, max_size=3))
-_near_documents = st.lists(_near_jobs, max_size=5) | st.builds(
-    lambda results: {"results": results}, st.lists(_near_jobs, max_size=5)
-) | st.lists(st.builds(lambda results: {"results": results}, st.lists(_near_jobs, max_size=3)), max_size=3)
+_near_documents = (
+    st.lists(_near_jobs, max_size=5)
+    | st.builds(lambda results: {"results": results}, _mostly(st.lists(_near_jobs, max_size=5)))
+    | st.lists(st.builds(lambda results: {"results": results}, st.lists(_near_jobs, max_size=3)), max_size=3)
+)
 
 
 def _only_records_or_refusal(read: Any, *args: Any) -> None:
@@ -415,9 +443,13 @@ def _only_records_or_refusal(read: Any, *args: Any) -> None:
         records = read(*args)
     except JobStatusError as error:
         assert error.message
+        # The cheap check and the diagnosis must agree on what is wrong with a record.
+        assert error.message != "job record is not usable"
     else:
         assert isinstance(records, tuple)
         assert all(isinstance(job, JobStatus) for job in records)
+        assert all(type(job.job_id) is str and type(job.task_id) is str for job in records)
+        assert len({job.job_id for job in records}) == len(records)
 
 
 @settings(max_examples=300, deadline=None)

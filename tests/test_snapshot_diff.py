@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Mapping
 
 import pytest
 
 from cvat_watch.diff import DiffResult, diff
-from cvat_watch.events import JOB_STATE_CHANGED, TASK_COMPLETED, TASK_REOPENED, event_id
+from cvat_watch.events import JOB_STATE_CHANGED, TASK_COMPLETED, TASK_REOPENED, Event, event_id
 from cvat_watch.model import ExportSummary, JobStatus, Project, Segment, Task
 from cvat_watch.snapshot import JobState, Snapshot, TaskState, build_snapshot, id_sort_key
 
@@ -65,7 +66,9 @@ def test_completion_rule(states: list[tuple[str, str | None]], rule: str, comple
         JobStatus(job_id=str(10 + i), task_id="1", state=state, stage=stage)
         for i, (state, stage) in enumerate(states)
     ]
-    snapshot = build_snapshot(watch="w", summary=summary(Task(id="1")), jobs=jobs, rule=rule)  # type: ignore[arg-type]
+    snapshot = build_snapshot(
+        watch="w", summary=summary(Task(id="1")), jobs=jobs, rule=rule  # type: ignore[arg-type]
+    )
     assert snapshot.tasks[0].completed is completed
 
 
@@ -193,7 +196,9 @@ def test_event_content() -> None:
     assert event.watch == "w"
     assert (event.project.id, event.project.name) == ("3", "p")  # type: ignore[union-attr]
     assert event.task.url == "http://c/tasks/1"
-    assert [(j.id, j.state, j.url) for j in event.task.jobs] == [("10", "completed", "http://c/tasks/1/jobs/10")]
+    assert [(j.id, j.state, j.url) for j in event.task.jobs] == [
+        ("10", "completed", "http://c/tasks/1/jobs/10")
+    ]
     assert event.job is None
     assert event.previous_state is None
     assert result.generations == {"task:1": 1}
@@ -210,8 +215,8 @@ def test_complete_reopen_complete_gets_new_ids() -> None:
     """Complete, reopen, complete again: each event has its own id; the reopen shares the generation."""
     states = [{"1": "new"}, {"1": "completed"}, {"1": "in progress"}, {"1": "completed"}]
     generations: Mapping[str, int] = {}
-    events = []
-    for old, new in zip(states, states[1:], strict=False):
+    events: list[Event] = []
+    for old, new in itertools.pairwise(states):
         result = diff(snap(old), snap(new), generations=generations, timestamp=TS)
         generations = result.generations
         events.extend(result.events)
@@ -260,16 +265,21 @@ def job_changes(result: DiffResult) -> list[tuple[str, str | None, str]]:
 
 def test_job_events_are_opt_in() -> None:
     """Without job_events a job's state change produces no event."""
-    result = diff(snap({"1": ("new", "new")}), snap({"1": ("in progress", "new")}), generations={}, timestamp=TS)
+    old, new = snap({"1": ("new", "new")}), snap({"1": ("in progress", "new")})
+    result = diff(old, new, generations={}, timestamp=TS)
     assert result.events == ()
 
 
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
-        pytest.param({"1": ("new", "new")}, {"1": ("in progress", "new")}, [("10", "new", "in progress")], id="one"),
+        pytest.param(
+            {"1": ("new", "new")}, {"1": ("in progress", "new")}, [("10", "new", "in progress")], id="one"
+        ),
         pytest.param({"1": "new"}, {"1": ("new", "new")}, [], id="new-job-in-state-new"),
-        pytest.param({"1": "new"}, {"1": ("new", "completed")}, [("11", None, "completed")], id="new-job-done"),
+        pytest.param(
+            {"1": "new"}, {"1": ("new", "completed")}, [("11", None, "completed")], id="new-job-done"
+        ),
         pytest.param({}, {"1": "in progress"}, [("10", None, "in progress")], id="new-task"),
         pytest.param({"1": ("new", "new")}, {"1": "new"}, [], id="job-removed"),
     ],
@@ -284,7 +294,9 @@ def test_job_state_changes(
 
 def test_no_job_events_on_first_start() -> None:
     """A first start announces no job states, even with notify_existing."""
-    result = diff(None, snap({"1": "completed"}), generations={}, timestamp=TS, notify_existing=True, job_events=True)
+    result = diff(
+        None, snap({"1": "completed"}), generations={}, timestamp=TS, notify_existing=True, job_events=True
+    )
     assert kinds(result) == [(TASK_COMPLETED, "1")]
 
 
@@ -314,9 +326,11 @@ def test_job_flapping_gets_distinct_ids() -> None:
     """A job going a → b → a → b gets a new id for every change."""
     states = ["new", "in progress", "new", "in progress"]
     generations: Mapping[str, int] = {}
-    ids = []
-    for old, new in zip(states, states[1:], strict=False):
-        result = diff(snap({"1": old}), snap({"1": new}), generations=generations, timestamp=TS, job_events=True)
+    ids: list[str] = []
+    for old, new in itertools.pairwise(states):
+        result = diff(
+            snap({"1": old}), snap({"1": new}), generations=generations, timestamp=TS, job_events=True
+        )
         generations = result.generations
         ids.extend(e.id for e in result.events)
     assert len(ids) == 3

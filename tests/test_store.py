@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -11,7 +10,7 @@ import stat
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -50,9 +49,9 @@ def both(_: Event) -> list[str]:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
+def store(tmp_path: Path) -> Iterator[Store]:
     opened = Store.open(tmp_path / "state" / "state.db")
-    yield opened  # type: ignore[misc]
+    yield opened
     opened.close()
 
 
@@ -95,7 +94,9 @@ def test_failing_targets_leave_the_old_baseline_and_no_events(store: Store) -> N
         return ["a"]
 
     with pytest.raises(RuntimeError, match="routing bug"):
-        store.commit_reload("w", snapshot("1", "2"), {"task:1": 1, "task:2": 1}, [event("1"), event("2")], broken, 2.0)
+        store.commit_reload(
+            "w", snapshot("1", "2"), {"task:1": 1, "task:2": 1}, [event("1"), event("2")], broken, 2.0
+        )
     assert store.load_baseline("w") == (snapshot(), {})
     assert store.deliveries() == []
 
@@ -135,7 +136,9 @@ def test_reopen_after_close_keeps_everything(tmp_path: Path) -> None:
     """Closing and reopening the database keeps baselines, events, deliveries and handler status."""
     path = tmp_path / "state.db"
     with Store.open(path) as first:
-        first.commit_reload("w", snapshot("1", "2"), {"task:1": 1, "task:2": 1}, [event("1"), event("2")], both, 1.0)
+        first.commit_reload(
+            "w", snapshot("1", "2"), {"task:1": 1, "task:2": 1}, [event("1"), event("2")], both, 1.0
+        )
         rows = first.due_deliveries("a", now=1.0)
         first.record_delivered(rows[0].id, now=2.0)
         first.record_failure(rows[1].id, "HTTP 500", now=2.0, next_attempt_at=7.0)
@@ -240,7 +243,8 @@ def test_deliveries_listing(store: Store) -> None:
     store.record_failure(rows[2].id, "HTTP 400", now=2.0, next_attempt_at=None)
     assert [r.task_id for r in store.deliveries()] == ["4", "3", "2", "1"]
     assert [r.task_id for r in store.deliveries(limit=2)] == ["4", "3"]
-    assert [(r.task_id, r.status) for r in store.deliveries(failed_only=True)] == [("3", "dead"), ("2", "pending")]
+    failed = store.deliveries(failed_only=True)
+    assert [(r.task_id, r.status) for r in failed] == [("3", "dead"), ("2", "pending")]
 
 
 def test_threads_share_one_store(store: Store) -> None:
@@ -250,7 +254,8 @@ def test_threads_share_one_store(store: Store) -> None:
     def reloads(watch: str) -> None:
         try:
             for i in range(30):
-                store.commit_reload(watch, snapshot(watch=watch), {}, [event(str(i), watch=watch)], both, now=1.0)
+                reload_events = [event(str(i), watch=watch)]
+                store.commit_reload(watch, snapshot(watch=watch), {}, reload_events, both, now=1.0)
         except BaseException as exc:
             errors.append(exc)
 
@@ -316,7 +321,7 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     with sqlite3.connect(path) as connection:
         connection.execute("PRAGMA user_version = 99")
     connection.close()
-    with pytest.raises(StateError, match="schema version 99.*upgrade"):
+    with pytest.raises(StateError, match=r"schema version 99.*upgrade"):
         Store.open(path)
 
 
@@ -417,7 +422,9 @@ while True:
             jobs = [JobState(id=f"{t}{j}", state=s) for j, s in enumerate(states)]
             tasks.append(TaskState(id=str(t), completed=all(s == "completed" for s in states), jobs=jobs))
         new = Snapshot(watch=watch, tasks=tasks)
-        result = diff(old, new, generations=generations, timestamp=str(n), notify_existing=True, job_events=True)
+        result = diff(
+            old, new, generations=generations, timestamp=str(n), notify_existing=True, job_events=True
+        )
         store.commit_reload(watch, new, result.generations, result.events, lambda e: ["a", "b"], float(n))
         for row in store.due_deliveries("a", float(n), limit=7):
             store.record_delivered(row.id, float(n))
@@ -455,7 +462,8 @@ def _check_invariants(path: Path) -> int:
                 for job in task.jobs:
                     changes = generations.get(f"job:{job.id}", 0)
                     if changes:
-                        assert event_id(watch, task.id, f"job:{job.id}:{job.state}", changes, job.id) in events
+                        transition = f"job:{job.id}:{job.state}"
+                        assert event_id(watch, task.id, transition, changes, job.id) in events
     return len(events)
 
 

@@ -16,6 +16,8 @@ from cvat_watch.watcher import FileWatcher
 
 WAIT = 5.0  # generous deadline for something that should happen in well under a second
 
+MakeWatcher = Callable[..., FileWatcher]
+
 
 class Recorder:
     """An on_change callback that remembers its calls and lets a test wait for them."""
@@ -56,11 +58,13 @@ def no_leaked_threads() -> Iterator[None]:
 
 
 @pytest.fixture
-def make_watcher() -> Iterator[Callable[..., FileWatcher]]:
+def make_watcher() -> Iterator[MakeWatcher]:
     """Create and start watchers that are stopped at teardown even when the test fails."""
     watchers: list[FileWatcher] = []
 
-    def make(paths: list[Path], on_change: Callable[[frozenset[Path]], None], **options: object) -> FileWatcher:
+    def make(
+        paths: list[Path], on_change: Callable[[frozenset[Path]], None], **options: object
+    ) -> FileWatcher:
         options.setdefault("debounce", 0.1)
         options.setdefault("max_wait", 2.0)
         options.setdefault("poll_interval", 0.1)
@@ -81,7 +85,7 @@ def atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def test_atomic_rename_fires_once_with_the_path(tmp_path: Path, make_watcher: Callable[..., FileWatcher]) -> None:
+def test_atomic_rename_fires_once_with_the_path(tmp_path: Path, make_watcher: MakeWatcher) -> None:
     """Replacing the file by rename fires on_change once, with the path as given."""
     target = tmp_path / "annotations.xml"
     target.write_text("v1")
@@ -96,7 +100,7 @@ def test_atomic_rename_fires_once_with_the_path(tmp_path: Path, make_watcher: Ca
 
 
 def test_non_atomic_rewrite_fires_once_after_the_quiet_window(
-    tmp_path: Path, make_watcher: Callable[..., FileWatcher]
+    tmp_path: Path, make_watcher: MakeWatcher
 ) -> None:
     """A file written in place in three chunks fires once, after the writer has finished."""
     target = tmp_path / "annotations.xml"
@@ -116,7 +120,7 @@ def test_non_atomic_rewrite_fires_once_after_the_quiet_window(
     assert recorder.seen == ["<annotations><image/></annotations>"]
 
 
-def test_unrelated_files_do_not_fire(tmp_path: Path, make_watcher: Callable[..., FileWatcher]) -> None:
+def test_unrelated_files_do_not_fire(tmp_path: Path, make_watcher: MakeWatcher) -> None:
     """Neighbours, temporary files that are never renamed and a namesake elsewhere are ignored."""
     watched_dir = tmp_path / "exports"
     other_dir = tmp_path / "elsewhere"
@@ -143,14 +147,14 @@ def test_unrelated_files_do_not_fire(tmp_path: Path, make_watcher: Callable[...,
 
 
 def test_only_the_changed_files_of_a_group_are_reported(
-    tmp_path: Path, make_watcher: Callable[..., FileWatcher]
+    tmp_path: Path, make_watcher: MakeWatcher
 ) -> None:
     """With two files watched, a change to one reports that one; changes together report both."""
     first, second = tmp_path / "a.xml", tmp_path / "jobs.json"
     first.write_text("1")
     second.write_text("1")
     recorder = Recorder()
-    make_watcher([first, second], recorder, debounce=0.3)
+    make_watcher([first, second], recorder, debounce=0.15)
 
     atomic_write(second, "2")
     assert recorder.wait_for_calls(1)
@@ -163,7 +167,7 @@ def test_only_the_changed_files_of_a_group_are_reported(
 
 
 def test_continuous_rewriting_still_fires_every_max_wait(
-    tmp_path: Path, make_watcher: Callable[..., FileWatcher]
+    tmp_path: Path, make_watcher: MakeWatcher
 ) -> None:
     """An exporter rewriting every 50 ms for 2 s still produces reloads, about one per max_wait."""
     target = tmp_path / "annotations.xml"
@@ -187,7 +191,7 @@ def test_continuous_rewriting_still_fires_every_max_wait(
     assert all(call == frozenset({target}) for call in recorder.calls)
 
 
-def test_delete_then_recreate_fires(tmp_path: Path, make_watcher: Callable[..., FileWatcher]) -> None:
+def test_delete_then_recreate_fires(tmp_path: Path, make_watcher: MakeWatcher) -> None:
     """Deleting the file fires (it went away) and creating it again fires again."""
     target = tmp_path / "annotations.xml"
     target.write_text("v1")
@@ -201,7 +205,7 @@ def test_delete_then_recreate_fires(tmp_path: Path, make_watcher: Callable[..., 
     assert set(recorder.calls) == {frozenset({target})}
 
 
-def test_moving_the_file_away_fires(tmp_path: Path, make_watcher: Callable[..., FileWatcher]) -> None:
+def test_moving_the_file_away_fires(tmp_path: Path, make_watcher: MakeWatcher) -> None:
     """Renaming our file to another name counts as the file going away."""
     target = tmp_path / "annotations.xml"
     target.write_text("v1")
@@ -215,7 +219,7 @@ def test_moving_the_file_away_fires(tmp_path: Path, make_watcher: Callable[..., 
 
 
 def test_parent_directory_created_after_start_is_picked_up(
-    tmp_path: Path, make_watcher: Callable[..., FileWatcher]
+    tmp_path: Path, make_watcher: MakeWatcher
 ) -> None:
     """A parent directory missing at start is watched once it appears; its file fires then and later."""
     target = tmp_path / "not" / "yet" / "annotations.xml"
@@ -235,7 +239,7 @@ def test_parent_directory_created_after_start_is_picked_up(
 
 
 def test_directory_removed_and_recreated_is_watched_again(
-    tmp_path: Path, make_watcher: Callable[..., FileWatcher]
+    tmp_path: Path, make_watcher: MakeWatcher
 ) -> None:
     """Removing the whole directory fires, and the recreated directory is watched again."""
     directory = tmp_path / "exports"
@@ -257,7 +261,7 @@ def test_directory_removed_and_recreated_is_watched_again(
     assert watcher.alive
 
 
-def test_directory_replaced_by_rename_fires(tmp_path: Path, make_watcher: Callable[..., FileWatcher]) -> None:
+def test_directory_replaced_by_rename_fires(tmp_path: Path, make_watcher: MakeWatcher) -> None:
     """Swapping in a new directory under the same name (mv new dir) fires and is watched from then on."""
     directory = tmp_path / "exports"
     directory.mkdir()
@@ -279,7 +283,7 @@ def test_directory_replaced_by_rename_fires(tmp_path: Path, make_watcher: Callab
     assert recorder.seen[-1] == "newer"
 
 
-def test_symlinked_parent_directory(tmp_path: Path, make_watcher: Callable[..., FileWatcher]) -> None:
+def test_symlinked_parent_directory(tmp_path: Path, make_watcher: MakeWatcher) -> None:
     """A file reached through a symlinked directory fires with the path as given."""
     real = tmp_path / "real"
     real.mkdir()
@@ -296,7 +300,7 @@ def test_symlinked_parent_directory(tmp_path: Path, make_watcher: Callable[..., 
     assert recorder.calls == [frozenset({given})]
 
 
-def test_polling_observer(tmp_path: Path, make_watcher: Callable[..., FileWatcher]) -> None:
+def test_polling_observer(tmp_path: Path, make_watcher: MakeWatcher) -> None:
     """poll=True sees an atomic rename and an in-place rewrite through PollingObserver."""
     target = tmp_path / "annotations.xml"
     target.write_text("v1")
@@ -313,7 +317,7 @@ def test_polling_observer(tmp_path: Path, make_watcher: Callable[..., FileWatche
 
 
 def test_polling_observer_picks_up_a_late_directory(
-    tmp_path: Path, make_watcher: Callable[..., FileWatcher]
+    tmp_path: Path, make_watcher: MakeWatcher
 ) -> None:
     """With polling too, a parent directory created after start is watched once it appears."""
     target = tmp_path / "later" / "annotations.xml"
@@ -349,7 +353,7 @@ def test_stop_joins_every_thread(tmp_path: Path) -> None:
 
 
 def test_on_change_error_is_logged_and_the_watcher_carries_on(
-    tmp_path: Path, make_watcher: Callable[..., FileWatcher], caplog: pytest.LogCaptureFixture
+    tmp_path: Path, make_watcher: MakeWatcher, caplog: pytest.LogCaptureFixture
 ) -> None:
     """An exception in on_change is logged with its traceback and later changes still arrive."""
     target = tmp_path / "annotations.xml"
@@ -379,7 +383,7 @@ def test_on_change_error_is_logged_and_the_watcher_carries_on(
     assert "reload blew up" in str(errors[0].exc_info[1])
 
 
-def test_on_change_never_runs_concurrently(tmp_path: Path, make_watcher: Callable[..., FileWatcher]) -> None:
+def test_on_change_never_runs_concurrently(tmp_path: Path, make_watcher: MakeWatcher) -> None:
     """Changes arriving while on_change runs are delivered afterwards, never in parallel."""
     target = tmp_path / "annotations.xml"
     target.write_text("v1")
@@ -406,7 +410,7 @@ def test_on_change_never_runs_concurrently(tmp_path: Path, make_watcher: Callabl
     assert most == 1
 
 
-def test_start_twice_is_refused(tmp_path: Path, make_watcher: Callable[..., FileWatcher]) -> None:
+def test_start_twice_is_refused(tmp_path: Path, make_watcher: MakeWatcher) -> None:
     """A watcher starts once; the daemon makes a new one instead of restarting."""
     watcher = make_watcher([tmp_path / "a.xml"], Recorder())
     with pytest.raises(RuntimeError):
@@ -424,7 +428,9 @@ def test_start_twice_is_refused(tmp_path: Path, make_watcher: Callable[..., File
         ([Path("a.xml")], {"poll_interval": 0}, ValueError),
     ],
 )
-def test_invalid_arguments_are_rejected(paths: object, options: dict[str, float], error: type[Exception]) -> None:
+def test_invalid_arguments_are_rejected(
+    paths: object, options: dict[str, float], error: type[Exception]
+) -> None:
     """No paths, a lone string, a path without a file name and non-positive timings are refused."""
     with pytest.raises(error):
         FileWatcher(paths, Recorder(), **options)  # type: ignore[arg-type]
@@ -436,3 +442,62 @@ def test_repr_names_the_paths_not_the_callback(tmp_path: Path) -> None:
     text = repr(watcher)
     assert "a.xml" in text and "main" in text
     assert "Recorder" not in text and "_scheduled" not in text
+
+
+def test_same_file_through_two_routes(tmp_path: Path, make_watcher: MakeWatcher) -> None:
+    """One file given both directly and through a symlinked directory reports both paths, with one watch."""
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real, target_is_directory=True)
+    direct, via_link = real / "a.xml", tmp_path / "link" / "a.xml"
+    direct.write_text("v1")
+    recorder = Recorder()
+    make_watcher([direct, via_link], recorder)
+
+    atomic_write(direct, "v2")
+
+    assert recorder.wait_for_calls(1)
+    assert recorder.calls[0] == frozenset({direct, via_link})
+
+
+def test_stop_is_idempotent_and_safe_before_start(tmp_path: Path) -> None:
+    """stop() on a watcher never started, or stopped already, does nothing."""
+    watcher = FileWatcher([tmp_path / "a.xml"], Recorder())
+    watcher.stop()
+    started = FileWatcher([tmp_path / "a.xml"], Recorder())
+    started.start()
+    started.stop()
+    started.stop()
+    assert not started.alive
+
+
+def test_stop_from_inside_on_change(tmp_path: Path) -> None:
+    """on_change may stop its own watcher (the daemon shutting down from a reload) without deadlock."""
+    target = tmp_path / "a.xml"
+    target.write_text("v1")
+    stopped = threading.Event()
+    watcher: FileWatcher
+
+    def on_change(paths: frozenset[Path]) -> None:
+        watcher.stop()
+        stopped.set()
+
+    watcher = FileWatcher([target], on_change, debounce=0.05)
+    watcher.start()
+    try:
+        atomic_write(target, "v2")
+        assert stopped.wait(WAIT)
+    finally:
+        watcher.stop()
+    assert not watcher.alive
+
+
+def test_alive_turns_false_when_the_observer_thread_dies(tmp_path: Path, make_watcher: MakeWatcher) -> None:
+    """A dead observer thread shows in alive, so the daemon knows to re-create the watcher."""
+    watcher = make_watcher([tmp_path / "a.xml"], Recorder())
+    assert watcher.alive
+    observer = watcher._observer  # reaching in is the only way to kill watchdog's thread from outside
+    assert observer is not None
+    observer.stop()
+    observer.join(WAIT)
+    assert not watcher.alive

@@ -92,6 +92,9 @@ class CommandHandler:
 
     def _child_env(self, event: Mapping[str, Any]) -> dict[str, str]:
         env = dict(os.environ)
+        # The child must not speak to systemd in our name (READY=, WATCHDOG=...).
+        for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+            env.pop(name, None)
         if self._env:
             env.update(self._env)
         env["CVAT_WATCH_EVENT_TYPE"] = str(event.get("type", ""))

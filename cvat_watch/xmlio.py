@@ -1,0 +1,1852 @@
+"""CVAT XML ("CVAT for images 1.1" / "CVAT for video 1.1") ⇄ :mod:`cvat_watch.model`.
+
+Reading streams the file through one expat parser that defusedxml configured (DTDs, entity
+declarations and external entities refused), with our own start/end/text handlers installed on it:
+no element tree is built, the model objects are the only per-element objects. The ``<meta>``
+section is small, so it is first captured as plain nodes and then mapped; the images and tracks
+are mapped as they stream by.
+
+Writing reproduces what was read: every XML-derived model object carries ``xml_layout``, the child
+element names (meta containers) or attribute names (images, shapes, tracks) in file order, and the
+writer emits exactly those, in that order. Objects built in code (``xml_layout=None``) are written
+in the layout of current CVAT. Values the layout does not mention but that differ from their
+defaults (a model edited after loading) are appended, so an edit is never silently dropped.
+
+``Annotations.xml_layout`` holds the children of ``<annotations>`` and of ``<meta>`` as tokens:
+``version``, ``meta``, ``meta/<child>`` for each child of ``<meta>``, one ``image`` and one ``track``
+token where the first image and track appeared, and the tag of any unknown root-level element.
+Unknown elements of ``<meta>`` and of ``<annotations>`` are both kept in ``meta_extra``, in
+document order; the tokens say which goes where.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import heapq
+import logging
+import math
+import os
+import re
+import secrets
+import stat
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+from xml.parsers import expat
+
+from defusedxml.common import (
+    DefusedXmlException,
+    DTDForbidden,
+    EntitiesForbidden,
+    ExternalReferenceForbidden,
+)
+from defusedxml.ElementTree import DefusedXMLParser
+
+from cvat_watch.errors import AnnotationsError
+from cvat_watch.model import (
+    CUBOID_COORDINATES,
+    Annotations,
+    Attribute,
+    Box,
+    Cuboid,
+    Ellipse,
+    ExportKind,
+    ExportSummary,
+    ImageAnnotation,
+    Label,
+    LabelAttribute,
+    Mask,
+    Points,
+    Polygon,
+    Polyline,
+    Project,
+    Segment,
+    Size,
+    Skeleton,
+    SkeletonPoint,
+    Tag,
+    Task,
+    Track,
+    TrackedShape,
+    User,
+    XmlElement,
+)
+
+__all__ = ["dumps", "load", "load_summary", "loads", "save"]
+
+_log = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike[str]
+
+#: How much of the file is handed to expat at a time.
+CHUNK_SIZE = 1 << 20
+
+# ---------------------------------------------------------------------------------------------
+# Vocabulary shared by the reader and the writer
+# ---------------------------------------------------------------------------------------------
+
+#: Image-level shape elements → (ImageAnnotation field, index of that field in the per-image lists).
+_IMAGE_SHAPE_FIELDS = (
+    "boxes", "polygons", "polylines", "points", "ellipses", "cuboids", "masks", "skeletons", "tags",
+)  # fmt: skip
+_IMAGE_SHAPE_INDEX = {
+    "box": 0, "polygon": 1, "polyline": 2, "points": 3, "ellipse": 4,
+    "cuboid": 5, "mask": 6, "skeleton": 7, "tag": 8,
+}  # fmt: skip
+_IMAGE_SHAPE_CLASS: dict[str, type] = {
+    "box": Box, "polygon": Polygon, "polyline": Polyline, "points": Points, "ellipse": Ellipse,
+    "cuboid": Cuboid, "mask": Mask, "skeleton": Skeleton, "tag": Tag,
+}  # fmt: skip
+_TRACK_SHAPE_TAGS = frozenset(("box", "polygon", "polyline", "points", "ellipse", "cuboid", "mask", "skeleton"))
+_IMAGE_SHAPE_TAGS = frozenset(_IMAGE_SHAPE_INDEX)
+
+_BOX_COORDS = ("xtl", "ytl", "xbr", "ybr")
+_ELLIPSE_COORDS = ("cx", "cy", "rx", "ry")
+_MASK_INTS = ("left", "top", "width", "height")
+#: Scalar float coordinates of each kind (the point kinds carry one ``points`` attribute instead).
+_FLOAT_COORDS: dict[str, tuple[str, ...]] = {
+    "box": _BOX_COORDS,
+    "ellipse": _ELLIPSE_COORDS,
+    "cuboid": CUBOID_COORDINATES,
+}
+_POINT_KINDS = frozenset(("polygon", "polyline", "points"))
+
+_COMMON = ("label", "source", "occluded", "z_order", "group_id")
+#: Attributes each image-level element kind understands; anything else is an extra attribute.
+_IMAGE_KNOWN: dict[str, frozenset[str]] = {
+    "box": frozenset((*_COMMON, *_BOX_COORDS, "rotation")),
+    "polygon": frozenset((*_COMMON, "points")),
+    "polyline": frozenset((*_COMMON, "points")),
+    "points": frozenset((*_COMMON, "points")),
+    "ellipse": frozenset((*_COMMON, *_ELLIPSE_COORDS, "rotation")),
+    "cuboid": frozenset((*_COMMON, *CUBOID_COORDINATES)),
+    "mask": frozenset((*_COMMON, "rle", *_MASK_INTS)),
+    "skeleton": frozenset((*_COMMON, "points", "rotation")),
+    "tag": frozenset(("label", "source", "group_id")),
+}
+_ELEMENT_KNOWN = frozenset(("label", "source", "occluded", "outside", "z_order", "group_id", "points"))
+_IMAGE_ATTRS_KNOWN = frozenset(("id", "name", "width", "height", "task_id", "subset"))
+_TRACK_ATTRS_KNOWN = frozenset(("id", "label", "source", "group_id", "task_id", "subset"))
+_TRACKED_COMMON = ("frame", "outside", "occluded", "keyframe", "z_order", "rotation")
+#: The ``values`` names of each tracked kind, in the order the model keeps them.
+_TRACKED_VALUES: dict[str, tuple[str, ...]] = {
+    "box": _BOX_COORDS,
+    "ellipse": _ELLIPSE_COORDS,
+    "cuboid": CUBOID_COORDINATES,
+    "mask": ("rle", *_MASK_INTS),
+    "polygon": ("points",),
+    "polyline": ("points",),
+    "points": ("points",),
+    "skeleton": ("points",),
+}
+_TRACKED_KNOWN = {kind: frozenset((*_TRACKED_COMMON, *names)) for kind, names in _TRACKED_VALUES.items()}
+
+_BOOLS = {"0": False, "1": True, "false": False, "true": True, "False": False, "True": True}
+
+# Meta containers: child tag → how its content maps to the field of the same name.
+_TEXT, _INT, _USER, _SEGMENTS, _LABELS, _LABEL_ATTRIBUTES, _SIZE, _TASKS = range(8)
+_PROJECT_FIELDS = {
+    "id": _TEXT, "name": _TEXT, "bugtracker": _TEXT, "created": _TEXT, "updated": _TEXT,
+    "tasks": _TASKS, "subsets": _TEXT, "owner": _USER, "assignee": _USER, "labels": _LABELS,
+}  # fmt: skip
+_TASK_FIELDS = {
+    "id": _TEXT, "name": _TEXT, "size": _INT, "mode": _TEXT, "overlap": _INT, "bugtracker": _TEXT,
+    "created": _TEXT, "updated": _TEXT, "subset": _TEXT, "start_frame": _INT, "stop_frame": _INT,
+    "frame_filter": _TEXT, "z_order": _TEXT, "dimension": _TEXT, "segments": _SEGMENTS,
+    "owner": _USER, "assignee": _USER, "labels": _LABELS, "original_size": _SIZE,
+}  # fmt: skip
+_SEGMENT_FIELDS = {"id": _TEXT, "start": _INT, "stop": _INT, "url": _TEXT}
+_USER_FIELDS = {"username": _TEXT, "email": _TEXT}
+_LABEL_FIELDS = {
+    "name": _TEXT, "color": _TEXT, "type": _TEXT, "attributes": _LABEL_ATTRIBUTES,
+    "parent": _TEXT, "svg": _TEXT,
+}  # fmt: skip
+_LABEL_ATTRIBUTE_FIELDS = {
+    "name": _TEXT, "mutable": _TEXT, "input_type": _TEXT, "default_value": _TEXT, "values": _TEXT,
+}  # fmt: skip
+_META_KNOWN = frozenset(("project", "task", "job", "dumped", "source"))
+_ROOT_KNOWN = frozenset(("version", "meta", "image", "track"))
+
+# What current CVAT writes, for objects built in code (xml_layout=None).
+_PROJECT_LAYOUT = ("id", "name", "bugtracker", "created", "updated", "tasks", "subsets", "owner", "assignee", "labels")
+_TASK_LAYOUT = (
+    "id", "name", "size", "mode", "overlap", "bugtracker", "created", "updated", "subset",
+    "start_frame", "stop_frame", "frame_filter", "z_order", "dimension", "segments", "owner",
+    "assignee", "labels", "original_size",
+)  # fmt: skip
+_SEGMENT_LAYOUT = ("id", "start", "stop", "url")
+_USER_LAYOUT = ("username", "email")
+_LABEL_LAYOUT = ("name", "color", "type", "attributes", "parent", "svg")
+_LABEL_ATTRIBUTE_LAYOUT = ("name", "mutable", "input_type", "default_value", "values")
+
+
+def _is_unknown_token(token: str) -> bool:
+    """A token of ``Annotations.xml_layout`` that stands for the next ``meta_extra`` element."""
+    if token.startswith("meta/"):
+        return token[5:] not in _META_KNOWN
+    return token not in _ROOT_KNOWN
+
+
+def _is_xml_space(text: str) -> bool:
+    return not text.strip(" \t\n\r")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------
+
+
+class _Node:
+    """One element of ``<meta>`` (or an unknown root-level element) while it is being captured."""
+
+    __slots__ = ("attributes", "children", "column", "element", "line", "tag", "text")
+
+    def __init__(self, tag: str, attributes: list[str], line: int, column: int) -> None:
+        self.tag = tag
+        self.attributes = attributes
+        self.text: list[str] = []
+        self.children: list[_Node] = []
+        self.line = line
+        self.column = column
+        self.element: XmlElement | None = None
+
+    def joined_text(self) -> str:
+        return "".join(self.text)
+
+    def to_element(self) -> XmlElement:
+        # Children were converted when they ended, so this never recurses.
+        text: str | None = "".join(self.text)
+        if not text or _is_xml_space(text):
+            text = None
+        pairs = self.attributes
+        return XmlElement(
+            self.tag,
+            tuple(zip(pairs[0::2], pairs[1::2], strict=True)),
+            text,
+            tuple(child.element for child in self.children if child.element is not None),
+        )
+
+
+# Body contexts: what the innermost open element is.
+_ROOT, _IMAGE, _SHAPE, _SKEL_POINT, _TRACK, _TSHAPE, _TSKEL_POINT, _ATTR = range(8)
+
+_HANDLER_NAMES = (
+    "StartElementHandler",
+    "EndElementHandler",
+    "CharacterDataHandler",
+    "DefaultHandlerExpand",
+    "StartNamespaceDeclHandler",
+    "EndNamespaceDeclHandler",
+    "CommentHandler",
+    "ProcessingInstructionHandler",
+)
+_GUARD_NAMES = (
+    "StartDoctypeDeclHandler",
+    "EntityDeclHandler",
+    "UnparsedEntityDeclHandler",
+    "ExternalEntityRefHandler",
+)
+
+
+def _new_parser() -> tuple[DefusedXMLParser, Any]:
+    """defusedxml's expat parser with its guards, stripped of ElementTree's tree-building handlers."""
+    defused = DefusedXMLParser(forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    parser = defused.parser
+    for name in _HANDLER_NAMES:
+        setattr(parser, name, None)
+    parser.buffer_text = True
+    parser.ordered_attributes = True
+    return defused, parser
+
+
+class _ReaderBase:
+    """Root element, ``<meta>`` capture and mapping, unknown-element capture and skipping."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.defused, self.parser = _new_parser()
+        self.kind: ExportKind | None = None
+        self.version: str | None = None
+        self.project: Project | None = None
+        self.tasks: list[Task] = []
+        self.dumped: str | None = None
+        self.source: str | None = None
+        self.meta_extra: list[XmlElement] = []
+        self.root_tokens: list[str] = []
+        self.layouts: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self.default_task_id: str | None = None
+        self.single_task_id: str | None = None
+        self.finished = False
+        self.dropped: dict[str, int] = {}
+        # capture state
+        self._stack: list[_Node] = []
+        self._capture_done: Callable[[_Node], None] | None = None
+        self._skip_depth = 0
+        self._text_parts: list[str] = []
+
+    # -- errors ------------------------------------------------------------------------------
+
+    def error(self, message: str, line: int | None = None, column: int | None = None) -> AnnotationsError:
+        if line is None:
+            line = self.parser.CurrentLineNumber
+            column = self.parser.CurrentColumnNumber + 1
+        return AnnotationsError(message, path=self.path, line=line, column=column)
+
+    def node_error(self, node: _Node, message: str) -> AnnotationsError:
+        return self.error(message, node.line, node.column)
+
+    # -- layouts -----------------------------------------------------------------------------
+
+    def intern(self, names: tuple[str, ...]) -> tuple[str, ...]:
+        # One shared tuple per distinct layout: a big export repeats a handful of layouts.
+        return self.layouts.setdefault(names, names)
+
+    # -- handler plumbing --------------------------------------------------------------------
+
+    def body_handlers(self) -> None:
+        raise NotImplementedError
+
+    def install(
+        self,
+        start: Callable[[str, list[str]], None],
+        end: Callable[[str], None],
+        text: Callable[[str], None] | None,
+    ) -> None:
+        parser = self.parser
+        parser.StartElementHandler = start
+        parser.EndElementHandler = end
+        parser.CharacterDataHandler = text
+
+    def close(self) -> None:
+        # The handlers are bound methods of self and self holds the parser: break the cycle
+        # here, because load() freezes the heap afterwards and frozen garbage is never collected.
+        parser = self.parser
+        if parser is not None:
+            for name in (*_HANDLER_NAMES, *_GUARD_NAMES):
+                setattr(parser, name, None)
+        self.defused.parser = self.defused._parser = None
+        self.defused.target = self.defused._target = None
+        self.parser = None
+        self._capture_done = None
+
+    # -- root --------------------------------------------------------------------------------
+
+    def root_start(self, name: str, attrs: list[str]) -> None:
+        if name != "annotations":
+            raise self.error(
+                f"not a CVAT XML export: the root element is <{name}>, expected <annotations>"
+            )
+        self.body_handlers()
+
+    def root_child(self, name: str, attrs: list[str]) -> None:
+        """A child of ``<annotations>`` other than an image or a track."""
+        if name == "meta":
+            self.root_tokens.append("meta")
+            self.capture(name, attrs, self.meta_done)
+        elif name == "version":
+            self.root_tokens.append("version")
+            self.capture(name, attrs, self.version_done)
+        else:
+            self.root_tokens.append(name)
+            self.capture(name, attrs, self.root_extra_done)
+
+    def version_done(self, node: _Node) -> None:
+        self.version = node.joined_text()
+
+    def root_extra_done(self, node: _Node) -> None:
+        assert node.element is not None
+        self.meta_extra.append(node.element)
+
+    # -- capture: build _Nodes for a subtree, then hand the top node to a callback ------------
+
+    def capture(self, name: str, attrs: list[str], done: Callable[[_Node], None]) -> None:
+        parser = self.parser
+        self._stack = [_Node(name, attrs, parser.CurrentLineNumber, parser.CurrentColumnNumber + 1)]
+        self._capture_done = done
+        self.install(self.capture_start, self.capture_end, self.capture_text)
+
+    def capture_start(self, name: str, attrs: list[str]) -> None:
+        parser = self.parser
+        node = _Node(name, attrs, parser.CurrentLineNumber, parser.CurrentColumnNumber + 1)
+        self._stack[-1].children.append(node)
+        self._stack.append(node)
+
+    def capture_text(self, data: str) -> None:
+        self._stack[-1].text.append(data)
+
+    def capture_end(self, name: str) -> None:
+        node = self._stack.pop()
+        node.element = node.to_element()
+        if not self._stack:
+            done = self._capture_done
+            self._capture_done = None
+            self.body_handlers()
+            assert done is not None
+            done(node)
+
+    # -- skipping elements the model has no place for -----------------------------------------
+
+    def skip(self, name: str) -> None:
+        self.dropped[name] = self.dropped.get(name, 0) + 1
+        self._skip_depth = 1
+        self.install(self.skip_start, self.skip_end, None)
+
+    def skip_start(self, name: str, attrs: list[str]) -> None:
+        self._skip_depth += 1
+
+    def skip_end(self, name: str) -> None:
+        self._skip_depth -= 1
+        if not self._skip_depth:
+            self.body_handlers()
+
+    # -- meta --------------------------------------------------------------------------------
+
+    def meta_done(self, meta: _Node) -> None:
+        for child in meta.children:
+            tag = child.tag
+            self.root_tokens.append("meta/" + tag)
+            if tag == "project":
+                self.kind = self.kind or "project"
+                self.project = self.map_project(child)
+            elif tag in ("task", "job"):
+                self.kind = self.kind or tag  # type: ignore[assignment]
+                self.tasks.append(self.map_task(child))
+            elif tag == "dumped":
+                self.dumped = child.joined_text()
+            elif tag == "source":
+                self.source = child.joined_text()
+            else:
+                assert child.element is not None
+                self.meta_extra.append(child.element)
+        self.meta_known()
+
+    def meta_known(self) -> None:
+        """Derive what the body needs from the meta: the task id images default to."""
+        single = self.tasks[0].id if len(self.tasks) == 1 else None
+        self.single_task_id = single
+        self.default_task_id = single if self.kind != "project" else None
+
+    def map_fields(
+        self, node: _Node, fields: dict[str, int], *, keep_extra: bool
+    ) -> tuple[dict[str, Any], list[XmlElement], tuple[str, ...]]:
+        values: dict[str, Any] = {}
+        extra: list[XmlElement] = []
+        layout: list[str] = []
+        for child in node.children:
+            tag = child.tag
+            how = fields.get(tag)
+            if how is None:
+                if keep_extra:
+                    assert child.element is not None
+                    extra.append(child.element)
+                    layout.append(tag)
+                else:
+                    self.dropped[tag] = self.dropped.get(tag, 0) + 1
+                continue
+            layout.append(tag)
+            if how == _TEXT:
+                values[tag] = child.joined_text()
+            elif how == _INT:
+                values[tag] = self.map_int(child)
+            elif how == _USER:
+                values[tag] = self.map_user(child)
+            elif how == _SEGMENTS:
+                values[tag] = tuple(self.map_segment(c) for c in self.children_named(child, "segment"))
+            elif how == _LABELS:
+                values[tag] = tuple(self.map_label(c) for c in self.children_named(child, "label"))
+            elif how == _LABEL_ATTRIBUTES:
+                values[tag] = tuple(
+                    self.map_label_attribute(c) for c in self.children_named(child, "attribute")
+                )
+            elif how == _SIZE:
+                values[tag] = self.map_size(child)
+            elif how == _TASKS:
+                self.tasks.extend(self.map_task(c) for c in self.children_named(child, "task"))
+        return values, extra, self.intern(tuple(layout))
+
+    def children_named(self, node: _Node, tag: str) -> Iterator[_Node]:
+        for child in node.children:
+            if child.tag == tag:
+                yield child
+            else:
+                self.dropped[child.tag] = self.dropped.get(child.tag, 0) + 1
+
+    def map_int(self, node: _Node) -> int:
+        text = node.joined_text()
+        try:
+            return int(text)
+        except ValueError:
+            raise self.node_error(node, f"<{node.tag}> must be an integer, not {text!r}") from None
+
+    def required(self, node: _Node, values: dict[str, Any], name: str) -> None:
+        if name not in values:
+            raise self.node_error(node, f"<{node.tag}> has no <{name}>")
+
+    def map_project(self, node: _Node) -> Project:
+        values, extra, layout = self.map_fields(node, _PROJECT_FIELDS, keep_extra=True)
+        return Project(**values, extra=tuple(extra), xml_layout=layout)
+
+    def map_task(self, node: _Node) -> Task:
+        values, extra, layout = self.map_fields(node, _TASK_FIELDS, keep_extra=True)
+        return Task(**values, extra=tuple(extra), xml_layout=layout)
+
+    def map_segment(self, node: _Node) -> Segment:
+        values, _, layout = self.map_fields(node, _SEGMENT_FIELDS, keep_extra=False)
+        for name in ("id", "start", "stop"):
+            self.required(node, values, name)
+        return Segment(**values, xml_layout=layout)
+
+    def map_user(self, node: _Node) -> User:
+        values, _, layout = self.map_fields(node, _USER_FIELDS, keep_extra=False)
+        return User(**values, xml_layout=layout)
+
+    def map_label(self, node: _Node) -> Label:
+        values, extra, layout = self.map_fields(node, _LABEL_FIELDS, keep_extra=True)
+        self.required(node, values, "name")
+        return Label(**values, extra=tuple(extra), xml_layout=layout)
+
+    def map_label_attribute(self, node: _Node) -> LabelAttribute:
+        values, _, layout = self.map_fields(node, _LABEL_ATTRIBUTE_FIELDS, keep_extra=False)
+        self.required(node, values, "name")
+        return LabelAttribute(**values, xml_layout=layout)
+
+    def map_size(self, node: _Node) -> Size:
+        values, _, _ = self.map_fields(node, {"width": _INT, "height": _INT}, keep_extra=False)
+        self.required(node, values, "width")
+        self.required(node, values, "height")
+        return Size(**values)
+
+    # -- running -----------------------------------------------------------------------------
+
+    def feed(self, chunks: Iterable[bytes]) -> None:
+        parser = self.parser
+        parser.StartElementHandler = self.root_start
+        for chunk in chunks:
+            parser.Parse(chunk, False)
+        try:
+            parser.Parse(b"", True)
+        except expat.ExpatError as exc:
+            if exc.code == expat.errors.codes[expat.errors.XML_ERROR_NO_ELEMENTS]:
+                what = "the file is empty" if exc.lineno == 1 and exc.offset == 0 else "the XML ends early"
+                raise AnnotationsError(
+                    f"truncated XML: {what} (no complete <annotations> element)",
+                    path=self.path, line=exc.lineno, column=exc.offset + 1,
+                ) from None
+            if exc.code in _TRUNCATION_CODES:
+                raise AnnotationsError(
+                    f"truncated XML: the file ends inside an element ({expat.ErrorString(exc.code)})",
+                    path=self.path, line=exc.lineno, column=exc.offset + 1,
+                ) from None
+            raise
+        if self.dropped:
+            kinds = ", ".join(f"<{tag}> ×{count}" for tag, count in sorted(self.dropped.items()))
+            _log.warning("%s: skipped elements cvat-watch does not model: %s", self.path or "XML", kinds)
+
+
+_TRUNCATION_CODES = frozenset(
+    expat.errors.codes[name]
+    for name in (
+        expat.errors.XML_ERROR_UNCLOSED_TOKEN,
+        expat.errors.XML_ERROR_PARTIAL_CHAR,
+        expat.errors.XML_ERROR_UNCLOSED_CDATA_SECTION,
+    )
+)
+
+
+def _layout_info(
+    cache: dict[tuple[str, ...], tuple[tuple[str, ...], bool]],
+    interned: dict[tuple[str, ...], tuple[str, ...]],
+    names: tuple[str, ...],
+    known: frozenset[str],
+) -> tuple[tuple[str, ...], bool]:
+    info = cache.get(names)
+    if info is None:
+        layout = interned.setdefault(names, names)
+        info = cache[names] = (layout, not known.issuperset(names))
+    return info
+
+
+class _FullReader(_ReaderBase):
+    """Maps images and tracks to model objects as they stream by."""
+
+    def __init__(self, path: Path | None) -> None:
+        super().__init__(path)
+        self.images: list[ImageAnnotation] = []
+        self.tracks: list[Track] = []
+        self.seen_image = self.seen_track = False
+        self.ctx = _ROOT
+        # per-kind layout caches: attribute names as read → (interned layout, has unknown names)
+        self.shape_layouts: dict[str, dict[tuple[str, ...], tuple[tuple[str, ...], bool]]] = {
+            kind: {} for kind in (*_IMAGE_SHAPE_TAGS, "image", "track", "element")
+        }
+        self.tracked_layouts: dict[str, dict[tuple[str, ...], tuple[tuple[str, ...], bool]]] = {
+            kind: {} for kind in _TRACK_SHAPE_TAGS
+        }
+        # the open image
+        self.image_kw: dict[str, Any] = {}
+        self.image_lists: list[list[Any] | None] = []
+        # the open shape (image-level or tracked)
+        self.shape_kind = ""
+        self.shape_kw: dict[str, Any] = {}
+        self.shape_attributes: list[Attribute] | None = None
+        self.shape_elements: list[SkeletonPoint] | None = None
+        # the open skeleton element
+        self.element_kw: dict[str, Any] = {}
+        self.element_attributes: list[Attribute] | None = None
+        # the open <attribute>
+        self.attr_name = ""
+        self.attr_text = ""
+        self.attr_parent = _ROOT
+        # open tracks, innermost last: [keyword arguments, shapes, element tracks]
+        self.track_stack: list[tuple[dict[str, Any], list[TrackedShape], list[Track]]] = []
+        self._attr_text_handler: Callable[[str], None] | None = self.attribute_text
+
+    def close(self) -> None:
+        super().close()
+        self._attr_text_handler = None
+
+    def body_handlers(self) -> None:
+        self.install(self.start, self.end, None)
+
+    def result(self) -> Annotations:
+        if not self.finished:
+            raise self.error("the XML ended before </annotations>")
+        annotations = Annotations(
+            version=self.version if self.version is not None else "1.1",
+            project=self.project,
+            tasks=tuple(self.tasks),
+            images=tuple(self.images),
+            tracks=tuple(self.tracks),
+            kind=self.kind or "task",
+            dumped=self.dumped,
+            source=self.source,
+            meta_extra=tuple(self.meta_extra),
+            path=self.path,
+            xml_layout=tuple(self.root_tokens),
+        )
+        return annotations
+
+    # -- dispatch ----------------------------------------------------------------------------
+
+    def start(self, name: str, attrs: list[str]) -> None:
+        ctx = self.ctx
+        if ctx == _IMAGE:
+            if name in _IMAGE_SHAPE_TAGS:
+                self.start_image_shape(name, attrs)
+            else:
+                self.skip(name)
+        elif ctx == _SHAPE:
+            if name == "attribute":
+                self.start_attribute(attrs)
+            elif self.shape_kind == "skeleton" and name == "points":
+                self.start_element(attrs, _SKEL_POINT)
+            else:
+                self.skip(name)
+        elif ctx == _TRACK:
+            if name in _TRACK_SHAPE_TAGS:
+                self.start_tracked_shape(name, attrs)
+            elif name == "track":
+                self.start_track(attrs)
+            else:
+                self.skip(name)
+        elif ctx == _TSHAPE:
+            if name == "attribute":
+                self.start_attribute(attrs)
+            elif self.shape_kind == "skeleton" and name == "points":
+                self.start_element(attrs, _TSKEL_POINT)
+            else:
+                self.skip(name)
+        elif ctx == _SKEL_POINT or ctx == _TSKEL_POINT:
+            if name == "attribute":
+                self.start_attribute(attrs)
+            else:
+                self.skip(name)
+        elif ctx == _ROOT:
+            if name == "image":
+                self.start_image(attrs)
+            elif name == "track":
+                self.start_track(attrs)
+            else:
+                self.root_child(name, attrs)
+        else:  # inside <attribute>: no elements expected
+            self.skip(name)
+
+    def end(self, name: str) -> None:
+        ctx = self.ctx
+        if ctx == _SHAPE:
+            self.end_image_shape()
+        elif ctx == _ATTR:
+            self.end_attribute()
+        elif ctx == _TSHAPE:
+            self.end_tracked_shape()
+        elif ctx == _IMAGE:
+            self.end_image()
+        elif ctx == _SKEL_POINT or ctx == _TSKEL_POINT:
+            self.end_element()
+        elif ctx == _TRACK:
+            self.end_track()
+        else:  # </annotations>
+            self.finished = True
+
+    # -- attribute parsing helpers -------------------------------------------------------------
+
+    def missing(self, element: str, attribute: str) -> AnnotationsError:
+        return self.error(f"<{element}> has no {attribute!r} attribute")
+
+    def bad_number(self, element: str, attribute: str, value: str, what: str) -> AnnotationsError:
+        return self.error(f"<{element}> attribute {attribute}={value!r} is not {what}")
+
+    def float_of(self, element: str, d: dict[str, str], name: str) -> float:
+        text = d.get(name)
+        if text is None:
+            raise self.missing(element, name)
+        try:
+            value = float(text)
+        except ValueError:
+            raise self.bad_number(element, name, text, "a number") from None
+        if not math.isfinite(value):
+            raise self.bad_number(element, name, text, "a finite number")
+        return value
+
+    def int_of(self, element: str, d: dict[str, str], name: str) -> int:
+        text = d.get(name)
+        if text is None:
+            raise self.missing(element, name)
+        try:
+            return int(text)
+        except ValueError:
+            raise self.bad_number(element, name, text, "an integer") from None
+
+    def optional_int(self, element: str, text: str, name: str) -> int:
+        try:
+            return int(text)
+        except ValueError:
+            raise self.bad_number(element, name, text, "an integer") from None
+
+    def optional_float(self, element: str, text: str, name: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise self.bad_number(element, name, text, "a number") from None
+        if not math.isfinite(value):
+            raise self.bad_number(element, name, text, "a finite number")
+        return value
+
+    def bool_of(self, element: str, text: str, name: str) -> bool:
+        value = _BOOLS.get(text)
+        if value is None:
+            raise self.error(f"<{element}> attribute {name}={text!r} is not 0 or 1")
+        return value
+
+    def coordinates(self, element: str, text: str | None) -> tuple[tuple[float, float], ...]:
+        if text is None:
+            raise self.missing(element, "points")
+        if not text:
+            return ()
+        # 'n' catches nan and inf/infinity, which float() would accept.
+        if "n" not in text and "N" not in text:
+            try:
+                flat = list(map(float, text.replace(";", ",").split(",")))
+            except ValueError:
+                pass
+            else:
+                if not len(flat) & 1:
+                    it = iter(flat)
+                    return tuple(zip(it, it, strict=True))
+        raise self.error(f"<{element}> attribute points={text!r} is not a list of x,y number pairs")
+
+    def common(self, element: str, d: dict[str, str], kw: dict[str, Any]) -> None:
+        """label, source, occluded, z_order, group_id: shared by every shape kind."""
+        label = d.get("label")
+        if label is None:
+            raise self.missing(element, "label")
+        kw["label"] = label
+        text = d.get("source")
+        if text is not None:
+            kw["source"] = text
+        text = d.get("occluded")
+        if text is not None:
+            kw["occluded"] = self.bool_of(element, text, "occluded")
+        text = d.get("z_order")
+        if text is not None:
+            kw["z_order"] = self.optional_int(element, text, "z_order")
+        text = d.get("group_id")
+        if text is not None:
+            kw["group_id"] = self.optional_int(element, text, "group_id")
+
+    # -- images and their shapes ---------------------------------------------------------------
+
+    def start_image(self, attrs: list[str]) -> None:
+        if not self.seen_image:
+            self.seen_image = True
+            self.root_tokens.append("image")
+        it = iter(attrs)
+        d = dict(zip(it, it, strict=True))
+        layout, has_extra = _layout_info(
+            self.shape_layouts["image"], self.layouts, tuple(attrs[0::2]), _IMAGE_ATTRS_KNOWN
+        )
+        image_id = d.get("id")
+        if image_id is None:
+            raise self.missing("image", "id")
+        name = d.get("name")
+        if name is None:
+            raise self.missing("image", "name")
+        kw: dict[str, Any] = {"id": image_id, "name": name, "xml_layout": layout}
+        text = d.get("width")
+        if text is not None:
+            kw["width"] = self.optional_int("image", text, "width")
+        text = d.get("height")
+        if text is not None:
+            kw["height"] = self.optional_int("image", text, "height")
+        kw["task_id"] = d.get("task_id", self.default_task_id)
+        text = d.get("subset")
+        if text is not None:
+            kw["subset"] = text
+        if has_extra:
+            kw["extra_attributes"] = tuple((k, v) for k, v in d.items() if k not in _IMAGE_ATTRS_KNOWN)
+        self.image_kw = kw
+        self.image_lists = [None] * 9
+        self.ctx = _IMAGE
+
+    def end_image(self) -> None:
+        kw = self.image_kw
+        for index, shapes in enumerate(self.image_lists):
+            if shapes:
+                kw[_IMAGE_SHAPE_FIELDS[index]] = tuple(shapes)
+        self.images.append(ImageAnnotation(**kw))
+        self.ctx = _ROOT
+
+    def start_image_shape(self, kind: str, attrs: list[str]) -> None:
+        it = iter(attrs)
+        d = dict(zip(it, it, strict=True))
+        known = _IMAGE_KNOWN[kind]
+        layout, has_extra = _layout_info(self.shape_layouts[kind], self.layouts, tuple(attrs[0::2]), known)
+        kw: dict[str, Any] = {"xml_layout": layout}
+        if kind == "tag":
+            label = d.get("label")
+            if label is None:
+                raise self.missing(kind, "label")
+            kw["label"] = label
+            text = d.get("source")
+            if text is not None:
+                kw["source"] = text
+            text = d.get("group_id")
+            if text is not None:
+                kw["group_id"] = self.optional_int(kind, text, "group_id")
+        else:
+            self.common(kind, d, kw)
+            coords = _FLOAT_COORDS.get(kind)
+            if coords is not None:
+                for name in coords:
+                    kw[name] = self.float_of(kind, d, name)
+            elif kind in _POINT_KINDS:
+                kw["points"] = self.coordinates(kind, d.get("points"))
+            elif kind == "mask":
+                rle = d.get("rle")
+                if rle is None:
+                    raise self.missing(kind, "rle")
+                kw["rle"] = rle
+                for name in _MASK_INTS:
+                    kw[name] = self.int_of(kind, d, name)
+            else:  # skeleton
+                text = d.get("points")
+                if text is not None:
+                    kw["points"] = self.coordinates(kind, text)
+                self.shape_elements = []
+            if kind in ("box", "ellipse", "skeleton"):
+                text = d.get("rotation")
+                if text is not None:
+                    kw["rotation"] = self.optional_float(kind, text, "rotation")
+        if has_extra:
+            kw["extra_attributes"] = tuple((k, v) for k, v in d.items() if k not in known)
+        self.shape_kind = kind
+        self.shape_kw = kw
+        self.shape_attributes = None
+        self.ctx = _SHAPE
+
+    def end_image_shape(self) -> None:
+        kind = self.shape_kind
+        kw = self.shape_kw
+        if self.shape_attributes:
+            kw["attributes"] = tuple(self.shape_attributes)
+        if kind == "skeleton":
+            if self.shape_elements:
+                kw["elements"] = tuple(self.shape_elements)
+            self.shape_elements = None
+        shape = _IMAGE_SHAPE_CLASS[kind](**kw)
+        index = _IMAGE_SHAPE_INDEX[kind]
+        shapes = self.image_lists[index]
+        if shapes is None:
+            self.image_lists[index] = [shape]
+        else:
+            shapes.append(shape)
+        self.ctx = _IMAGE
+
+    # -- skeleton elements (<points> inside <skeleton>, in images and in tracks) -----------------
+
+    def start_element(self, attrs: list[str], ctx: int) -> None:
+        it = iter(attrs)
+        d = dict(zip(it, it, strict=True))
+        layout, has_extra = _layout_info(
+            self.shape_layouts["element"], self.layouts, tuple(attrs[0::2]), _ELEMENT_KNOWN
+        )
+        kw: dict[str, Any] = {"xml_layout": layout}
+        self.common("points", d, kw)
+        kw["points"] = self.coordinates("points", d.get("points"))
+        text = d.get("outside")
+        if text is not None:
+            kw["outside"] = self.bool_of("points", text, "outside")
+        if has_extra:
+            kw["extra_attributes"] = tuple((k, v) for k, v in d.items() if k not in _ELEMENT_KNOWN)
+        self.element_kw = kw
+        self.element_attributes = None
+        self.ctx = ctx
+
+    def end_element(self) -> None:
+        kw = self.element_kw
+        if self.element_attributes:
+            kw["attributes"] = tuple(self.element_attributes)
+        elements = self.shape_elements
+        assert elements is not None
+        elements.append(SkeletonPoint(**kw))
+        self.ctx = _SHAPE if self.ctx == _SKEL_POINT else _TSHAPE
+
+    # -- <attribute name="…">value</attribute> ---------------------------------------------------
+
+    def start_attribute(self, attrs: list[str]) -> None:
+        name = None
+        for index in range(0, len(attrs), 2):
+            if attrs[index] == "name":
+                name = attrs[index + 1]
+                break
+        if name is None:
+            raise self.missing("attribute", "name")
+        self.attr_name = name
+        self.attr_text = ""
+        self.attr_parent = self.ctx
+        self.ctx = _ATTR
+        self.parser.CharacterDataHandler = self._attr_text_handler
+
+    def attribute_text(self, data: str) -> None:
+        self.attr_text += data
+
+    def end_attribute(self) -> None:
+        self.parser.CharacterDataHandler = None
+        attribute = Attribute(self.attr_name, self.attr_text)
+        parent = self.ctx = self.attr_parent
+        if parent == _SHAPE or parent == _TSHAPE:
+            if self.shape_attributes is None:
+                self.shape_attributes = [attribute]
+            else:
+                self.shape_attributes.append(attribute)
+        elif self.element_attributes is None:
+            self.element_attributes = [attribute]
+        else:
+            self.element_attributes.append(attribute)
+
+    # -- tracks ------------------------------------------------------------------------------
+
+    def start_track(self, attrs: list[str]) -> None:
+        if not self.seen_track:
+            self.seen_track = True
+            self.root_tokens.append("track")
+        it = iter(attrs)
+        d = dict(zip(it, it, strict=True))
+        layout, has_extra = _layout_info(
+            self.shape_layouts["track"], self.layouts, tuple(attrs[0::2]), _TRACK_ATTRS_KNOWN
+        )
+        track_id = d.get("id")
+        if track_id is None:
+            raise self.missing("track", "id")
+        label = d.get("label")
+        if label is None:
+            raise self.missing("track", "label")
+        kw: dict[str, Any] = {"id": track_id, "label": label, "xml_layout": layout}
+        for name in ("source", "task_id", "subset"):
+            text = d.get(name)
+            if text is not None:
+                kw[name] = text
+        text = d.get("group_id")
+        if text is not None:
+            kw["group_id"] = self.optional_int("track", text, "group_id")
+        if has_extra:
+            kw["extra_attributes"] = tuple((k, v) for k, v in d.items() if k not in _TRACK_ATTRS_KNOWN)
+        self.track_stack.append((kw, [], []))
+        self.ctx = _TRACK
+
+    def end_track(self) -> None:
+        kw, shapes, tracks = self.track_stack.pop()
+        if shapes:
+            kw["shapes"] = tuple(shapes)
+        if tracks:
+            kw["tracks"] = tuple(tracks)
+        track = Track(**kw)
+        if self.track_stack:
+            self.track_stack[-1][2].append(track)
+            self.ctx = _TRACK
+        else:
+            self.tracks.append(track)
+            self.ctx = _ROOT
+
+    def start_tracked_shape(self, kind: str, attrs: list[str]) -> None:
+        it = iter(attrs)
+        d = dict(zip(it, it, strict=True))
+        known = _TRACKED_KNOWN[kind]
+        layout, has_extra = _layout_info(self.tracked_layouts[kind], self.layouts, tuple(attrs[0::2]), known)
+        kw: dict[str, Any] = {"kind": kind, "frame": self.int_of(kind, d, "frame"), "xml_layout": layout}
+        for name in ("outside", "occluded", "keyframe"):
+            text = d.get(name)
+            if text is not None:
+                kw[name] = self.bool_of(kind, text, name)
+        text = d.get("z_order")
+        if text is not None:
+            kw["z_order"] = self.optional_int(kind, text, "z_order")
+        text = d.get("rotation")
+        if text is not None:
+            kw["rotation"] = self.optional_float(kind, text, "rotation")
+        coords = _FLOAT_COORDS.get(kind)
+        if coords is not None:
+            kw["values"] = tuple((name, self.float_of(kind, d, name)) for name in coords)
+        elif kind in _POINT_KINDS:
+            kw["values"] = (("points", self.coordinates(kind, d.get("points"))),)
+        elif kind == "mask":
+            rle = d.get("rle")
+            if rle is None:
+                raise self.missing(kind, "rle")
+            kw["values"] = (("rle", rle), *((name, self.int_of(kind, d, name)) for name in _MASK_INTS))
+        else:  # skeleton: its own points attribute only in the 2022-08..2023-02 layout
+            text = d.get("points")
+            if text is not None:
+                kw["values"] = (("points", self.coordinates(kind, text)),)
+            self.shape_elements = []
+        if has_extra:
+            kw["extra_attributes"] = tuple((k, v) for k, v in d.items() if k not in known)
+        self.shape_kind = kind
+        self.shape_kw = kw
+        self.shape_attributes = None
+        self.ctx = _TSHAPE
+
+    def end_tracked_shape(self) -> None:
+        kw = self.shape_kw
+        if self.shape_attributes:
+            kw["attributes"] = tuple(self.shape_attributes)
+        if self.shape_kind == "skeleton":
+            if self.shape_elements:
+                kw["elements"] = tuple(self.shape_elements)
+            self.shape_elements = None
+        self.track_stack[-1][1].append(TrackedShape(**kw))
+        self.ctx = _TRACK
+
+
+class _SummaryReader(_ReaderBase):
+    """Counts images and shapes per task without building them."""
+
+    def __init__(self, path: Path | None) -> None:
+        super().__init__(path)
+        self.depth = 1  # inside <annotations>
+        self.counting: frozenset[str] = frozenset()
+        self.key: str | None = None
+        self.count = 0
+        self.image_counts: dict[str | None, int] = {}
+        self.shape_counts: dict[str | None, int] = {}
+
+    def body_handlers(self) -> None:
+        self.install(self.start, self.end, None)
+
+    def start(self, name: str, attrs: list[str]) -> None:
+        depth = self.depth = self.depth + 1
+        if depth == 3:
+            if name in self.counting:
+                self.count += 1
+        elif depth == 2:
+            if name == "image" or name == "track":
+                task_id = None
+                for index in range(0, len(attrs), 2):
+                    if attrs[index] == "task_id":
+                        task_id = attrs[index + 1]
+                        break
+                if name == "image":
+                    if task_id is None:
+                        task_id = self.default_task_id
+                    key = task_id if task_id is not None else self.single_task_id
+                    self.image_counts[key] = self.image_counts.get(key, 0) + 1
+                    self.counting = _IMAGE_SHAPE_TAGS
+                else:
+                    key = task_id if task_id is not None else self.single_task_id
+                    self.counting = _TRACK_SHAPE_TAGS
+                self.key = key
+                self.count = 0
+            else:
+                self.depth = 1  # the capture consumes this element's end
+                self.root_child(name, attrs)
+
+    def end(self, name: str) -> None:
+        depth = self.depth
+        self.depth = depth - 1
+        if depth == 2:
+            key = self.key
+            self.shape_counts[key] = self.shape_counts.get(key, 0) + self.count
+            self.counting = frozenset()
+        elif depth == 1:
+            self.finished = True
+
+    def result(self) -> ExportSummary:
+        if not self.finished:
+            raise self.error("the XML ended before </annotations>")
+        return ExportSummary(
+            kind=self.kind or "task",
+            project=self.project,
+            tasks=tuple(self.tasks),
+            image_counts=self.image_counts,
+            shape_counts={key: count for key, count in self.shape_counts.items()},
+        )
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No collections while the model is built; afterwards freeze it out of future collections."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    succeeded = False
+    try:
+        yield
+        succeeded = True
+    finally:
+        if was_enabled:
+            if succeeded:
+                gc.freeze()
+            gc.enable()
+
+
+def _file_chunks(file: Any, path: Path) -> Iterator[bytes]:
+    while True:
+        try:
+            chunk = file.read(CHUNK_SIZE)
+        except OSError as exc:
+            raise _os_error(exc, path, "cannot read") from exc
+        if not chunk:
+            return
+        yield chunk
+
+
+def _data_chunks(data: bytes | bytearray | memoryview) -> Iterator[bytes]:
+    view = memoryview(data)
+    for offset in range(0, len(view), CHUNK_SIZE):
+        yield bytes(view[offset : offset + CHUNK_SIZE])
+
+
+def _os_error(exc: OSError, path: PathLike | None, doing: str) -> AnnotationsError:
+    if isinstance(exc, FileNotFoundError):
+        reason = "no such file"
+    elif isinstance(exc, IsADirectoryError):
+        reason = "is a directory"
+    elif isinstance(exc, PermissionError):
+        reason = "permission denied"
+    else:
+        reason = exc.strerror or str(exc)
+    return AnnotationsError(f"{doing}: {reason}", path=path)
+
+
+_REFUSED = (
+    (DTDForbidden, "a DTD (<!DOCTYPE …>)"),
+    (EntitiesForbidden, "an entity declaration"),
+    (ExternalReferenceForbidden, "an external entity reference"),
+)
+
+_DECLARED_ENCODING = re.compile(rb"""^\s*<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
+
+
+def _utf8_problem(head: bytes, chunks: Iterable[bytes]) -> str | None:
+    """Where the bytes stop being UTF-8, if the document is meant to be UTF-8 and is not."""
+    if head.startswith((b"\xfe\xff", b"\xff\xfe")):
+        return None
+    declared = _DECLARED_ENCODING.match(head)
+    if declared and declared.group(1).lower().replace(b"_", b"-") not in (b"utf-8", b"utf8"):
+        return None
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    try:
+        for chunk in chunks:
+            decoder.decode(chunk)
+            offset += len(chunk)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError as exc:
+        position = offset + exc.start
+        return f"invalid UTF-8: byte 0x{exc.object[exc.start]:02x} at offset {position}"
+    return None
+
+
+def _run(reader: _ReaderBase, chunks: Iterable[bytes], rescan: Callable[[], tuple[bytes, Iterable[bytes]]]) -> None:
+    """Feed the reader and turn every failure into an AnnotationsError with a position."""
+    path = reader.path
+    try:
+        reader.feed(chunks)
+    except AnnotationsError:
+        raise
+    except DefusedXmlException as exc:
+        what = next((text for cls, text in _REFUSED if isinstance(exc, cls)), "a forbidden construct")
+        detail = ""
+        name = getattr(exc, "name", None) or getattr(exc, "sysid", None)
+        if name:
+            detail = f" ({name})"
+        raise reader.error(
+            f"refused {what}{detail}: DTDs, entity declarations and external entities are not allowed"
+        ) from None
+    except expat.ExpatError as exc:
+        message = expat.ErrorString(exc.code)
+        if exc.code == expat.errors.codes[expat.errors.XML_ERROR_INVALID_TOKEN]:
+            head, again = rescan()
+            problem = _utf8_problem(head, again)
+            if problem:
+                raise AnnotationsError(problem, path=path, line=exc.lineno, column=exc.offset + 1) from None
+        raise AnnotationsError(f"malformed XML: {message}", path=path, line=exc.lineno, column=exc.offset + 1) from None
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        # Whatever the bytes, the caller gets an AnnotationsError.
+        line = column = None
+        if reader.parser is not None:
+            line, column = reader.parser.CurrentLineNumber, reader.parser.CurrentColumnNumber + 1
+        raise AnnotationsError(
+            f"cannot read the export: {type(exc).__name__}: {exc}", path=path, line=line, column=column
+        ) from exc
+
+
+def _read_file(path: PathLike, reader_class: type[_ReaderBase]) -> Any:
+    file_path = Path(path)
+    try:
+        file = open(file_path, "rb")  # noqa: SIM115 - closed below, errors mapped first
+    except OSError as exc:
+        raise _os_error(exc, file_path, "cannot open") from exc
+
+    def rescan() -> tuple[bytes, Iterable[bytes]]:
+        try:
+            with open(file_path, "rb") as again:
+                data = again.read()
+        except OSError:
+            return b"", ()
+        return data[:200], (data,)
+
+    with file, _gc_paused():
+        reader = reader_class(file_path)
+        try:
+            _run(reader, _file_chunks(file, file_path), rescan)
+            return reader.result()  # type: ignore[attr-defined]
+        finally:
+            reader.close()
+
+
+def load(path: PathLike) -> Annotations:
+    """Read a CVAT XML export into the full model; ``Annotations.path`` is set to ``path``."""
+    result: Annotations = _read_file(path, _FullReader)
+    return result
+
+
+def load_summary(path: PathLike) -> ExportSummary:
+    """The export's meta and per-task image and shape counts, without building shape objects."""
+    result: ExportSummary = _read_file(path, _SummaryReader)
+    return result
+
+
+def loads(data: bytes, *, path: PathLike | None = None) -> Annotations:
+    """Read a CVAT XML export from bytes; ``path`` only names it in errors and ``Annotations.path``."""
+    file_path = Path(path) if path is not None else None
+    with _gc_paused():
+        reader = _FullReader(file_path)
+        try:
+            _run(reader, _data_chunks(data), lambda: (bytes(data[:200]), (bytes(data),)))
+            return reader.result()
+        finally:
+            reader.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------
+
+_ATTR_SPECIAL = re.compile(r'[&<>"\n\r\t]')
+_TEXT_SPECIAL = re.compile(r"[&<>\r]")
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_ATTR_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\n": "&#10;", "\r": "&#13;", "\t": "&#9;"}
+_TEXT_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"}
+
+
+def _escape_attr(value: str) -> str:
+    if _ATTR_SPECIAL.search(value) is None:
+        return value
+    return _ATTR_SPECIAL.sub(lambda m: _ATTR_ESCAPES[m.group()], value)
+
+
+def _escape_text(value: str) -> str:
+    if _TEXT_SPECIAL.search(value) is None:
+        return value
+    return _TEXT_SPECIAL.sub(lambda m: _TEXT_ESCAPES[m.group()], value)
+
+
+def _fmt_float(value: float) -> str:
+    """CVAT's two decimals when they say exactly the same number, else the shortest exact repr."""
+    text = f"{value:.2f}"
+    if float(text) == value:
+        return text
+    return repr(float(value))
+
+
+def _fmt_points(points: Iterable[tuple[float, float]]) -> str:
+    return ";".join(f"{_fmt_float(x)},{_fmt_float(y)}" for x, y in points)
+
+
+def _fmt_bool(value: bool) -> str:
+    return "1" if value else "0"
+
+
+def _fmt_int(value: int) -> str:
+    return str(int(value))
+
+
+_INDENTS = ["\n" + "  " * level for level in range(32)]
+
+
+def _indent(level: int) -> str:
+    return _INDENTS[level] if level < len(_INDENTS) else "\n" + "  " * level
+
+
+#: How one attribute of a model object is written: field getter, formatter, default value.
+_AttrSpec = tuple[Callable[[Any], Any], Callable[[Any], str], Any]
+
+
+def _field(name: str, fmt: Callable[[Any], str], default: Any) -> _AttrSpec:
+    return (lambda obj: getattr(obj, name), fmt, default)
+
+
+def _value(name: str, fmt: Callable[[Any], str]) -> _AttrSpec:
+    def get(shape: TrackedShape) -> Any:
+        for key, value in shape.values:
+            if key == name:
+                return value
+        return None
+
+    return (get, fmt, None)
+
+
+_NO_DEFAULT = object()
+_COMMON_SPECS: dict[str, _AttrSpec] = {
+    "label": _field("label", str, _NO_DEFAULT),
+    "source": _field("source", str, "manual"),
+    "occluded": _field("occluded", _fmt_bool, False),
+    "z_order": _field("z_order", _fmt_int, 0),
+    "group_id": _field("group_id", _fmt_int, None),
+}
+
+
+def _specs(*names: str, floats: Iterable[str] = (), ints: Iterable[str] = (), extra: dict[str, _AttrSpec] | None = None) -> dict[str, _AttrSpec]:
+    specs = {name: _COMMON_SPECS[name] for name in names}
+    specs.update({name: _field(name, _fmt_float, _NO_DEFAULT) for name in floats})
+    specs.update({name: _field(name, _fmt_int, _NO_DEFAULT) for name in ints})
+    specs.update(extra or {})
+    return specs
+
+
+_ROTATION = _field("rotation", _fmt_float, 0.0)
+_POINTS = _field("points", _fmt_points, _NO_DEFAULT)
+_IMAGE_SPECS: dict[str, dict[str, _AttrSpec]] = {
+    "box": _specs(*_COMMON, floats=_BOX_COORDS, extra={"rotation": _ROTATION}),
+    "polygon": _specs(*_COMMON, extra={"points": _POINTS}),
+    "polyline": _specs(*_COMMON, extra={"points": _POINTS}),
+    "points": _specs(*_COMMON, extra={"points": _POINTS}),
+    "ellipse": _specs(*_COMMON, floats=_ELLIPSE_COORDS, extra={"rotation": _ROTATION}),
+    "cuboid": _specs(*_COMMON, floats=CUBOID_COORDINATES),
+    "mask": _specs(*_COMMON, ints=_MASK_INTS, extra={"rle": _field("rle", str, _NO_DEFAULT)}),
+    "skeleton": _specs(
+        *_COMMON, extra={"rotation": _ROTATION, "points": _field("points", _fmt_points, ())}
+    ),
+    "tag": _specs("label", "source", "group_id"),
+}
+#: Current CVAT's attribute order; names in _CONDITIONAL are written only when not the default.
+_IMAGE_DEFAULT_LAYOUTS: dict[str, tuple[str, ...]] = {
+    "box": ("label", "source", "occluded", *_BOX_COORDS, "rotation", "z_order", "group_id"),
+    "polygon": ("label", "source", "occluded", "points", "z_order", "group_id"),
+    "polyline": ("label", "source", "occluded", "points", "z_order", "group_id"),
+    "points": ("label", "source", "occluded", "points", "z_order", "group_id"),
+    "ellipse": ("label", "source", "occluded", *_ELLIPSE_COORDS, "rotation", "z_order", "group_id"),
+    "cuboid": ("label", "source", "occluded", *CUBOID_COORDINATES, "z_order", "group_id"),
+    "mask": ("label", "source", "occluded", "rle", *_MASK_INTS, "z_order", "group_id"),
+    "skeleton": ("label", "source", "z_order", "group_id"),
+    "tag": ("label", "source", "group_id"),
+}
+_CONDITIONAL = frozenset(("group_id", "rotation"))
+_KIND_OF_CLASS: dict[type, str] = {cls: kind for kind, cls in _IMAGE_SHAPE_CLASS.items()}
+
+_ELEMENT_SPECS = _specs(
+    *_COMMON,
+    extra={"outside": _field("outside", _fmt_bool, False), "points": _POINTS},
+)
+_ELEMENT_LAYOUT = ("label", "source", "outside", "occluded", "points")
+# In a track CVAT gives skeleton nodes a keyframe (kept in extra_attributes) and no source.
+_TRACK_ELEMENT_LAYOUT = ("label", "keyframe", "outside", "occluded", "points")
+
+_TRACKED_BASE: dict[str, _AttrSpec] = {
+    "frame": _field("frame", _fmt_int, _NO_DEFAULT),
+    "outside": _field("outside", _fmt_bool, False),
+    "occluded": _field("occluded", _fmt_bool, False),
+    "keyframe": _field("keyframe", _fmt_bool, True),
+    "z_order": _field("z_order", _fmt_int, 0),
+    "rotation": _ROTATION,
+}
+
+
+def _tracked_specs(kind: str) -> dict[str, _AttrSpec]:
+    specs = dict(_TRACKED_BASE)
+    for name in _TRACKED_VALUES[kind]:
+        if name == "points":
+            specs[name] = _value(name, _fmt_points)
+        elif name == "rle":
+            specs[name] = _value(name, str)
+        elif name in _MASK_INTS:
+            specs[name] = _value(name, _fmt_int)
+        else:
+            specs[name] = _value(name, _fmt_float)
+    return specs
+
+
+_TRACKED_SPECS = {kind: _tracked_specs(kind) for kind in _TRACKED_VALUES}
+_TRACKED_DEFAULT_LAYOUTS: dict[str, tuple[str, ...]] = {
+    kind: (
+        ("frame", "keyframe", "points", "z_order")
+        if kind == "skeleton"
+        else ("frame", "keyframe", "outside", "occluded", *names, "rotation", "z_order")
+    )
+    for kind, names in _TRACKED_VALUES.items()
+}
+
+_IMAGE_ATTR_SPECS: dict[str, _AttrSpec] = {
+    "id": _field("id", str, _NO_DEFAULT),
+    "name": _field("name", str, _NO_DEFAULT),
+    "subset": _field("subset", str, None),
+    "task_id": _field("task_id", str, None),
+    "width": _field("width", _fmt_int, None),
+    "height": _field("height", _fmt_int, None),
+}
+_IMAGE_ATTR_LAYOUT = ("id", "name", "subset", "task_id", "width", "height")
+_TRACK_ATTR_SPECS: dict[str, _AttrSpec] = {
+    "id": _field("id", str, _NO_DEFAULT),
+    "label": _field("label", str, _NO_DEFAULT),
+    "source": _field("source", str, "manual"),
+    "task_id": _field("task_id", str, None),
+    "subset": _field("subset", str, None),
+    "group_id": _field("group_id", _fmt_int, None),
+}
+_TRACK_ATTR_LAYOUT = ("id", "label", "source", "task_id", "subset", "group_id")
+
+
+def _attributes(
+    obj: Any,
+    specs: dict[str, _AttrSpec],
+    layout: tuple[str, ...] | None,
+    default_layout: tuple[str, ...],
+    skip: Callable[[str, Any], bool] | None = None,
+) -> str:
+    """The attribute string ` a="…" b="…"` of one element."""
+    parts: list[str] = []
+    extras = obj.extra_attributes
+    extra_map = dict(extras) if extras else {}
+    written: set[str] = set()
+    names = layout if layout is not None else default_layout
+    for name in names:
+        spec = specs.get(name)
+        if spec is None:
+            text = extra_map.get(name)
+            if text is None or name in written:
+                continue
+        else:
+            value = spec[0](obj)
+            if value is None:
+                continue
+            if layout is None and name in _CONDITIONAL and value == spec[2]:
+                continue
+            if skip is not None and skip(name, value):
+                continue
+            text = spec[1](value)
+        written.add(name)
+        parts.append(f' {name}="{_escape_attr(text)}"')
+    # Whatever the layout does not mention but the object says: edits are never dropped.
+    for name, spec in specs.items():
+        if name in written:
+            continue
+        value = spec[0](obj)
+        if value is None or value == spec[2] or (skip is not None and skip(name, value)):
+            continue
+        written.add(name)
+        parts.append(f' {name}="{_escape_attr(spec[1](value))}"')
+    for name, text in extras:
+        if name not in written and name not in specs:
+            written.add(name)
+            parts.append(f' {name}="{_escape_attr(text)}"')
+    return "".join(parts)
+
+
+class _Writer:
+    def __init__(self, annotations: Annotations) -> None:
+        self.annotations = annotations
+        self.out: list[str] = []
+        tasks = annotations.tasks
+        single = tasks[0].id if len(tasks) == 1 else None
+        self.default_task_id = single if annotations.kind != "project" else None
+        self.leftover: list[XmlElement] = []
+
+    # -- generic pieces ----------------------------------------------------------------------
+
+    def leaf(self, level: int, tag: str, text: str) -> None:
+        self.out.append(f"{_indent(level)}<{tag}>{_escape_text(text)}</{tag}>")
+
+    def element(self, level: int, element: XmlElement) -> None:
+        out = self.out
+        attributes = "".join(f' {name}="{_escape_attr(value)}"' for name, value in element.attributes)
+        text = _escape_text(element.text) if element.text is not None else ""
+        if not element.children:
+            out.append(f"{_indent(level)}<{element.tag}{attributes}>{text}</{element.tag}>")
+            return
+        out.append(f"{_indent(level)}<{element.tag}{attributes}>{text}")
+        for child in element.children:
+            self.element(level + 1, child)
+        out.append(f"{_indent(level)}</{element.tag}>")
+
+    def attribute_values(self, level: int, attributes: Iterable[Attribute]) -> None:
+        indent = _indent(level)
+        for attribute in attributes:
+            self.out.append(
+                f'{indent}<attribute name="{_escape_attr(attribute.name)}">'
+                f"{_escape_text(attribute.value)}</attribute>"
+            )
+
+    # -- meta --------------------------------------------------------------------------------
+
+    def container(
+        self,
+        level: int,
+        tag: str,
+        obj: Any,
+        fields: dict[str, int],
+        default_layout: tuple[str, ...],
+        write_field: Callable[[int, str, int, Any, bool], bool],
+    ) -> None:
+        """A meta element: its known children in layout order, its extra elements where they were."""
+        out = self.out
+        out.append(f"{_indent(level)}<{tag}>")
+        layout = obj.xml_layout
+        extra = list(getattr(obj, "extra", ()))
+        extra.reverse()
+        written: set[str] = set()
+        wrote_child = False
+        for name in layout if layout is not None else default_layout:
+            how = fields.get(name)
+            if how is None:
+                if layout is not None and extra:
+                    self.element(level + 1, extra.pop())
+                    wrote_child = True
+                continue
+            if write_field(level + 1, name, how, obj, layout is not None):
+                written.add(name)
+                wrote_child = True
+        for name, how in fields.items():
+            if name not in written and write_field(level + 1, name, how, obj, False):
+                wrote_child = True
+        while extra:
+            self.element(level + 1, extra.pop())
+            wrote_child = True
+        if wrote_child:
+            out.append(f"{_indent(level)}</{tag}>")
+        else:
+            out.append(f"</{tag}>")
+
+    def write_field(self, level: int, name: str, how: int, obj: Any, listed: bool) -> bool:
+        """Write one known child; ``listed`` (the layout names it) writes empty containers too."""
+        if how == _TASKS:
+            tasks = self.annotations.tasks
+            if not tasks and not listed:
+                return False
+            self.out.append(f"{_indent(level)}<tasks>")
+            for task in tasks:
+                self.task(level + 1, "task", task)
+            self.out.append(f"{_indent(level)}</tasks>")
+            return True
+        value = getattr(obj, name)
+        if value is None:
+            return False
+        if how == _TEXT:
+            self.leaf(level, name, value)
+        elif how == _INT:
+            self.leaf(level, name, str(int(value)))
+        elif how == _USER:
+            self.container(level, name, value, _USER_FIELDS, _USER_LAYOUT, self.write_field)
+        elif how == _SIZE:
+            self.out.append(f"{_indent(level)}<{name}>")
+            self.leaf(level + 1, "width", str(int(value.width)))
+            self.leaf(level + 1, "height", str(int(value.height)))
+            self.out.append(f"{_indent(level)}</{name}>")
+        else:
+            if not value and not listed and not (how == _LABEL_ATTRIBUTES and obj.xml_layout is None):
+                return False
+            self.out.append(f"{_indent(level)}<{name}>")
+            for item in value:
+                if how == _SEGMENTS:
+                    self.container(level + 1, "segment", item, _SEGMENT_FIELDS, _SEGMENT_LAYOUT, self.write_field)
+                elif how == _LABELS:
+                    self.container(level + 1, "label", item, _LABEL_FIELDS, _LABEL_LAYOUT, self.write_field)
+                else:
+                    self.container(
+                        level + 1, "attribute", item, _LABEL_ATTRIBUTE_FIELDS, _LABEL_ATTRIBUTE_LAYOUT,
+                        self.write_field,
+                    )
+            self.out.append(f"{_indent(level)}</{name}>")
+        return True
+
+    def task(self, level: int, tag: str, task: Task) -> None:
+        self.container(level, tag, task, _TASK_FIELDS, _TASK_LAYOUT, self.write_field)
+
+    def project(self, level: int, project: Project) -> None:
+        self.container(level, "project", project, _PROJECT_FIELDS, _PROJECT_LAYOUT, self.write_field)
+
+    # -- images ------------------------------------------------------------------------------
+
+    def image(self, image: ImageAnnotation) -> None:
+        out = self.out
+        default_task_id = self.default_task_id
+        layout = image.xml_layout
+        # The reader fills in a task/job export's own task id where the image has none; leave it
+        # implied unless the file wrote it.
+        implied_task_id = layout is None or "task_id" not in layout
+
+        def implied(name: str, value: Any) -> bool:
+            return implied_task_id and name == "task_id" and value == default_task_id
+
+        attributes = _attributes(image, _IMAGE_ATTR_SPECS, layout, _IMAGE_ATTR_LAYOUT, implied)
+        out.append(f"\n  <image{attributes}>")
+        # CVAT sorts the shapes of a frame stably by z_order and writes tags last; a merge keeps
+        # each kind's own order even where it is not sorted, so reading back gives the same tuples.
+        kinds = [shapes for shapes in (image.boxes, image.polygons, image.polylines, image.points,
+                                       image.ellipses, image.cuboids, image.masks, image.skeletons) if shapes]
+        ordered: Iterable[Any]
+        if len(kinds) == 1:
+            ordered = kinds[0]
+        else:
+            ordered = heapq.merge(*kinds, key=lambda shape: shape.z_order)
+        for shape in ordered:
+            self.image_shape(shape)
+        for tag in image.tags:
+            self.image_shape(tag)
+        out.append("\n  </image>")
+
+    def image_shape(self, shape: Any) -> None:
+        kind = _KIND_OF_CLASS[type(shape)]
+        layout = shape.xml_layout
+        attributes = _attributes(shape, _IMAGE_SPECS[kind], layout, _IMAGE_DEFAULT_LAYOUTS[kind])
+        out = self.out
+        out.append(f"\n    <{kind}{attributes}>")
+        if kind == "skeleton":
+            for element in shape.elements:
+                self.skeleton_element(3, element, _ELEMENT_LAYOUT)
+        self.attribute_values(3, shape.attributes)
+        out.append(f"\n    </{kind}>")
+
+    def skeleton_element(self, level: int, element: SkeletonPoint, default_layout: tuple[str, ...]) -> None:
+        attributes = _attributes(element, _ELEMENT_SPECS, element.xml_layout, default_layout)
+        indent = _indent(level)
+        self.out.append(f"{indent}<points{attributes}>")
+        self.attribute_values(level + 1, element.attributes)
+        self.out.append(f"{indent}</points>")
+
+    # -- tracks ------------------------------------------------------------------------------
+
+    def track(self, level: int, track: Track) -> None:
+        attributes = _attributes(track, _TRACK_ATTR_SPECS, track.xml_layout, _TRACK_ATTR_LAYOUT)
+        indent = _indent(level)
+        out = self.out
+        out.append(f"{indent}<track{attributes}>")
+        inner = _indent(level + 1)
+        for shape in track.shapes:
+            kind = shape.kind
+            specs = _TRACKED_SPECS.get(kind)
+            if specs is None:
+                raise AnnotationsError(f"cannot write a tracked shape of unknown kind {kind!r}")
+            attributes = _attributes(shape, specs, shape.xml_layout, _TRACKED_DEFAULT_LAYOUTS[kind])
+            out.append(f"{inner}<{kind}{attributes}>")
+            for element in shape.elements:
+                self.skeleton_element(level + 2, element, _TRACK_ELEMENT_LAYOUT)
+            self.attribute_values(level + 2, shape.attributes)
+            out.append(f"{inner}</{kind}>")
+        for element_track in track.tracks:
+            self.track(level + 1, element_track)
+        out.append(f"{indent}</track>")
+
+    # -- the document ------------------------------------------------------------------------
+
+    def document(self) -> str:
+        annotations = self.annotations
+        out = self.out
+        out.append('<?xml version="1.0" encoding="utf-8"?>\n<annotations>')
+        tokens = annotations.xml_layout
+        if tokens is None:
+            tokens = self.default_tokens()
+        # Extras the layout places (one per unknown token) in document order; any more were
+        # added in code and go at the end of <meta>.
+        placed = sum(1 for token in tokens if _is_unknown_token(token))
+        extra = list(annotations.meta_extra[:placed])
+        extra.reverse()
+        self.leftover = list(annotations.meta_extra[placed:])
+        tasks = list(annotations.tasks) if annotations.kind != "project" else []
+        tasks.reverse()
+        wrote = {"version": False, "meta": False, "image": False, "track": False, "project": False,
+                 "dumped": False, "source": False}
+        index = 0
+        while index < len(tokens):
+            token = tokens[index]
+            index += 1
+            if token == "version":
+                self.leaf(1, "version", annotations.version)
+                wrote["version"] = True
+            elif token == "meta":
+                out.append("\n  <meta>")
+                while index < len(tokens) and tokens[index].startswith("meta/"):
+                    self.meta_child(tokens[index][5:], tasks, extra, wrote)
+                    index += 1
+                if not wrote["meta"]:
+                    self.meta_rest(tasks, extra, wrote)
+                wrote["meta"] = True
+                out.append("\n  </meta>")
+            elif token == "image":
+                if not wrote["image"]:
+                    for image in annotations.images:
+                        self.image(image)
+                wrote["image"] = True
+            elif token == "track":
+                if not wrote["track"]:
+                    for track in annotations.tracks:
+                        self.track(1, track)
+                wrote["track"] = True
+            elif token.startswith("meta/"):
+                continue  # a meta child outside <meta>: cannot happen in a layout we wrote
+            elif extra:
+                self.element(1, extra.pop())
+        if not wrote["version"] and annotations.version != "1.1":
+            self.leaf(1, "version", annotations.version)
+        if not wrote["meta"] and (
+            tasks or self.leftover or annotations.project or annotations.dumped or annotations.source
+        ):
+            out.append("\n  <meta>")
+            self.meta_rest(tasks, extra, wrote)
+            out.append("\n  </meta>")
+        if not wrote["image"]:
+            for image in annotations.images:
+                self.image(image)
+        if not wrote["track"]:
+            for track in annotations.tracks:
+                self.track(1, track)
+        out.append("\n</annotations>\n")
+        return "".join(out)
+
+    def default_tokens(self) -> tuple[str, ...]:
+        annotations = self.annotations
+        tokens = ["version", "meta"]
+        if annotations.kind == "project":
+            tokens.append("meta/project")
+        else:
+            tokens.extend(f"meta/{annotations.kind}" for _ in annotations.tasks)
+        if annotations.dumped is not None:
+            tokens.append("meta/dumped")
+        if annotations.source is not None:
+            tokens.append("meta/source")
+        tokens.extend(f"meta/{element.tag}" for element in annotations.meta_extra)
+        tokens.extend(("image", "track"))
+        return tuple(tokens)
+
+    def meta_child(self, tag: str, tasks: list[Task], extra: list[XmlElement], wrote: dict[str, bool]) -> None:
+        annotations = self.annotations
+        if tag == "project":
+            if annotations.kind == "project" and not wrote["project"]:
+                self.project(2, annotations.project or Project())
+                wrote["project"] = True
+        elif tag in ("task", "job"):
+            if tasks:
+                self.task(2, "job" if annotations.kind == "job" else "task", tasks.pop())
+        elif tag == "dumped":
+            if annotations.dumped is not None and not wrote["dumped"]:
+                self.leaf(2, "dumped", annotations.dumped)
+                wrote["dumped"] = True
+        elif tag == "source":
+            if annotations.source is not None and not wrote["source"]:
+                self.leaf(2, "source", annotations.source)
+                wrote["source"] = True
+        elif extra:
+            self.element(2, extra.pop())
+
+    def meta_rest(self, tasks: list[Task], extra: list[XmlElement], wrote: dict[str, bool]) -> None:
+        """What the layout did not place inside <meta>."""
+        annotations = self.annotations
+        if annotations.kind == "project" and not wrote["project"]:
+            self.meta_child("project", tasks, extra, wrote)
+        while tasks:
+            self.meta_child("task", tasks, extra, wrote)
+        self.meta_child("dumped", tasks, extra, wrote)
+        self.meta_child("source", tasks, extra, wrote)
+        for element in self.leftover:
+            self.element(2, element)
+        self.leftover = []
+
+
+def dumps(annotations: Annotations) -> bytes:
+    """The export as CVAT XML bytes (UTF-8, 2-space indentation like CVAT)."""
+    text = _Writer(annotations).document()
+    bad = _NOT_XML.search(text)
+    if bad is not None:
+        raise AnnotationsError(
+            f"cannot write U+{ord(bad.group()):04X} in XML: it is not a character XML can carry",
+            path=annotations.path,
+        )
+    return text.encode("utf-8")
+
+
+def save(annotations: Annotations, path: PathLike) -> None:
+    """Write the export atomically: a temporary file beside the target, fsync, then rename.
+
+    An existing target keeps its permission bits; a symlink keeps pointing at the replaced file.
+    """
+    target = Path(os.path.realpath(path))
+    data = dumps(annotations)
+    mode: int | None
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        raise _os_error(exc, path, "cannot write") from exc
+    directory = target.parent
+    temporary = directory / f".{target.name}.{secrets.token_hex(6)}.tmp"
+    try:
+        # O_EXCL: never write through someone else's file; 0o666 lets the umask decide for new files.
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except OSError as exc:
+        raise _os_error(exc, path, "cannot write") from exc
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            if mode is not None:
+                os.fchmod(file.fileno(), mode)
+            os.fsync(file.fileno())
+        os.replace(temporary, target)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        if isinstance(exc, OSError):
+            raise _os_error(exc, path, "cannot write") from exc
+        raise
+    # The rename is only durable once the directory entry is on disk.
+    with contextlib.suppress(OSError):
+        directory_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(directory_fd)
+        finally:
+            os.close(directory_fd)
