@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from defusedxml import ElementTree
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,6 +19,7 @@ from cvat_watch.model import JobStatus
 
 CORPUS_JOBS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "cvat-api-jobs.json"
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "example" / "job_status.json"
+EXAMPLE_EXPORT = EXAMPLE.with_name("annotations.xml")
 
 
 def _rest_job(job_id: Any, task_id: Any, state: Any = "completed", **extra: Any) -> dict[str, Any]:
@@ -502,10 +504,25 @@ def test_cvat_api_jobs_corpus() -> None:
 
 
 def test_example_job_status() -> None:
-    """The bundled example is a CVAT page: tasks 1 and 3 completed, task 2 in progress."""
+    """The bundled example is a CVAT page: tasks 11 and 13 completed, task 12 in progress."""
     records = load_job_status(EXAMPLE)
-    assert [(job.job_id, job.task_id, job.state) for job in records] == [
-        ("1", "1", "completed"), ("2", "1", "completed"), ("3", "2", "in progress"), ("4", "3", "completed"),
+    assert [(job.job_id, job.task_id, job.state, job.assignee) for job in records] == [
+        ("21", "11", "completed", "maria"),
+        ("22", "11", "completed", "maria"),
+        ("23", "12", "in progress", None),
+        ("24", "13", "completed", "jonas"),
     ]
     document = json.loads(EXAMPLE.read_bytes())
     assert document["count"] == len(document["results"]) == 4
+
+
+@pytest.mark.skipif(not EXAMPLE_EXPORT.exists(), reason="the example export is not there yet")
+def test_example_job_status_matches_the_example_export() -> None:
+    """Every job of the example export's segments has a record for the same task, and nothing else does."""
+    tree = ElementTree.parse(EXAMPLE_EXPORT)
+    segments = {
+        (segment.findtext("url") or "").rsplit("/", 1)[-1]: task.findtext("id")
+        for task in tree.iter("task")
+        for segment in task.iter("segment")
+    }
+    assert {job.job_id: job.task_id for job in load_job_status(EXAMPLE)} == segments
