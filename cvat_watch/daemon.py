@@ -10,11 +10,13 @@ dispatcher, and speaks sd_notify.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
 import queue
 import signal
+import stat
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -269,13 +271,30 @@ class WatchRunner:
 
 
 def _read(path: Path, error: type[AnnotationsError] | type[JobStatusError]) -> bytes:
+    """The file's bytes, refusing what is not a regular file at the configured path.
+
+    O_NOFOLLOW: a watched file swapped for a symlink could point the daemon at any file it may
+    read; symlinked *folders* above it still work. O_NONBLOCK: a FIFO in the file's place must
+    not block the daemon until some writer appears.
+    """
     try:
-        if not path.is_file():
-            what = "missing" if not path.exists() else "not a regular file"
-            raise error(f"{what}", path=path)
-        return path.read_bytes()
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError as exc:
+        raise error("missing", path=path) from exc
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise error("is a symbolic link; refusing to follow it (configure the real file)", path=path) from exc
+        raise error(f"cannot open: {exc.strerror or exc}", path=path) from exc
+    try:
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode):
+            raise error("is not a regular file (a directory, FIFO or device?)", path=path)
+        with os.fdopen(descriptor, "rb", closefd=False) as file:
+            return file.read()
     except OSError as exc:
         raise error(f"cannot read: {exc.strerror or exc}", path=path) from exc
+    finally:
+        os.close(descriptor)
 
 
 # -- the daemon ----------------------------------------------------------------------------------

@@ -88,7 +88,7 @@ CHUNK_SIZE = 1 << 20
 # Vocabulary shared by the reader and the writer
 # ---------------------------------------------------------------------------------------------
 
-#: Image-level shape elements → (ImageAnnotation field, index of that field in the per-image lists).
+#: ImageAnnotation's shape fields; _IMAGE_SHAPE_INDEX maps each element name to its position here.
 _IMAGE_SHAPE_FIELDS = (
     "boxes", "polygons", "polylines", "points", "ellipses", "cuboids", "masks", "skeletons", "tags",
 )  # fmt: skip
@@ -108,14 +108,6 @@ _IMAGE_SHAPE_TAGS = frozenset(_IMAGE_SHAPE_INDEX)
 _BOX_COORDS = ("xtl", "ytl", "xbr", "ybr")
 _ELLIPSE_COORDS = ("cx", "cy", "rx", "ry")
 _MASK_INTS = ("left", "top", "width", "height")
-#: Scalar float coordinates of each kind (the point kinds carry one ``points`` attribute instead).
-_FLOAT_COORDS: dict[str, tuple[str, ...]] = {
-    "box": _BOX_COORDS,
-    "ellipse": _ELLIPSE_COORDS,
-    "cuboid": CUBOID_COORDINATES,
-}
-_POINT_KINDS = frozenset(("polygon", "polyline", "points"))
-
 _COMMON = ("label", "source", "occluded", "z_order", "group_id")
 #: Attributes each image-level element kind understands; anything else is an extra attribute.
 _IMAGE_KNOWN: dict[str, frozenset[str]] = {
@@ -174,17 +166,8 @@ _ROOT_KNOWN = frozenset(("version", "meta", "image", "track"))
 
 # What current CVAT writes, for objects built in code (xml_layout=None).
 _PROJECT_LAYOUT = (
-    "id",
-    "name",
-    "bugtracker",
-    "created",
-    "updated",
-    "tasks",
-    "subsets",
-    "owner",
-    "assignee",
-    "labels",
-)
+    "id", "name", "bugtracker", "created", "updated", "tasks", "subsets", "owner", "assignee", "labels",
+)  # fmt: skip
 _TASK_LAYOUT = (
     "id", "name", "size", "mode", "overlap", "bugtracker", "created", "updated", "subset",
     "start_frame", "stop_frame", "frame_filter", "z_order", "dimension", "segments", "owner",
@@ -634,6 +617,7 @@ def _compile_parse(
 
     ``trailing`` names keyword-only values appended after the positional ones: ``points`` of a
     skeleton, or the ``values`` pairs of a tracked shape. None when a required attribute is absent.
+    Only this module's constants and integer positions go into the source, never text from a file.
     """
     position = {name: 2 * index + 1 for index, name in enumerate(names)}
     if not set(required).issubset(position):
@@ -841,12 +825,14 @@ class _FullReader(_ReaderBase):
     def bad_value(self, element: str, attribute: str, value: str, what: str) -> AnnotationsError:
         return self.error(f"<{element}> attribute {attribute}={value!r} is not {what}")
 
-    def check(self, element: str, d: dict[str, str], required: Iterable[str]) -> None:
+    def check(self, element: str, d: dict[str, str], required: Iterable[str], known: frozenset[str]) -> None:
         """Raise the error the compiled parser only signalled: the first bad attribute, named."""
         for name in required:
             if name not in d:
                 raise self.missing(element, name)
         for name, text in d.items():
+            if name not in known:
+                continue  # an extra attribute: kept as text, never converted
             if name in _FLOAT_FIELDS:
                 try:
                     value = float(text)
@@ -893,7 +879,7 @@ class _FullReader(_ReaderBase):
             except (ValueError, KeyError):
                 pass
         it = iter(attrs)
-        self.check(element, dict(zip(it, it, strict=True)), required)
+        self.check(element, dict(zip(it, it, strict=True)), required, plan[2])
         raise self.error(f"<{element}> cannot be read")  # check() found nothing: cannot happen
 
     @staticmethod
@@ -1416,6 +1402,17 @@ _ATTR_ESCAPES = {
 _TEXT_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"}
 
 
+#: Names the reader gets back as written: no namespace prefix (the parser resolves those) and no
+#: xmlns attribute (the parser consumes those).
+_XML_NAME = re.compile(r"(?!xmlns)[^\W\d][\w.-]*\Z")
+
+
+def _check_name(name: str) -> str:
+    if _XML_NAME.match(name) is None:
+        raise AnnotationsError(f"cannot write {name!r} as an XML element or attribute name")
+    return name
+
+
 def _escape_attr(value: str) -> str:
     if _ATTR_SPECIAL.search(value) is None:
         return value
@@ -1645,7 +1642,7 @@ def _attributes(
         parts.append(f' {name}="{_escape_attr(text) if spec[3] else text}"')
     for name, text in extras:
         if name not in listed and name not in specs:
-            parts.append(f' {name}="{_escape_attr(text)}"')
+            parts.append(f' {_check_name(name)}="{_escape_attr(text)}"')
     return "".join(parts)
 
 
@@ -1669,7 +1666,10 @@ class _Writer:
 
     def element(self, level: int, element: XmlElement) -> None:
         out = self.out
-        attributes = "".join(f' {name}="{_escape_attr(value)}"' for name, value in element.attributes)
+        _check_name(element.tag)
+        attributes = "".join(
+            f' {_check_name(name)}="{_escape_attr(value)}"' for name, value in element.attributes
+        )
         text = _escape_text(element.text) if element.text is not None else ""
         if not element.children:
             out.append(f"{_indent(level)}<{element.tag}{attributes}>{text}</{element.tag}>")
@@ -1696,7 +1696,6 @@ class _Writer:
         obj: Any,
         fields: dict[str, int],
         default_layout: tuple[str, ...],
-        write_field: Callable[[int, str, int, Any, bool], bool],
     ) -> None:
         """A meta element: its known children in layout order, its extra elements where they were."""
         out = self.out
@@ -1713,11 +1712,11 @@ class _Writer:
                     self.element(level + 1, extra.pop())
                     wrote_child = True
                 continue
-            if write_field(level + 1, name, how, obj, layout is not None):
+            if self.write_field(level + 1, name, how, obj, layout is not None):
                 written.add(name)
                 wrote_child = True
         for name, how in fields.items():
-            if name not in written and write_field(level + 1, name, how, obj, False):
+            if name not in written and self.write_field(level + 1, name, how, obj, False):
                 wrote_child = True
         while extra:
             self.element(level + 1, extra.pop())
@@ -1746,7 +1745,7 @@ class _Writer:
         elif how == _INT:
             self.leaf(level, name, str(int(value)))
         elif how == _USER:
-            self.container(level, name, value, _USER_FIELDS, _USER_LAYOUT, self.write_field)
+            self.container(level, name, value, _USER_FIELDS, _USER_LAYOUT)
         elif how == _SIZE:
             self.out.append(f"{_indent(level)}<{name}>")
             self.leaf(level + 1, "width", str(int(value.width)))
@@ -1758,28 +1757,21 @@ class _Writer:
             self.out.append(f"{_indent(level)}<{name}>")
             for item in value:
                 if how == _SEGMENTS:
-                    self.container(
-                        level + 1, "segment", item, _SEGMENT_FIELDS, _SEGMENT_LAYOUT, self.write_field
-                    )
+                    self.container(level + 1, "segment", item, _SEGMENT_FIELDS, _SEGMENT_LAYOUT)
                 elif how == _LABELS:
-                    self.container(level + 1, "label", item, _LABEL_FIELDS, _LABEL_LAYOUT, self.write_field)
+                    self.container(level + 1, "label", item, _LABEL_FIELDS, _LABEL_LAYOUT)
                 else:
                     self.container(
-                        level + 1,
-                        "attribute",
-                        item,
-                        _LABEL_ATTRIBUTE_FIELDS,
-                        _LABEL_ATTRIBUTE_LAYOUT,
-                        self.write_field,
+                        level + 1, "attribute", item, _LABEL_ATTRIBUTE_FIELDS, _LABEL_ATTRIBUTE_LAYOUT
                     )
             self.out.append(f"{_indent(level)}</{name}>")
         return True
 
     def task(self, level: int, tag: str, task: Task) -> None:
-        self.container(level, tag, task, _TASK_FIELDS, _TASK_LAYOUT, self.write_field)
+        self.container(level, tag, task, _TASK_FIELDS, _TASK_LAYOUT)
 
     def project(self, level: int, project: Project) -> None:
-        self.container(level, "project", project, _PROJECT_FIELDS, _PROJECT_LAYOUT, self.write_field)
+        self.container(level, "project", project, _PROJECT_FIELDS, _PROJECT_LAYOUT)
 
     # -- images ------------------------------------------------------------------------------
 
@@ -1800,18 +1792,10 @@ class _Writer:
         # each kind's own order even where it is not sorted, so reading back gives the same tuples.
         kinds = [
             shapes
-            for shapes in (
-                image.boxes,
-                image.polygons,
-                image.polylines,
-                image.points,
-                image.ellipses,
-                image.cuboids,
-                image.masks,
-                image.skeletons,
-            )
+            for shapes in (image.boxes, image.polygons, image.polylines, image.points, image.ellipses,
+                           image.cuboids, image.masks, image.skeletons)
             if shapes
-        ]
+        ]  # fmt: skip
         ordered: Iterable[Any] = kinds[0] if len(kinds) == 1 else heapq.merge(*kinds, key=_z_order)
         for shape in ordered:
             self.image_shape(shape)
@@ -1850,7 +1834,9 @@ class _Writer:
             kind = shape.kind
             specs = _TRACKED_SPECS.get(kind)
             if specs is None:
-                raise AnnotationsError(f"cannot write a tracked shape of unknown kind {kind!r}")
+                raise AnnotationsError(
+                    f"cannot write a tracked shape of unknown kind {kind!r}", path=self.annotations.path
+                )
             attributes = _attributes(shape, specs, shape.xml_layout, _TRACKED_DEFAULT_LAYOUTS[kind])
             out.append(f"{inner}<{kind}{attributes}>")
             for element in shape.elements:
@@ -1878,22 +1864,15 @@ class _Writer:
         self.leftover = list(annotations.meta_extra[placed:])
         tasks = list(annotations.tasks) if annotations.kind != "project" else []
         tasks.reverse()
-        wrote = {
-            "version": False,
-            "meta": False,
-            "image": False,
-            "track": False,
-            "project": False,
-            "dumped": False,
-            "source": False,
-        }
+        wrote = dict.fromkeys(("meta", "image", "track", "project", "dumped", "source"), False)
+        if "version" not in tokens and annotations.version != "1.1":
+            self.leaf(1, "version", annotations.version)
         index = 0
         while index < len(tokens):
             token = tokens[index]
             index += 1
             if token == "version":
                 self.leaf(1, "version", annotations.version)
-                wrote["version"] = True
             elif token == "meta":
                 out.append("\n  <meta>")
                 while index < len(tokens) and tokens[index].startswith("meta/"):
@@ -1917,8 +1896,6 @@ class _Writer:
                 continue  # a meta child outside <meta>: cannot happen in a layout we wrote
             elif extra:
                 self.element(1, extra.pop())
-        if not wrote["version"] and annotations.version != "1.1":
-            self.leaf(1, "version", annotations.version)
         if not wrote["meta"] and (
             tasks or self.leftover or annotations.project or annotations.dumped or annotations.source
         ):

@@ -457,6 +457,22 @@ def test_characters_xml_cannot_carry_are_refused_on_write() -> None:
         xmlio.dumps(annotations)
 
 
+@pytest.mark.parametrize(
+    "annotations",
+    [
+        Annotations(images=[ImageAnnotation("0", "a", extra_attributes=[("1st", "x")])]),
+        Annotations(images=[ImageAnnotation("0", "a", tags=[Tag("t", extra_attributes=[("xmlns", "x")])])]),
+        Annotations(meta_extra=[XmlElement("ns:tag")]),
+        Annotations(meta_extra=[XmlElement("ok", attributes=[("bad name", "x")])]),
+    ],
+    ids=["digit", "xmlns", "prefix", "space"],
+)
+def test_names_xml_cannot_carry_back_are_refused_on_write(annotations: Annotations) -> None:
+    """Extra attribute or element names that would not read back as written are refused."""
+    with pytest.raises(AnnotationsError, match="as an XML element or attribute name"):
+        xmlio.dumps(annotations)
+
+
 # -- losslessness details ---------------------------------------------------------------------------
 
 
