@@ -179,7 +179,9 @@ def _add_daemon_commands(commands: Any) -> None:
     check = with_config(commands.add_parser("check-config", help="validate the configuration and exit"))
     check.set_defaults(func=_cmd_check_config)
 
-    deliveries = with_config(commands.add_parser("deliveries", help="list the outbox: what was sent, what failed"))
+    deliveries = with_config(
+        commands.add_parser("deliveries", help="list the outbox: what was sent, what failed")
+    )
     deliveries.add_argument("--failed", action="store_true", help="only dead, gone or retrying deliveries")
     deliveries.add_argument("--json", action="store_true", help="print JSON for scripts")
     deliveries.add_argument("--limit", type=int, default=50, help="at most this many rows (default 50)")

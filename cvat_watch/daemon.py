@@ -128,7 +128,7 @@ def close_routes(routes: Sequence[Route]) -> None:
     for route in routes:
         try:
             route.handler.close()
-        except Exception:  # noqa: BLE001 - closing one handler must not stop closing the others
+        except Exception:  # closing one handler must not stop closing the others
             log.warning("closing handler %s failed", route.key, exc_info=True)
 
 
@@ -283,7 +283,9 @@ def _read(path: Path, error: type[AnnotationsError] | type[JobStatusError]) -> b
         raise error("missing", path=path) from exc
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise error("is a symbolic link; refusing to follow it (configure the real file)", path=path) from exc
+            raise error(
+                "is a symbolic link; refusing to follow it (configure the real file)", path=path
+            ) from exc
         raise error(f"cannot open: {exc.strerror or exc}", path=path) from exc
     try:
         status = os.fstat(descriptor)
@@ -360,9 +362,12 @@ class Daemon:
 
     def _watch(self, runner: WatchRunner) -> FileWatcher:
         watch = runner.config
+        def changed(_paths: frozenset[Path], name: str = runner.name) -> None:
+            self._inbox.put(("changed", name))
+
         watcher = FileWatcher(
             runner.paths,
-            lambda _paths, name=runner.name: self._inbox.put(("changed", name)),
+            changed,
             debounce=watch.debounce,
             max_wait=watch.max_wait,
             poll=watch.poll,
@@ -389,11 +394,12 @@ class Daemon:
             self._store = None
 
     def _install_signals(self) -> dict[int, Any]:
-        previous = {}
-        for signum, name in ((signal.SIGTERM, "stop"), (signal.SIGINT, "stop"), (signal.SIGHUP, "reload")):
-            previous[signum] = signal.signal(
-                signum, lambda _signum, _frame, name=name: self._inbox.put((name, ""))
-            )
+        def handle(signum: int, _frame: Any) -> None:
+            self._inbox.put(("reload" if signum == signal.SIGHUP else "stop", ""))
+
+        previous: dict[int, Any] = {}
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            previous[signum] = signal.signal(signum, handle)
         return previous
 
     # -- main loop ---------------------------------------------------------------------------

@@ -625,7 +625,7 @@ class Annotations:
         """JSON-ready data (the package's one cattrs converter)."""
         from cvat_watch.converter import to_dict
 
-        return to_dict(self)  # type: ignore[no-any-return]
+        return to_dict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, typing.Any]) -> Annotations:

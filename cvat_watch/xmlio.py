@@ -764,16 +764,26 @@ class _FullReader(_ReaderBase):
 
     def start(self, name: str, attrs: list[str]) -> None:
         ctx = self.ctx
-        if ctx == _IMAGE:
+        # <attribute name="…"> is the commonest element of many exports: its usual form is inline.
+        if name == "attribute" and ctx != _IMAGE and ctx != _TRACK and ctx != _ROOT:
+            if len(attrs) == 2 and attrs[0] == "name" and ctx != _ATTR:
+                self.attr_name = attrs[1]
+                self.attr_text = ""
+                self.attr_parent = ctx
+                self.ctx = _ATTR
+                self.parser.CharacterDataHandler = self._attr_text_handler
+            elif ctx == _ATTR:
+                self.skip(name)
+            else:
+                self.start_attribute(attrs)
+        elif ctx == _IMAGE:
             plans = self.image_plans.get(name)
             if plans is None:
                 self.skip(name)
             else:
                 self.start_image_shape(name, attrs, plans)
         elif ctx in (_SHAPE, _TSHAPE):
-            if name == "attribute":
-                self.start_attribute(attrs)
-            elif name == "points" and self.shape_kind == "skeleton":
+            if name == "points" and self.shape_kind == "skeleton":
                 self.start_element(attrs, _SKEL_POINT if ctx == _SHAPE else _TSKEL_POINT)
             else:
                 self.skip(name)
@@ -785,11 +795,6 @@ class _FullReader(_ReaderBase):
                 self.start_track(attrs)
             else:
                 self.skip(name)
-        elif ctx in (_SKEL_POINT, _TSKEL_POINT):
-            if name == "attribute":
-                self.start_attribute(attrs)
-            else:
-                self.skip(name)
         elif ctx == _ROOT:
             if name == "image":
                 self.start_image(attrs)
@@ -797,15 +802,15 @@ class _FullReader(_ReaderBase):
                 self.start_track(attrs)
             else:
                 self.root_child(name, attrs)
-        else:  # inside <attribute>: no elements expected
+        else:  # no other children inside a skeleton node or an <attribute>
             self.skip(name)
 
     def end(self, name: str) -> None:
         ctx = self.ctx
-        if ctx == _SHAPE:
-            self.end_image_shape()
-        elif ctx == _ATTR:
+        if ctx == _ATTR:
             self.end_attribute()
+        elif ctx == _SHAPE:
+            self.end_image_shape()
         elif ctx == _TSHAPE:
             self.end_tracked_shape()
         elif ctx == _IMAGE:
@@ -1964,7 +1969,12 @@ class _Writer:
 
 def dumps(annotations: Annotations) -> bytes:
     """The export as CVAT XML bytes (UTF-8, 2-space indentation like CVAT)."""
-    text = _Writer(annotations).document()
+    try:
+        text = _Writer(annotations).document()
+    except RecursionError:
+        raise AnnotationsError(
+            "cannot write the export: unknown elements are nested too deeply", path=annotations.path
+        ) from None
     bad = _NOT_XML.search(text)
     if bad is not None:
         raise AnnotationsError(

@@ -156,7 +156,9 @@ class NotifySocket:
 class DaemonProcess:
     """``cvat-watch run`` in a subprocess, its stderr captured in a file."""
 
-    def __init__(self, config: Path, *, env: Mapping[str, str] | None = None, args: Sequence[str] = ()) -> None:
+    def __init__(
+        self, config: Path, *, env: Mapping[str, str] | None = None, args: Sequence[str] = ()
+    ) -> None:
         self.log_path = config.with_name(f"daemon-{time.monotonic_ns()}.log")
         self._log = self.log_path.open("wb")
         environment = {**os.environ, "CVAT_WATCH_TEST_SECRET": SECRET, **(env or {})}
@@ -197,7 +199,9 @@ class DaemonProcess:
             self._log.close()
 
 
-def run_cli(*args: str, env: Mapping[str, str] | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: Mapping[str, str] | None = None, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
     environment = {**os.environ, "CVAT_WATCH_TEST_SECRET": SECRET, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "cvat_watch", *args],

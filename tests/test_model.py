@@ -121,7 +121,9 @@ def test_link_base_url_overrides_and_tolerates_trailing_slash() -> None:
     assert link == "https://labels.internal/tasks/1/jobs/11?frame=1"
 
 
-@pytest.mark.parametrize(("image_id", "frame", "job"), [(10, 0, "3"), (13, 1, "3"), (16, 2, "3"), (19, 3, "3")])
+@pytest.mark.parametrize(
+    ("image_id", "frame", "job"), [(10, 0, "3"), (13, 1, "3"), (16, 2, "3"), (19, 3, "3")]
+)
 def test_task_export_frame_uses_start_and_step(image_id: int, frame: int, job: str) -> None:
     """In a task export the frame is (id - start_frame) / step; overlapping segments: the first wins."""
     annotations = Annotations(tasks=[_video_task()], images=[ImageAnnotation(id=image_id, name="f.png")])
@@ -140,7 +142,7 @@ def test_incomplete_meta_falls_back_to_rank_by_id() -> None:
 
 def test_unknown_image_raises_lookup_error_naming_it() -> None:
     """Asking for a link to an image the export lacks raises LookupError naming the image."""
-    with pytest.raises(LookupError, match="nope.jpg"):
+    with pytest.raises(LookupError, match=r"nope\.jpg"):
         _project().create_cvat_link("nope.jpg")
 
 

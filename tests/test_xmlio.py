@@ -473,6 +473,19 @@ def test_names_xml_cannot_carry_back_are_refused_on_write(annotations: Annotatio
         xmlio.dumps(annotations)
 
 
+def test_deeply_nested_unknown_elements_load_and_refuse_to_write_cleanly() -> None:
+    """Ten thousand nested unknown elements load; writing them is an AnnotationsError, not a crash."""
+    depth = 10_000
+    data = b"<annotations><meta>" + b"<x>" * depth + b"</x>" * depth + b"</meta></annotations>"
+    annotations = xmlio.loads(data)
+    element = annotations.meta_extra[0]
+    for _ in range(depth - 1):
+        element = element.children[0]
+    assert element == XmlElement("x")
+    with pytest.raises(AnnotationsError, match="nested too deeply"):
+        xmlio.dumps(annotations)
+
+
 # -- losslessness details ---------------------------------------------------------------------------
 
 
