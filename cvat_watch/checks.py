@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import ssl
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
@@ -60,6 +61,15 @@ def _describe_handler(handler: HandlerConfig) -> str:
 
 def _handler_problems(handler: HandlerConfig) -> list[str]:
     problems = []
+    if isinstance(handler, WebhookHandlerConfig) and handler.verify_tls and handler.ca_file is not None:
+        # The daemon loads it when it starts the handler; a file that is there but holds no
+        # certificate would pass the config check and stop `run`.
+        try:
+            ssl.create_default_context(cafile=handler.ca_file)
+        except (OSError, ssl.SSLError) as error:
+            reason = getattr(error, "reason", None) or error.strerror or type(error).__name__
+            problems.append(f"handler {handler.key}: CA file {handler.ca_file} holds no usable certificate"
+                            f" ({reason})")
     if isinstance(handler, CommandHandlerConfig):
         program = handler.command[0]
         if shutil.which(program) is None:

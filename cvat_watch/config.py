@@ -587,7 +587,9 @@ class _Resolver:
             self.warn(f"{key}.verify_tls", "TLS certificates are not verified; prefer ca_file")
         ca_file = self.optional_path(f"{key}.ca_file", raw.ca_file)
         if ca_file is not None and not ca_file.is_file():
-            self.fail(f"{key}.ca_file", f"CA file {ca_file} not found")
+            # Whether it holds certificates is check-config's question: loading it is TLS work.
+            what = "is not a file (give a PEM bundle)" if ca_file.exists() else "not found"
+            self.fail(f"{key}.ca_file", f"CA file {ca_file} {what}")
         headers: list[tuple[str, str]] = []
         for name, value in raw.headers.items():
             if not _HEADER_NAME.fullmatch(name):

@@ -184,9 +184,13 @@ class WatchRunner:
                 _file_digest(jobs_bytes) if jobs_bytes is not None else None,
             )
             if digests == self._digests and not force:
+                # The last good files are back after a failed load: the error is over, and the
+                # same bad file showing up again later deserves its warning again.
+                self._recovered()
                 return ReloadOutcome("unchanged")
             summary = self._summary(digests[0], annotations_bytes)
             records = self._jobs(digests[1], jobs_bytes)
+            self._refuse_emptied(summary, records)
         except (AnnotationsError, JobStatusError) as error:
             return self._failed(str(error))
         snapshot = build_snapshot(
@@ -199,10 +203,38 @@ class WatchRunner:
         outcome = self._commit(snapshot, dry_run=dry_run)
         if not dry_run:
             self._digests = digests
+        self._recovered()
+        return outcome
+
+    def _recovered(self) -> None:
         if self._last_error is not None:
             log.info("watch %s: files are valid again; reloaded", self.name)
             self._last_error = None
-        return outcome
+
+    def _refuse_emptied(self, summary: ExportSummary, records: tuple[JobStatus, ...]) -> None:
+        """Treat a file that lost every task or job of the baseline as a failed load.
+
+        Committing it would make the baseline forget those tasks: ``<annotations/>`` would make
+        the next good export announce every completed task again under new event ids, and a job
+        list of ``[]`` would reopen every completed task.
+        """
+        if summary.tasks and (records or self.config.job_status is None):
+            return
+        if self._baseline is None:
+            self._baseline = self.store.load_baseline(self.name)
+        baseline = self._baseline[0]
+        if baseline is None or not baseline.tasks:
+            return
+        if not summary.tasks:
+            raise AnnotationsError(
+                f"holds no task, while the last good export had {len(baseline.tasks)}",
+                path=self.config.annotations,
+            )
+        if any(task.jobs for task in baseline.tasks):
+            raise JobStatusError(
+                "holds no job, while the last good job-status file had some",
+                path=self.config.job_status,
+            )
 
     def _read_files(self) -> tuple[bytes, bytes | None]:
         # A missing file is not an empty export: it is a failed load that keeps the last state.
@@ -270,7 +302,7 @@ class WatchRunner:
         )
 
 
-def _read(path: Path, error: type[AnnotationsError] | type[JobStatusError]) -> bytes:
+def _read(path: Path, error: type[AnnotationsError | JobStatusError]) -> bytes:
     """The file's bytes, refusing what is not a regular file at the configured path.
 
     O_NOFOLLOW: a watched file swapped for a symlink could point the daemon at any file it may

@@ -144,7 +144,7 @@ class Dispatcher:
             worker.wakeup.clear()
             try:
                 rows = self._store.due_deliveries(key, self._clock())
-                self._deliver(worker.route, rows, now=None, stopping=self._stopping)
+                self._deliver(worker.route, rows, now=None, stopping=self._stopping, woken=worker.wakeup)
                 due = self._store.next_due_time(key)
             except CvatWatchError as error:
                 log.error("dispatch %s: %s; trying again in %.0f s", key, error, STORE_FAILURE_WAIT)
@@ -184,10 +184,17 @@ class Dispatcher:
         *,
         now: float | None,
         stopping: threading.Event | None = None,
+        woken: threading.Event | None = None,
     ) -> int:
-        """Attempt ``rows`` in order until done, stopping, or the target is gone; the attempts made."""
+        """Attempt ``rows`` in order until done, stopping, or the target is gone; the attempts made.
+
+        When ``woken`` is set (new rows were committed), the rest of the batch is left for the
+        next look at the store, where another watch's new row takes its turn before them.
+        """
         for count, row in enumerate(rows):
             if stopping is not None and stopping.is_set():
+                return count
+            if woken is not None and woken.is_set() and count:
                 return count
             if not self._attempt(route, row, now=now):
                 # The target is gone: the rest of the batch was marked gone with it.

@@ -9,10 +9,26 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from datetime import UTC, datetime
 
-__all__ = ["JsonFormatter", "configure_logging"]
+__all__ = ["JsonFormatter", "TextFormatter", "configure_logging"]
+
+
+# Messages quote names, ids and paths from other people's files: a newline in one of them must
+# not start a line of its own, which journald would take for a separate entry of ours.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+
+class TextFormatter(logging.Formatter):
+    """The format string's line, with control characters in the message written as escapes."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = _CONTROL.sub(
+            lambda match: match.group().encode("unicode_escape").decode("ascii"), record.message
+        )
+        return super().formatMessage(record)
 
 
 class JsonFormatter(logging.Formatter):
@@ -35,9 +51,9 @@ def configure_logging(*, json_lines: bool = False, level: str = "INFO") -> None:
     if json_lines:
         handler.setFormatter(JsonFormatter())
     elif os.environ.get("JOURNAL_STREAM"):
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter("%(levelname)s %(name)s: %(message)s"))
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

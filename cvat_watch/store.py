@@ -337,12 +337,16 @@ class Store:
     # -- the dispatcher's side --------------------------------------------------------------
 
     def due_deliveries(self, handler_key: str, now: float, limit: int = 100) -> list[Delivery]:
-        """Pending deliveries of ``handler_key`` due at ``now``, oldest first, one per task at a time."""
+        """Pending deliveries of ``handler_key`` due at ``now``, one per task at a time.
+
+        Oldest first within a watch, the watches taking turns: a burst of a thousand events
+        from one export must not hold back the next event of another.
+        """
         with self._use(f"read the deliveries due for {handler_key!r}") as connection:
             rows = connection.execute(
                 f"SELECT {_DELIVERY_COLUMNS} FROM deliveries AS d JOIN events AS e ON e.id = d.event_id"
                 f" WHERE d.handler_key = ? AND d.next_attempt_at <= ? AND {_HEAD_OF_LINE}"
-                " ORDER BY d.id LIMIT ?",
+                " ORDER BY row_number() OVER (PARTITION BY d.watch ORDER BY d.id), d.id LIMIT ?",
                 (handler_key, now, limit),
             ).fetchall()
         return [Delivery._from_row(row) for row in rows]

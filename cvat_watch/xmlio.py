@@ -73,6 +73,8 @@ from cvat_watch.model import (
     TrackedShape,
     User,
     XmlElement,
+    _str_or_none,
+    _tuple,
 )
 
 __all__ = ["dumps", "load", "load_summary", "loads", "loads_summary", "save"]
@@ -281,6 +283,7 @@ class _ReaderBase:
         self._stack: list[_Node] = []
         self._capture_done: Callable[[_Node], None] | None = None
         self._skip_depth = 0
+        self._skip_resume: Any = None
 
     # -- errors ------------------------------------------------------------------------------
 
@@ -326,6 +329,7 @@ class _ReaderBase:
         self.defused.target = self.defused._target = None
         self.parser = None
         self._capture_done = None
+        self._skip_resume = None
 
     # -- root --------------------------------------------------------------------------------
 
@@ -383,8 +387,13 @@ class _ReaderBase:
     # -- skipping elements the model has no place for -----------------------------------------
 
     def skip(self, name: str) -> None:
+        """Skip the element that just started, with all it contains; then resume where it was."""
         self.dropped[name] = self.dropped.get(name, 0) + 1
         self._skip_depth = 1
+        parser = self.parser
+        self._skip_resume = (
+            parser.StartElementHandler, parser.EndElementHandler, parser.CharacterDataHandler
+        )
         self.install(self.skip_start, self.skip_end, None)
 
     def skip_start(self, name: str, attrs: list[str]) -> None:
@@ -393,7 +402,9 @@ class _ReaderBase:
     def skip_end(self, name: str) -> None:
         self._skip_depth -= 1
         if not self._skip_depth:
-            self.body_handlers()
+            resume = self._skip_resume
+            self._skip_resume = None
+            self.install(*resume)
 
     # -- meta --------------------------------------------------------------------------------
 
@@ -553,31 +564,71 @@ _TRUNCATION_CODES = frozenset(
 )
 
 
-def _layout_info(
-    cache: dict[tuple[str, ...], tuple[tuple[str, ...], bool]],
-    interned: dict[tuple[str, ...], tuple[str, ...]],
-    names: tuple[str, ...],
-    known: frozenset[str],
-) -> tuple[tuple[str, ...], bool]:
-    info = cache.get(names)
-    if info is None:
-        layout = interned.setdefault(names, names)
-        info = cache[names] = (layout, not known.issuperset(names))
-    return info
+def _points_parser(numbers: _Numbers) -> Callable[[str], tuple[tuple[float, float], ...]]:
+    """``"x,y;x,y"`` → ((x, y), (x, y)), each number through ``numbers``; ValueError for anything else."""
+    number = numbers.__getitem__
+
+    def parse(text: str) -> tuple[tuple[float, float], ...]:
+        if not text:
+            return ()
+        # A handful of C-level passes, no Python loop: this is the hottest path of most exports.
+        values = map(number, text.replace(";", ",").split(","))
+        return tuple(zip(values, values, strict=True))
+
+    def parse_plain(text: str) -> tuple[tuple[float, float], ...]:
+        if not text:
+            return ()
+        flat = list(map(float, text.replace(";", ",").split(",")))
+        total = sum(flat)
+        if total - total:
+            for v in flat:
+                if not math.isfinite(v): raise ValueError(text)
+        values = iter(flat)
+        return tuple(zip(values, values, strict=True))
+    if _PLAIN:
+        return parse_plain
+
+    return parse
+
+
+class _Numbers(dict[str, float]):
+    """Attribute text → finite float, one float object per distinct text.
+
+    CVAT writes two decimals, so coordinates repeat endlessly across a large export: sharing one
+    object per distinct text saves most of the floats' memory, and a hit costs less than float().
+    Keyed by the text, not the value, so that "-0.00" stays -0.0 and "1.0" and "1.00" stay apart.
+    """
+
+    __slots__ = ()
+
+    def __missing__(self, text: str) -> float:
+        value = float(text)
+        if value - value:  # nan and ±inf: x - x is 0.0 for every finite x
+            raise ValueError(text)
+        self[text] = value
+        return value
+
+
+class _Strings(dict[str, str]):
+    """One shared str per distinct label, source, subset or task id (they repeat on every shape)."""
+
+    __slots__ = ()
+
+    def __missing__(self, text: str) -> str:
+        self[text] = text
+        return text
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value - value:
+        raise ValueError(text)
+    return value
 
 
 def _parse_coords(text: str) -> tuple[tuple[float, float], ...]:
     """``"x,y;x,y"`` → ((x, y), (x, y)); ValueError for anything else (nan and inf included)."""
-    if not text:
-        return ()
-    # 'n' catches nan and inf/infinity, which float() would accept.
-    if "n" in text or "N" in text:
-        raise ValueError(text)
-    flat = list(map(float, text.replace(";", ",").split(",")))
-    if len(flat) & 1:
-        raise ValueError(text)
-    it = iter(flat)
-    return tuple(zip(it, it, strict=True))
+    return _points_parser(_Numbers())(text)
 
 
 # How each XML attribute converts to its field (the field has the attribute's name).
@@ -585,89 +636,156 @@ _FLOAT_FIELDS = frozenset((*_BOX_COORDS, *_ELLIPSE_COORDS, *CUBOID_COORDINATES, 
 _INT_FIELDS = frozenset(("z_order", "group_id", "frame", *_MASK_INTS))
 _BOOL_FIELDS = frozenset(("occluded", "outside", "keyframe"))
 _COORD_FIELDS = frozenset(("points",))
+#: Text fields whose values repeat across the export: one shared str each.
+_SHARED_TEXT_FIELDS = frozenset(("label", "source", "subset", "task_id"))
 
+
+import os as _os
+_PLAIN = _os.environ.get("CVW_FLOATS") == "plain"
 
 def _conversion(name: str, source: str) -> str:
     if name in _FLOAT_FIELDS:
-        return f"float({source})"
+        return f"FF({source})" if _PLAIN else f"F[{source}]"
     if name in _INT_FIELDS:
         return f"int({source})"
     if name in _BOOL_FIELDS:
         return f"B[{source}]"
     if name in _COORD_FIELDS:
         return f"P({source})"
+    if name in _SHARED_TEXT_FIELDS:
+        return f"S[{source}]"
     return source
 
 
-#: A compiled attribute parser: attrs list → constructor arguments (ValueError/KeyError on bad input).
-_Parse = Callable[[list[str]], tuple[Any, ...]]
+# ---------------------------------------------------------------------------------------------
+# Building model objects without their __init__
+# ---------------------------------------------------------------------------------------------
+#
+# A 200 MB export holds millions of shapes. The attrs-generated __init__ of a frozen class stores
+# every field through object.__setattr__ and runs the converters; the reader instead makes the
+# instance with object.__new__ and fills each slot through its member descriptor, several times
+# cheaper. That is the very object __init__ would make only if __init__ stores the values it is
+# given unchanged: _direct_fields checks, for every class built this way, that no field has a
+# validator or is left out of __init__, that each converter is one of the model's str / _tuple /
+# _str_or_none (which return an exact str, tuple or None as it is), that there are no init hooks
+# and that the slots are exactly the fields. The reader hands over exactly those types: text
+# fields get the str expat made, collections get tuples, optional text gets str or None.
+# tests/test_xmlio.py compares objects built this way with the same objects built through __init__.
+
+_IDENTITY_CONVERTERS: tuple[Any, ...] = (str, _tuple, _str_or_none)
+_DIRECT_DEFAULT_TYPES = (str, int, float, bool, tuple, type(None))
 
 
-def _compile_parse(
-    cls: type,
-    names: tuple[str, ...],
-    *,
-    required: Iterable[str],
-    kind: str | None = None,
-    trailing: tuple[str, ...] = (),
-) -> _Parse | None:
-    """Generate, once per distinct attribute layout, the function that converts one element's
-    attributes into ``cls``'s positional arguments (as attrs generates ``__init__``: a straight line
-    of code is several times faster than a loop over field descriptions on a 400k-shape file).
+def _direct_fields(cls: type) -> tuple[tuple[str, Any, Callable[[Any, Any], None]], ...]:
+    """(name, default, slot setter) per field of ``cls``; TypeError if __init__ does more than store."""
+    problems: list[str] = []
+    fields: list[tuple[str, Any, Callable[[Any, Any], None]]] = []
+    for field in attrs.fields(cls):
+        if field.validator is not None:
+            problems.append(f"{field.name} has a validator")
+        if not field.init:
+            problems.append(f"{field.name} is not set by __init__")
+        if field.converter is not None and field.converter not in _IDENTITY_CONVERTERS:
+            problems.append(f"{field.name} has a converter the reader does not know")
+        default = field.default
+        if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+            default = None if default.takes_self else default.factory()  # type: ignore[attr-defined]
+        if field.converter is not None and default is not attrs.NOTHING:
+            default = field.converter(default)
+        if not isinstance(default, _DIRECT_DEFAULT_TYPES) and default is not attrs.NOTHING:
+            problems.append(f"{field.name} defaults to a mutable value")
+        fields.append((field.name, default, cls.__dict__[field.name].__set__))
+    for hook in ("__attrs_pre_init__", "__attrs_post_init__"):
+        if hasattr(cls, hook):
+            problems.append(f"it has {hook}")
+    if set(getattr(cls, "__slots__", ())) - {"__weakref__"} != {name for name, _, _ in fields}:
+        problems.append("its slots are not exactly its fields")
+    if problems:
+        raise TypeError(f"cvat_watch.xmlio cannot build {cls.__name__} directly: {'; '.join(problems)}")
+    return tuple(fields)
 
-    ``trailing`` names keyword-only values appended after the positional ones: ``points`` of a
-    skeleton, or the ``values`` pairs of a tracked shape. None when a required attribute is absent.
-    Only this module's constants and integer positions go into the source, never text from a file.
+
+_DIRECT: dict[type, tuple[tuple[str, Any, Callable[[Any, Any], None]], ...]] = {
+    cls: _direct_fields(cls)
+    for cls in (
+        Box, Polygon, Polyline, Points, Ellipse, Cuboid, Mask, Skeleton, Tag,
+        SkeletonPoint, TrackedShape, ImageAnnotation, Track,
+    )
+}  # fmt: skip
+
+#: Sets one field of an object the reader is still building (attributes and children arrive after
+#: the start tag); never used on an object anyone else has seen.
+_set_field = object.__setattr__
+
+#: A compiled element reader: the attrs list expat hands over → the model object.
+_Build = Callable[[list[str]], Any]
+#: Makes a _Build bound to one load's caches (shared strings, floats, points parser, default task id).
+_Factory = Callable[[_Strings, _Numbers, Callable[[str], Any], "str | None"], _Build]
+
+_factories: dict[tuple[type, str, tuple[str, ...]], _Factory | None] = {}
+
+
+def _factory(
+    cls: type, tag: str, names: tuple[str, ...], known: frozenset[str], required: Iterable[str]
+) -> _Factory | None:
+    """The generated reader of one element layout (its attribute names in file order), or None
+    when a required attribute is missing.
+
+    Generated once per distinct layout and kept across loads: a straight line of code that
+    converts each attribute and fills each slot is several times faster than a loop over field
+    descriptions on a file with millions of shapes. Only this module's constants, field names and
+    integer positions go into the source, never text from a file.
     """
-    position = {name: 2 * index + 1 for index, name in enumerate(names)}
+    key = (cls, tag, names)
+    if key in _factories:
+        return _factories[key]
+    position = {name: 2 * index + 1 for index, name in enumerate(names) if name in known}
     if not set(required).issubset(position):
         return None
-    namespace: dict[str, Any] = {"B": _BOOLS, "P": _parse_coords}
-    body: list[str] = []
-    finite: list[str] = []
-    arguments: list[str] = []
+    namespace: dict[str, Any] = {"new": object.__new__, "C": cls, "B": _BOOLS, "L": names, "K": tag, "FF": _finite}
+    lines = ["def factory(S, F, P, T):", "    def build(a):", "        o = new(C)"]
 
-    def value_of(name: str) -> str:
-        expression = _conversion(name, f"a[{position[name]}]")
-        if name in _FLOAT_FIELDS:
-            variable = f"f{len(finite)}"
-            body.append(f"    {variable} = {expression}")
-            finite.append(variable)
-            return variable
-        return expression
+    def constant(value: Any) -> str:
+        name = f"D{len(namespace)}"
+        namespace[name] = value
+        return name
 
-    for field in attrs.fields(cls):
-        if field.kw_only:
-            continue
-        if field.name == "kind":
-            arguments.append(repr(kind))
-        elif field.name in position:
-            arguments.append(value_of(field.name))
-        else:
-            constant = f"D{len(namespace)}"
-            assert not isinstance(field.default, attrs.Factory)  # type: ignore[arg-type]
-            namespace[constant] = field.default
-            arguments.append(constant)
-    for name in trailing:
-        if name == "values":
+    for index, (name, default, setter) in enumerate(_DIRECT[cls]):
+        namespace[f"s{index}"] = setter
+        if name in position:
+            value = _conversion(name, f"a[{position[name]}]")
+        elif name == "kind":
+            value = "K"
+        elif name == "xml_layout":
+            value = "L"
+        elif name == "task_id" and cls is ImageAnnotation:
+            value = "T"  # an image without task_id belongs to a task export's own task
+        elif name == "values":
             pairs = [
-                f"({value!r}, {value_of(value)})"
-                for value in _TRACKED_VALUES[kind or ""]
+                f"({constant(value)}, {_conversion(value, f'a[{position[value]}]')})"
+                for value in _TRACKED_VALUES[tag]
                 if value in position
             ]
-            arguments.append(f"({', '.join(pairs)},)" if pairs else "()")
+            value = f"({', '.join(pairs)},)" if pairs else "()"
+        elif name == "extra_attributes":
+            extras = [
+                f"({constant(extra)}, a[{2 * index + 1}])"
+                for index, extra in enumerate(names)
+                if extra not in known
+            ]
+            value = f"({', '.join(extras)},)" if extras else "()"
         else:
-            arguments.append(value_of(name) if name in position else "()")
-    if finite:
-        # x - x is 0.0 for every finite x and nan for nan and ±inf.
-        body.append(f"    if {' or '.join(f'{v} - {v}' for v in finite)}:")
-        body.append("        raise ValueError('not finite')")
-    source = "def parse(a):\n" + "\n".join(body) + f"\n    return ({', '.join(arguments)},)\n"
-    exec(compile(source, f"<cvat_watch.xmlio parse {cls.__name__}>", "exec"), namespace)
-    # The function's globals must not hold the function itself: that cycle would outlive the load
-    # (the heap is frozen afterwards) and need the collector.
-    parse: _Parse = namespace.pop("parse")
-    return parse
+            assert default is not attrs.NOTHING, f"{cls.__name__}.{name} is required"
+            value = constant(default)
+        lines.append(f"        s{index}(o, {value})")
+    lines += ["        return o", "    return build"]
+    exec(compile("\n".join(lines) + "\n", f"<cvat_watch.xmlio {cls.__name__}>", "exec"), namespace)
+    # The function's globals must not hold the function itself: that cycle would need the collector.
+    factory: _Factory = namespace.pop("factory")
+    if len(_factories) > 4096:  # a bound for pathological inputs; real exports have a few dozen
+        _factories.clear()
+    _factories[key] = factory
+    return factory
 
 
 #: Per kind: required attributes of an image-level element.
@@ -686,62 +804,74 @@ _TRACKED_REQUIRED: dict[str, tuple[str, ...]] = {
     kind: ("frame", *(name for name in names if kind != "skeleton"))
     for kind, names in _TRACKED_VALUES.items()
 }
-
-# Typed loosely: the compiled parsers hand over their positional arguments as one tuple.
-_SKELETON: Any = Skeleton
-_SKELETON_POINT: Any = SkeletonPoint
-_TRACKED_SHAPE: Any = TrackedShape
-
-#: A layout plan: (compiled parser or None, interned layout, known-attribute set, has extras).
-_Plan = tuple[_Parse | None, tuple[str, ...], frozenset[str], bool]
+_ELEMENT_REQUIRED = ("label", "points")
+_IMAGE_ATTRS_REQUIRED = ("id", "name")
+_TRACK_ATTRS_REQUIRED = ("id", "label")
+#: The ImageAnnotation field of each image-level element name.
+_IMAGE_FIELD_OF = dict(zip(_IMAGE_SHAPE_INDEX, _IMAGE_SHAPE_FIELDS, strict=True))
 
 
 class _FullReader(_ReaderBase):
-    """Maps images and tracks to model objects as they stream by."""
+    """Maps images and tracks to model objects as they stream by.
+
+    Each kind of element has its own pair of expat handlers, swapped in when such an element opens
+    and back out when it closes, so no handler has to work out where it is. A shape, image or track
+    is built from its start tag; its ``<attribute>`` values, skeleton nodes or shapes are attached
+    to it when its end tag arrives.
+    """
 
     def __init__(self, path: Path | None) -> None:
         super().__init__(path)
         self.images: list[ImageAnnotation] = []
         self.tracks: list[Track] = []
         self.seen_image = self.seen_track = False
-        self.ctx = _ROOT
-        # (kind, attribute names as read) → plan; images and tracks use the simpler layout cache
-        self.image_plans: dict[str, dict[tuple[str, ...], _Plan]] = {kind: {} for kind in _IMAGE_SHAPE_TAGS}
-        self.tracked_plans: dict[str, dict[tuple[str, ...], _Plan]] = {kind: {} for kind in _TRACK_SHAPE_TAGS}
-        self.element_plans: dict[tuple[str, ...], _Plan] = {}
-        self.image_layouts: dict[tuple[str, ...], tuple[tuple[str, ...], bool]] = {}
-        self.track_layouts: dict[tuple[str, ...], tuple[tuple[str, ...], bool]] = {}
-        # Attribute values repeat endlessly ("color"="red"): one shared object per distinct pair.
-        self.attribute_cache: dict[tuple[str, str], Attribute] = {}
-        # the open image
-        self.image_kw: dict[str, Any] = {}
-        self.image_lists: list[list[Any] | None] = []
-        # the open shape (image-level or tracked)
-        self.shape_kind = ""
-        self.shape_args: tuple[Any, ...] = ()
-        self.shape_layout: tuple[str, ...] = ()
-        self.shape_extras: tuple[tuple[str, str], ...] = ()
-        self.shape_attributes: list[Attribute] | None = None
-        self.shape_elements: list[SkeletonPoint] | None = None
-        # the open skeleton element
-        self.element_args: tuple[Any, ...] = ()
-        self.element_layout: tuple[str, ...] = ()
-        self.element_extras: tuple[tuple[str, str], ...] = ()
-        self.element_attributes: list[Attribute] | None = None
-        # the open <attribute>
-        self.attr_name = ""
-        self.attr_text = ""
-        self.attr_parent = _ROOT
-        # open tracks, innermost last: (keyword arguments, shapes, element tracks)
-        self.track_stack: list[tuple[dict[str, Any], list[TrackedShape], list[Track]]] = []
-        self._attr_text_handler: Callable[[str], None] | None = self.attribute_text
+        self.strings = _Strings()
+        self.numbers = _Numbers()
+        self.points = _points_parser(self.numbers)
+        # (element name, attribute names...) → compiled reader, one table per place of the element
+        self.image_readers: dict[tuple[str, ...], _Build] = {}
+        self.shape_readers: dict[tuple[str, ...], _Build] = {}
+        self.element_readers: dict[tuple[str, ...], _Build] = {}
+        self.track_readers: dict[tuple[str, ...], _Build] = {}
+        self.tracked_readers: dict[tuple[str, ...], _Build] = {}
+        # Attribute values repeat endlessly ("color"="red"): one shared Attribute per distinct pair,
+        # and one shared tuple per distinct sequence, found by (id of the tuple so far, name, value).
+        # The ids are of tuples this dict keeps alive, so they are never reused during the load.
+        self.attribute_values: dict[tuple[str, str], Attribute] = {}
+        self.attribute_tuples: dict[tuple[int, str, str], tuple[Attribute, ...]] = {}
+        self.text: list[str] = []
+        # what is open
+        self.image: Any = None
+        self.image_shapes: dict[str, list[Any]] = {}
+        self.shape: Any = None
+        self.element: Any = None
+        self.elements: list[SkeletonPoint] = []
+        self.attributes: tuple[Attribute, ...] = ()  # of the innermost open shape or node
+        self.shape_attributes: tuple[Attribute, ...] = ()  # of the shape while one of its nodes is open
+        self.attribute_name = ""
+        self.track_stack: list[tuple[Track, list[TrackedShape], list[Track]]] = []
+        # (start, end) handler pairs; attribute_resume and element_resume say where to go back to
+        self.h_body: Any = (self.body_start, self.body_end)
+        self.h_image: Any = (self.image_child, self.image_end)
+        self.h_shape: Any = (self.shape_child, self.shape_end)
+        self.h_skeleton: Any = (self.skeleton_child, self.skeleton_end)
+        self.h_node: Any = (self.shape_child, self.node_end)
+        self.h_track: Any = (self.track_child, self.track_end)
+        self.h_tracked: Any = (self.shape_child, self.tracked_end)
+        self.h_tracked_skeleton: Any = (self.skeleton_child, self.tracked_skeleton_end)
+        self.h_attribute: Any = (self.skip_child, self.attribute_end, self.text.append)
+        self.attribute_resume: Any = None
+        self.node_resume: Any = None
 
     def close(self) -> None:
         super().close()
-        self._attr_text_handler = None
+        # The handler pairs are bound methods of self: drop them so that nothing is left in a cycle.
+        self.h_body = self.h_image = self.h_shape = self.h_skeleton = self.h_node = None
+        self.h_track = self.h_tracked = self.h_tracked_skeleton = self.h_attribute = None
+        self.attribute_resume = self.node_resume = None
 
     def body_handlers(self) -> None:
-        self.install(self.start, self.end, None)
+        self.install(self.body_start, self.body_end, None)
 
     def result(self) -> Annotations:
         if not self.finished:
@@ -760,81 +890,34 @@ class _FullReader(_ReaderBase):
             xml_layout=tuple(self.root_tokens),
         )
 
-    # -- dispatch ----------------------------------------------------------------------------
+    # -- compiled element readers and their errors ---------------------------------------------
 
-    def start(self, name: str, attrs: list[str]) -> None:
-        ctx = self.ctx
-        # <attribute name="…"> is the commonest element of many exports: its usual form is inline.
-        if name == "attribute" and ctx != _IMAGE and ctx != _TRACK and ctx != _ROOT:
-            if len(attrs) == 2 and attrs[0] == "name" and ctx != _ATTR:
-                self.attr_name = attrs[1]
-                self.attr_text = ""
-                self.attr_parent = ctx
-                self.ctx = _ATTR
-                self.parser.CharacterDataHandler = self._attr_text_handler
-            elif ctx == _ATTR:
-                self.skip(name)
-            else:
-                self.start_attribute(attrs)
-        elif ctx == _IMAGE:
-            plans = self.image_plans.get(name)
-            if plans is None:
-                self.skip(name)
-            else:
-                self.start_image_shape(name, attrs, plans)
-        elif ctx in (_SHAPE, _TSHAPE):
-            if name == "points" and self.shape_kind == "skeleton":
-                self.start_element(attrs, _SKEL_POINT if ctx == _SHAPE else _TSKEL_POINT)
-            else:
-                self.skip(name)
-        elif ctx == _TRACK:
-            plans = self.tracked_plans.get(name)
-            if plans is not None:
-                self.start_tracked_shape(name, attrs, plans)
-            elif name == "track":
-                self.start_track(attrs)
-            else:
-                self.skip(name)
-        elif ctx == _ROOT:
-            if name == "image":
-                self.start_image(attrs)
-            elif name == "track":
-                self.start_track(attrs)
-            else:
-                self.root_child(name, attrs)
-        else:  # no other children inside a skeleton node or an <attribute>
-            self.skip(name)
+    def reader(
+        self,
+        readers: dict[tuple[str, ...], _Build],
+        key: tuple[str, ...],
+        cls: type,
+        attrs: list[str],
+        known: frozenset[str],
+        required: tuple[str, ...],
+    ) -> _Build:
+        """The compiled reader for ``key`` (element name, attribute names), made on first sight."""
+        tag = key[0]
+        factory = _factory(cls, tag, key[1:], known, required)
+        if factory is None:
+            raise self.invalid(tag, attrs, known, required)
+        build = readers[key] = factory(self.strings, self.numbers, self.points, self.default_task_id)
+        return build
 
-    def end(self, name: str) -> None:
-        ctx = self.ctx
-        if ctx == _ATTR:
-            self.end_attribute()
-        elif ctx == _SHAPE:
-            self.end_image_shape()
-        elif ctx == _TSHAPE:
-            self.end_tracked_shape()
-        elif ctx == _IMAGE:
-            self.end_image()
-        elif ctx in (_SKEL_POINT, _TSKEL_POINT):
-            self.end_element()
-        elif ctx == _TRACK:
-            self.end_track()
-        else:  # </annotations>
-            self.finished = True
-
-    # -- attribute checks for the slow path, which also words the errors ------------------------
-
-    def missing(self, element: str, attribute: str) -> AnnotationsError:
-        return self.error(f"<{element}> has no {attribute!r} attribute")
-
-    def bad_value(self, element: str, attribute: str, value: str, what: str) -> AnnotationsError:
-        return self.error(f"<{element}> attribute {attribute}={value!r} is not {what}")
-
-    def check(self, element: str, d: dict[str, str], required: Iterable[str], known: frozenset[str]) -> None:
-        """Raise the error the compiled parser only signalled: the first bad attribute, named."""
+    def invalid(
+        self, element: str, attrs: list[str], known: frozenset[str], required: Iterable[str]
+    ) -> AnnotationsError:
+        """The error for an element its compiled reader refused: the first bad attribute, named."""
+        it = iter(attrs)
+        d = dict(zip(it, it, strict=True))
         for name in required:
             if name not in d:
-                raise self.missing(element, name)
+                return self.missing(element, name)
         for name, text in d.items():
             if name not in known:
                 continue  # an extra attribute: kept as text, never converted
@@ -842,311 +925,259 @@ class _FullReader(_ReaderBase):
                 try:
                     value = float(text)
                 except ValueError:
-                    raise self.bad_value(element, name, text, "a number") from None
+                    return self.bad_value(element, name, text, "a number")
                 if not math.isfinite(value):
-                    raise self.bad_value(element, name, text, "a finite number")
+                    return self.bad_value(element, name, text, "a finite number")
             elif name in _INT_FIELDS:
                 try:
                     int(text)
                 except ValueError:
-                    raise self.bad_value(element, name, text, "an integer") from None
+                    return self.bad_value(element, name, text, "an integer")
             elif name in _BOOL_FIELDS:
                 if text not in _BOOLS:
-                    raise self.bad_value(element, name, text, "0 or 1")
+                    return self.bad_value(element, name, text, "0 or 1")
             elif name in _COORD_FIELDS:
                 try:
                     _parse_coords(text)
                 except ValueError:
-                    raise self.bad_value(element, name, text, "a list of x,y number pairs") from None
+                    return self.bad_value(element, name, text, "a list of x,y number pairs")
+        return self.error(f"<{element}> cannot be read")  # nothing found: cannot happen
 
-    def plan(
-        self,
-        plans: dict[tuple[str, ...], _Plan],
-        names: tuple[str, ...],
-        cls: type,
-        known: frozenset[str],
-        required: tuple[str, ...],
-        kind: str | None = None,
-        trailing: tuple[str, ...] = (),
-    ) -> _Plan:
-        layout = self.intern(names)
-        parse = _compile_parse(cls, names, required=required, kind=kind, trailing=trailing)
-        plan = plans[names] = (parse, layout, known, not known.issuperset(names))
-        return plan
+    def missing(self, element: str, attribute: str) -> AnnotationsError:
+        return self.error(f"<{element}> has no {attribute!r} attribute")
 
-    def parse(
-        self, plan: _Plan, element: str, attrs: list[str], required: tuple[str, ...]
-    ) -> tuple[Any, ...]:
-        parse = plan[0]
-        if parse is not None:
-            try:
-                return parse(attrs)
-            except (ValueError, KeyError):
-                pass
-        it = iter(attrs)
-        self.check(element, dict(zip(it, it, strict=True)), required, plan[2])
-        raise self.error(f"<{element}> cannot be read")  # check() found nothing: cannot happen
+    def bad_value(self, element: str, attribute: str, value: str, what: str) -> AnnotationsError:
+        return self.error(f"<{element}> attribute {attribute}={value!r} is not {what}")
 
-    @staticmethod
-    def extras(attrs: list[str], known: frozenset[str]) -> tuple[tuple[str, str], ...]:
-        return tuple(
-            (attrs[index], attrs[index + 1]) for index in range(0, len(attrs), 2) if attrs[index] not in known
-        )
+    # -- <annotations> -------------------------------------------------------------------------
+
+    def body_start(self, name: str, attrs: list[str]) -> None:
+        if name == "image":
+            self.open_image(attrs)
+        elif name == "track":
+            self.open_track(attrs)
+        else:
+            self.root_child(name, attrs)
+
+    def body_end(self, name: str) -> None:  # </annotations>
+        self.finished = True
+
+    def skip_child(self, name: str, attrs: list[str]) -> None:
+        self.skip(name)
 
     # -- images and their shapes ---------------------------------------------------------------
 
-    def start_image(self, attrs: list[str]) -> None:
+    def open_image(self, attrs: list[str]) -> None:
         if not self.seen_image:
             self.seen_image = True
             self.root_tokens.append("image")
-        it = iter(attrs)
-        d = dict(zip(it, it, strict=True))
-        layout, has_extra = _layout_info(
-            self.image_layouts, self.layouts, tuple(attrs[0::2]), _IMAGE_ATTRS_KNOWN
-        )
-        image_id = d.get("id")
-        if image_id is None:
-            raise self.missing("image", "id")
-        name = d.get("name")
-        if name is None:
-            raise self.missing("image", "name")
-        kw: dict[str, Any] = {"id": image_id, "name": name, "xml_layout": layout}
-        for field in ("width", "height"):
-            text = d.get(field)
-            if text is not None:
-                try:
-                    kw[field] = int(text)
-                except ValueError:
-                    raise self.bad_value("image", field, text, "an integer") from None
-        kw["task_id"] = d.get("task_id", self.default_task_id)
-        text = d.get("subset")
-        if text is not None:
-            kw["subset"] = text
-        if has_extra:
-            kw["extra_attributes"] = self.extras(attrs, _IMAGE_ATTRS_KNOWN)
-        self.image_kw = kw
-        self.image_lists = [None] * 9
-        self.ctx = _IMAGE
-
-    def end_image(self) -> None:
-        kw = self.image_kw
-        for index, shapes in enumerate(self.image_lists):
-            if shapes:
-                kw[_IMAGE_SHAPE_FIELDS[index]] = tuple(shapes)
-        self.images.append(ImageAnnotation(**kw))
-        self.ctx = _ROOT
-
-    def start_image_shape(self, kind: str, attrs: list[str], plans: dict[tuple[str, ...], _Plan]) -> None:
-        names = tuple(attrs[0::2])
-        plan = plans.get(names)
-        if plan is None:
-            trailing = ("points",) if kind == "skeleton" else ()
-            plan = self.plan(
-                plans,
-                names,
-                _IMAGE_SHAPE_CLASS[kind],
-                _IMAGE_KNOWN[kind],
-                _IMAGE_REQUIRED[kind],
-                kind,
-                trailing,
+        key = ("image", *attrs[0::2])
+        build = self.image_readers.get(key)
+        if build is None:
+            build = self.reader(
+                self.image_readers, key, ImageAnnotation, attrs, _IMAGE_ATTRS_KNOWN, _IMAGE_ATTRS_REQUIRED
             )
-        parse = plan[0]
         try:
-            self.shape_args = parse(attrs)  # type: ignore[misc]
+            self.image = build(attrs)
         except (ValueError, KeyError, TypeError):
-            self.shape_args = self.parse(plan, kind, attrs, _IMAGE_REQUIRED[kind])
-        self.shape_layout = plan[1]
-        self.shape_extras = self.extras(attrs, plan[2]) if plan[3] else ()
-        self.shape_kind = kind
-        self.shape_attributes = None
-        if kind == "skeleton":
-            self.shape_elements = []
-        self.ctx = _SHAPE
+            raise self.invalid("image", attrs, _IMAGE_ATTRS_KNOWN, _IMAGE_ATTRS_REQUIRED) from None
+        self.image_shapes = {}
+        parser = self.parser
+        parser.StartElementHandler, parser.EndElementHandler = self.h_image
 
-    def end_image_shape(self) -> None:
-        kind = self.shape_kind
-        attributes = self.shape_attributes
-        if kind == "skeleton":
-            args = self.shape_args
-            elements = self.shape_elements
-            self.shape_elements = None
-            shape: Any = _SKELETON(
-                *args[:-1],
-                points=args[-1],
-                elements=tuple(elements) if elements else (),
-                attributes=tuple(attributes) if attributes else (),
-                extra_attributes=self.shape_extras,
-                xml_layout=self.shape_layout,
-            )
-        else:
-            shape = _IMAGE_SHAPE_CLASS[kind](
-                *self.shape_args,
-                attributes=tuple(attributes) if attributes else (),
-                extra_attributes=self.shape_extras,
-                xml_layout=self.shape_layout,
-            )
-        index = _IMAGE_SHAPE_INDEX[kind]
-        shapes = self.image_lists[index]
+    def image_end(self, name: str) -> None:
+        image = self.image
+        for tag, shapes in self.image_shapes.items():
+            _set_field(image, _IMAGE_FIELD_OF[tag], tuple(shapes))
+        self.images.append(image)
+        self.image = None
+        parser = self.parser
+        parser.StartElementHandler, parser.EndElementHandler = self.h_body
+
+    def image_child(self, name: str, attrs: list[str]) -> None:
+        key = (name, *attrs[0::2])
+        build = self.shape_readers.get(key)
+        if build is None:
+            if name not in _IMAGE_SHAPE_TAGS:
+                self.skip(name)
+                return
+            build = self.reader(
+                self.shape_readers, key, _IMAGE_SHAPE_CLASS[name], attrs, _IMAGE_KNOWN[name],
+                _IMAGE_REQUIRED[name],
+            )  # fmt: skip
+        try:
+            shape = build(attrs)
+        except (ValueError, KeyError, TypeError):
+            raise self.invalid(name, attrs, _IMAGE_KNOWN[name], _IMAGE_REQUIRED[name]) from None
+        self.shape = shape
+        self.attributes = ()
+        shapes = self.image_shapes.get(name)
         if shapes is None:
-            self.image_lists[index] = [shape]
+            self.image_shapes[name] = [shape]
         else:
             shapes.append(shape)
-        self.ctx = _IMAGE
+        parser = self.parser
+        if name == "skeleton":
+            self.elements = []
+            parser.StartElementHandler, parser.EndElementHandler = self.h_skeleton
+        else:
+            parser.StartElementHandler, parser.EndElementHandler = self.h_shape
 
-    # -- skeleton elements (<points> inside <skeleton>, in images and in tracks) -----------------
+    def shape_end(self, name: str) -> None:
+        if self.attributes:
+            _set_field(self.shape, "attributes", self.attributes)
+        parser = self.parser
+        parser.StartElementHandler, parser.EndElementHandler = self.h_image
 
-    def start_element(self, attrs: list[str], ctx: int) -> None:
-        names = tuple(attrs[0::2])
-        plans = self.element_plans
-        plan = plans.get(names)
-        if plan is None:
-            plan = self.plan(plans, names, SkeletonPoint, _ELEMENT_KNOWN, ("label", "points"))
-        parse = plan[0]
-        try:
-            self.element_args = parse(attrs)  # type: ignore[misc]
-        except (ValueError, KeyError, TypeError):
-            self.element_args = self.parse(plan, "points", attrs, ("label", "points"))
-        self.element_layout = plan[1]
-        self.element_extras = self.extras(attrs, plan[2]) if plan[3] else ()
-        self.element_attributes = None
-        self.ctx = ctx
+    def skeleton_end(self, name: str) -> None:
+        self.finish_skeleton()
+        parser = self.parser
+        parser.StartElementHandler, parser.EndElementHandler = self.h_image
 
-    def end_element(self) -> None:
-        attributes = self.element_attributes
-        elements = self.shape_elements
-        assert elements is not None
-        elements.append(
-            _SKELETON_POINT(
-                *self.element_args,
-                attributes=tuple(attributes) if attributes else (),
-                extra_attributes=self.element_extras,
-                xml_layout=self.element_layout,
-            )
-        )
-        self.ctx = _SHAPE if self.ctx == _SKEL_POINT else _TSHAPE
+    def finish_skeleton(self) -> None:
+        shape = self.shape
+        if self.attributes:
+            _set_field(shape, "attributes", self.attributes)
+        if self.elements:
+            _set_field(shape, "elements", tuple(self.elements))
+            self.elements = []
 
-    # -- <attribute name="…">value</attribute> ---------------------------------------------------
+    # -- children of shapes: <attribute name="…">value</attribute>, skeleton nodes -------------
 
-    def start_attribute(self, attrs: list[str]) -> None:
+    def shape_child(self, name: str, attrs: list[str]) -> None:
+        if name != "attribute":
+            self.skip(name)
+            return
         if len(attrs) == 2 and attrs[0] == "name":
-            name = attrs[1]
+            self.attribute_name = attrs[1]
         else:
             for index in range(0, len(attrs), 2):
                 if attrs[index] == "name":
-                    name = attrs[index + 1]
+                    self.attribute_name = attrs[index + 1]
                     break
             else:
                 raise self.missing("attribute", "name")
-        self.attr_name = name
-        self.attr_text = ""
-        self.attr_parent = self.ctx
-        self.ctx = _ATTR
-        self.parser.CharacterDataHandler = self._attr_text_handler
+        parser = self.parser
+        self.attribute_resume = (parser.StartElementHandler, parser.EndElementHandler)
+        parser.StartElementHandler, parser.EndElementHandler, parser.CharacterDataHandler = self.h_attribute
 
-    def attribute_text(self, data: str) -> None:
-        self.attr_text += data
+    def attribute_end(self, name: str) -> None:
+        parser = self.parser
+        parser.StartElementHandler, parser.EndElementHandler = self.attribute_resume
+        parser.CharacterDataHandler = None
+        text = self.text
+        value = "".join(text)
+        text.clear()
+        before = self.attributes
+        key = (id(before), self.attribute_name, value)
+        after = self.attribute_tuples.get(key)
+        if after is None:
+            pair = (self.attribute_name, value)
+            attribute = self.attribute_values.get(pair)
+            if attribute is None:
+                attribute = self.attribute_values[pair] = Attribute(*pair)
+            after = self.attribute_tuples[key] = (*before, attribute)
+        self.attributes = after
 
-    def end_attribute(self) -> None:
-        self.parser.CharacterDataHandler = None
-        key = (self.attr_name, self.attr_text)
-        attribute = self.attribute_cache.get(key)
-        if attribute is None:
-            attribute = self.attribute_cache[key] = Attribute(*key)
-        parent = self.ctx = self.attr_parent
-        if parent in (_SHAPE, _TSHAPE):
-            if self.shape_attributes is None:
-                self.shape_attributes = [attribute]
-            else:
-                self.shape_attributes.append(attribute)
-        elif self.element_attributes is None:
-            self.element_attributes = [attribute]
-        else:
-            self.element_attributes.append(attribute)
+    def skeleton_child(self, name: str, attrs: list[str]) -> None:
+        if name != "points":
+            self.shape_child(name, attrs)
+            return
+        key = ("points", *attrs[0::2])
+        build = self.element_readers.get(key)
+        if build is None:
+            build = self.reader(
+                self.element_readers, key, SkeletonPoint, attrs, _ELEMENT_KNOWN, _ELEMENT_REQUIRED
+            )
+        try:
+            element = build(attrs)
+        except (ValueError, KeyError, TypeError):
+            raise self.invalid("points", attrs, _ELEMENT_KNOWN, _ELEMENT_REQUIRED) from None
+        self.elements.append(element)
+        self.element = element
+        self.shape_attributes = self.attributes
+        self.attributes = ()
+        parser = self.parser
+        self.node_resume = (self.skeleton_child, parser.EndElementHandler)
+        parser.StartElementHandler, parser.EndElementHandler = self.h_node
+
+    def node_end(self, name: str) -> None:
+        if self.attributes:
+            _set_field(self.element, "attributes", self.attributes)
+        self.attributes = self.shape_attributes
+        parser = self.parser
+        parser.StartElementHandler, parser.EndElementHandler = self.node_resume
 
     # -- tracks ------------------------------------------------------------------------------
 
-    def start_track(self, attrs: list[str]) -> None:
+    def open_track(self, attrs: list[str]) -> None:
         if not self.seen_track:
             self.seen_track = True
             self.root_tokens.append("track")
-        it = iter(attrs)
-        d = dict(zip(it, it, strict=True))
-        layout, has_extra = _layout_info(
-            self.track_layouts, self.layouts, tuple(attrs[0::2]), _TRACK_ATTRS_KNOWN
-        )
-        track_id = d.get("id")
-        if track_id is None:
-            raise self.missing("track", "id")
-        label = d.get("label")
-        if label is None:
-            raise self.missing("track", "label")
-        kw: dict[str, Any] = {"id": track_id, "label": label, "xml_layout": layout}
-        for name in ("source", "task_id", "subset"):
-            text = d.get(name)
-            if text is not None:
-                kw[name] = text
-        text = d.get("group_id")
-        if text is not None:
-            try:
-                kw["group_id"] = int(text)
-            except ValueError:
-                raise self.bad_value("track", "group_id", text, "an integer") from None
-        if has_extra:
-            kw["extra_attributes"] = self.extras(attrs, _TRACK_ATTRS_KNOWN)
-        self.track_stack.append((kw, [], []))
-        self.ctx = _TRACK
+        key = ("track", *attrs[0::2])
+        build = self.track_readers.get(key)
+        if build is None:
+            build = self.reader(
+                self.track_readers, key, Track, attrs, _TRACK_ATTRS_KNOWN, _TRACK_ATTRS_REQUIRED
+            )
+        try:
+            track = build(attrs)
+        except (ValueError, KeyError, TypeError):
+            raise self.invalid("track", attrs, _TRACK_ATTRS_KNOWN, _TRACK_ATTRS_REQUIRED) from None
+        self.track_stack.append((track, [], []))
+        parser = self.parser
+        parser.StartElementHandler, parser.EndElementHandler = self.h_track
 
-    def end_track(self) -> None:
-        kw, shapes, tracks = self.track_stack.pop()
+    def track_end(self, name: str) -> None:
+        track, shapes, tracks = self.track_stack.pop()
         if shapes:
-            kw["shapes"] = tuple(shapes)
+            _set_field(track, "shapes", tuple(shapes))
         if tracks:
-            kw["tracks"] = tuple(tracks)
-        track = Track(**kw)
+            _set_field(track, "tracks", tuple(tracks))
         if self.track_stack:
             self.track_stack[-1][2].append(track)
-            self.ctx = _TRACK
         else:
             self.tracks.append(track)
-            self.ctx = _ROOT
+            parser = self.parser
+            parser.StartElementHandler, parser.EndElementHandler = self.h_body
 
-    def start_tracked_shape(self, kind: str, attrs: list[str], plans: dict[tuple[str, ...], _Plan]) -> None:
-        names = tuple(attrs[0::2])
-        plan = plans.get(names)
-        if plan is None:
-            plan = self.plan(
-                plans, names, TrackedShape, _TRACKED_KNOWN[kind], _TRACKED_REQUIRED[kind], kind, ("values",)
+    def track_child(self, name: str, attrs: list[str]) -> None:
+        key = (name, *attrs[0::2])
+        build = self.tracked_readers.get(key)
+        if build is None:
+            if name not in _TRACK_SHAPE_TAGS:
+                if name == "track":
+                    self.open_track(attrs)
+                else:
+                    self.skip(name)
+                return
+            build = self.reader(
+                self.tracked_readers, key, TrackedShape, attrs, _TRACKED_KNOWN[name], _TRACKED_REQUIRED[name]
             )
-        parse = plan[0]
         try:
-            self.shape_args = parse(attrs)  # type: ignore[misc]
+            shape = build(attrs)
         except (ValueError, KeyError, TypeError):
-            self.shape_args = self.parse(plan, kind, attrs, _TRACKED_REQUIRED[kind])
-        self.shape_layout = plan[1]
-        self.shape_extras = self.extras(attrs, plan[2]) if plan[3] else ()
-        self.shape_kind = kind
-        self.shape_attributes = None
-        if kind == "skeleton":
-            self.shape_elements = []
-        self.ctx = _TSHAPE
+            raise self.invalid(name, attrs, _TRACKED_KNOWN[name], _TRACKED_REQUIRED[name]) from None
+        self.track_stack[-1][1].append(shape)
+        self.shape = shape
+        self.attributes = ()
+        parser = self.parser
+        if name == "skeleton":
+            self.elements = []
+            parser.StartElementHandler, parser.EndElementHandler = self.h_tracked_skeleton
+        else:
+            parser.StartElementHandler, parser.EndElementHandler = self.h_tracked
 
-    def end_tracked_shape(self) -> None:
-        args = self.shape_args
-        attributes = self.shape_attributes
-        elements = self.shape_elements
-        if elements is not None:
-            self.shape_elements = None
-        self.track_stack[-1][1].append(
-            _TRACKED_SHAPE(
-                *args[:-1],
-                values=args[-1],
-                elements=tuple(elements) if elements else (),
-                attributes=tuple(attributes) if attributes else (),
-                extra_attributes=self.shape_extras,
-                xml_layout=self.shape_layout,
-            )
-        )
-        self.ctx = _TRACK
+    def tracked_end(self, name: str) -> None:
+        if self.attributes:
+            _set_field(self.shape, "attributes", self.attributes)
+        parser = self.parser
+        parser.StartElementHandler, parser.EndElementHandler = self.h_track
+
+    def tracked_skeleton_end(self, name: str) -> None:
+        self.finish_skeleton()
+        parser = self.parser
+        parser.StartElementHandler, parser.EndElementHandler = self.h_track
 
 
 class _SummaryReader(_ReaderBase):

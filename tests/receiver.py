@@ -2,8 +2,10 @@
 
 ``Receiver`` is a real threaded ``http.server`` on an ephemeral loopback port. It records every
 request (method, path, headers, body) and answers with the scripted ``Reply`` objects in order,
-then with 200. A reply can be delayed; the delay ends early when the receiver stops, and
-``stop()`` (or leaving the ``with`` block) closes every connection and joins every thread.
+then with the default reply (200 unless given). A reply can be delayed; the delay ends early when
+the receiver stops, and ``stop()`` (or leaving the ``with`` block) closes every connection and
+joins every thread. ``Receiver(port=…)`` binds a chosen port, so a test can start a receiver where
+a webhook has been failing with "connection refused".
 """
 
 from __future__ import annotations
@@ -42,17 +44,21 @@ class Recorded:
     headers: dict[str, str]
     body: bytes
     client_port: int
+    #: The status the receiver answered with (or was about to, when the client hung up first).
+    status: int = 200
+    #: ``time.monotonic()`` when the request had been read, for latency measurements.
+    at: float = 0.0
 
 
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = False  # so that server_close() joins the handler threads
     block_on_close = True
 
-    def __init__(self, owner: Receiver) -> None:
+    def __init__(self, owner: Receiver, port: int = 0) -> None:
         self.owner = owner
         self.open_connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _RequestHandler)
+        super().__init__(("127.0.0.1", port), _RequestHandler)
 
     def get_request(self) -> tuple[socket.socket, Any]:
         conn, address = super().get_request()
@@ -86,14 +92,18 @@ class _RequestHandler(http.server.BaseHTTPRequestHandler):
 
 
 class Receiver:
-    """A scripted HTTP receiver bound to 127.0.0.1 on a free port."""
+    """A scripted HTTP receiver bound to 127.0.0.1 on a free port (or on ``port``).
 
-    def __init__(self) -> None:
+    ``default`` is the answer once the script is used up (200 unless given).
+    """
+
+    def __init__(self, *, port: int = 0, default: Reply | None = None) -> None:
         self._replies: collections.deque[Reply] = collections.deque()
         self._requests: list[Recorded] = []
         self._changed = threading.Condition()
         self._stopping = threading.Event()
-        self._server = _Server(self)
+        self._default = default if default is not None else Reply()
+        self._server = _Server(self, port)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, name="receiver"
         )
@@ -109,6 +119,11 @@ class Receiver:
         """Answer the next requests with ``replies``, in order; 200 afterwards."""
         with self._changed:
             self._replies.extend(replies)
+
+    def set_default(self, reply: Reply) -> None:
+        """Answer with ``reply`` from now on, once the script is used up."""
+        with self._changed:
+            self._default = reply
 
     @property
     def requests(self) -> list[Recorded]:
@@ -129,16 +144,18 @@ class Receiver:
     def _handle(self, handler: _RequestHandler) -> None:
         length = int(handler.headers.get("content-length") or 0)
         body = handler.rfile.read(length) if length else b""
-        recorded = Recorded(
-            method=handler.command,
-            path=handler.path,
-            headers={name.lower(): value for name, value in handler.headers.items()},
-            body=body,
-            client_port=int(handler.client_address[1]),
-        )
         with self._changed:
+            reply = self._replies.popleft() if self._replies else self._default
+            recorded = Recorded(
+                method=handler.command,
+                path=handler.path,
+                headers={name.lower(): value for name, value in handler.headers.items()},
+                body=body,
+                client_port=int(handler.client_address[1]),
+                status=reply.status,
+                at=time.monotonic(),
+            )
             self._requests.append(recorded)
-            reply = self._replies.popleft() if self._replies else Reply()
             self._changed.notify_all()
         if reply.delay and self._stopping.wait(reply.delay):
             handler.close_connection = True

@@ -188,3 +188,13 @@ def test_repr_of_a_big_export_stays_short() -> None:
     """repr(Annotations) summarises instead of printing every shape."""
     images = [ImageAnnotation(id=i, name=f"{i}.jpg", boxes=[Box("x", 0, 0, 1, 1)] * 5) for i in range(1000)]
     assert len(repr(Annotations(images=images))) < 200
+
+
+def test_to_dict_is_json_ready_and_from_dict_restores_the_model() -> None:
+    """to_dict gives JSON-serialisable data and from_dict turns it back into an equal model."""
+    import json
+
+    annotations = _project()
+    data = json.loads(json.dumps(annotations.to_dict()))
+    assert data["tasks"][0]["segments"][0]["id"] == "11"
+    assert Annotations.from_dict(data) == annotations

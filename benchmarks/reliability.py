@@ -1,0 +1,769 @@
+"""The daemon's reliability promises, measured end to end.
+
+Every scenario runs the real daemon (``python -m cvat_watch run``) against real files and a real
+webhook receiver on 127.0.0.1, and counts what the receiver got against what it should have got,
+computed here from the sequence of job-status files written (:func:`expected_events`, not the
+daemon's own diff). The numbers are those of the issue that asked for them:
+
+1. :func:`receiver_down`: connection refused, then a receiver on the same port: every event once,
+   in per-task order, with the same ``webhook-id`` on every attempt.
+3. :func:`gone_and_bad_request`: a 410 stops a handler for good; a 400 is a dead letter after one
+   attempt.
+4. :func:`sigkill_loop`: the daemon SIGKILLed at random points of the pipeline, restarted, again
+   and again.
+6. :func:`churn`: the export rewritten hundreds of times in quick succession, atomically and in
+   place. Which intermediate states the daemon sees depends on timing, so here the expected
+   events are the ones it committed, checked for a consistent story per task instead.
+7. :func:`many_exports` and :func:`big_export`: one daemon watching many exports; one export with
+   thousands of tasks where many complete in one rewrite while another watch's change must
+   still get through.
+
+(2, slow and failing receivers, and 5, a full disk or a read-only state folder, are tests only.)
+
+``tests/test_reliability.py`` runs each with small sizes and asserts on the measurements;
+``python -m benchmarks.reliability`` runs them with larger ones and prints the Markdown table
+of the README's "Reliability" section (``--help`` for the sizes).
+
+Columns: *events expected* is the number of distinct events the written files imply; *delivered*
+how many of them the receiver got (2xx); *lost* expected but never received; *duplicated* extra
+2xx receipts of an id already received (a re-send after a crash: same id, which receivers drop).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import random
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "tests") not in sys.path:
+    # The end-to-end support code (real daemon, real receiver) lives with the tests.
+    sys.path.insert(0, str(ROOT / "tests"))
+
+from daemon_support import (  # noqa: E402
+    DaemonRig,
+    GeneratedExport,
+    StateDatabase,
+    Workspace,
+    rss_kib,
+    run_cli,
+    wait_until,
+    write_daemon_config,
+    write_file,
+)
+from receiver import Recorded, Reply, free_port  # noqa: E402
+
+from cvat_watch.events import TASK_COMPLETED, TASK_REOPENED, event_id  # noqa: E402
+
+__all__ = [
+    "Receipts",
+    "Tally",
+    "big_export",
+    "churn",
+    "expected_events",
+    "gone_and_bad_request",
+    "main",
+    "many_exports",
+    "receiver_down",
+    "retry_delays",
+    "sigkill_loop",
+]
+
+STATE_DB = Path("state") / "cvat-watch.db"
+
+
+def retry_delays(delay: float, count: int) -> str:
+    """A ``retry_delays`` TOML value: ``count`` times ``delay`` seconds."""
+    return "[" + ", ".join([str(delay)] * count) + "]"
+
+
+# -- what should have happened, and what did -------------------------------------------------------
+
+
+def expected_events(watch: str, states: Sequence[frozenset[str]]) -> list[tuple[str, str, str, int]]:
+    """The events a sequence of observed completed-task sets implies: (id, type, task, generation).
+
+    ``states[0]`` is the silent baseline of the first start. A task entering the completed set is
+    ``task.completed`` with the next generation of that task; leaving it is ``task.reopened`` with
+    the current one (the rule the README states for ids).
+    """
+    generation: Counter[str] = Counter()
+    events = []
+    for before, after in itertools.pairwise(states):
+        for task in sorted(before ^ after, key=int):
+            if task in after:
+                generation[task] += 1
+                kind = TASK_COMPLETED
+            else:
+                kind = TASK_REOPENED
+            events.append((event_id(watch, task, kind, generation[task]), kind, task, generation[task]))
+    return events
+
+
+@attrs.frozen
+class Receipts:
+    """What a receiver got, by ``webhook-id``: 2xx receipts, first-receipt order, duplicates."""
+
+    requests: tuple[Recorded, ...]
+
+    @property
+    def accepted(self) -> list[Recorded]:
+        return [request for request in self.requests if 200 <= request.status < 300]
+
+    @property
+    def ids(self) -> set[str]:
+        return {request.headers["webhook-id"] for request in self.accepted}
+
+    @property
+    def duplicated(self) -> int:
+        """2xx receipts of an id that had already been received with a 2xx."""
+        return len(self.accepted) - len(self.ids)
+
+    def first_receipts(self) -> list[dict[str, Any]]:
+        """The payload of each id's first 2xx receipt, in arrival order."""
+        seen: set[str] = set()
+        payloads = []
+        for request in self.accepted:
+            if request.headers["webhook-id"] not in seen:
+                seen.add(request.headers["webhook-id"])
+                payloads.append(json.loads(request.body))
+        return payloads
+
+    def per_task(self, watch: str | None = None) -> dict[str, list[str]]:
+        """Event ids per task in first-receipt order (of ``watch`` only, when given)."""
+        result: dict[str, list[str]] = {}
+        for payload in self.first_receipts():
+            if watch is None or payload["watch"] == watch:
+                result.setdefault(payload["task"]["id"], []).append(payload["id"])
+        return result
+
+
+@attrs.frozen
+class Tally:
+    """One row of the reliability table."""
+
+    scenario: str
+    runs: int
+    expected: int
+    delivered: int
+    lost: int
+    duplicated: int
+    notes: str
+
+    @classmethod
+    def of(cls, scenario: str, expected: Iterable[str], receipts: Receipts, notes: str) -> Tally:
+        wanted = set(expected)
+        got = receipts.ids & wanted
+        return cls(scenario, 1, len(wanted), len(got), len(wanted - got), receipts.duplicated, notes)
+
+    @staticmethod
+    def combine(tallies: Sequence[Tally], notes: str) -> Tally:
+        return Tally(
+            tallies[0].scenario,
+            sum(t.runs for t in tallies),
+            sum(t.expected for t in tallies),
+            sum(t.delivered for t in tallies),
+            sum(t.lost for t in tallies),
+            sum(t.duplicated for t in tallies),
+            notes,
+        )
+
+    def row(self) -> str:
+        return (f"| {self.scenario} | {self.runs} | {self.expected} | {self.delivered} | {self.lost} |"
+                f" {self.duplicated} | {self.notes} |")
+
+
+def _at_least(count: int, measure: Callable[[], int]) -> Callable[[], bool]:
+    """A condition for ``wait_until``: ``measure()`` has reached ``count``."""
+    return lambda: measure() >= count
+
+
+def _quiescent(db: StateDatabase, receipts: Callable[[], Receipts], minimum: int = 0) -> bool:
+    """Nothing pending in the outbox, and the receiver has every event the store holds."""
+    ids = db.event_ids()
+    return len(ids) >= minimum and db.unsettled() == 0 and ids <= receipts().ids
+
+
+# -- 1. receiver down, then back -------------------------------------------------------------------
+
+#: Completed sets written one after another while the receiver is down: tasks 11 and 12 complete,
+#: reopen and complete again, so that per-task order is visible.
+_DOWN_STATES = (
+    frozenset({"11"}),
+    frozenset({"11", "12"}),
+    frozenset({"12"}),
+    frozenset({"11", "12", "13"}),
+    frozenset({"11", "13"}),
+)
+
+
+@attrs.frozen
+class RecoveryRun:
+    """Scenario 1: what the store holds, what the receiver got, how often the first row was tried."""
+
+    expected: tuple[tuple[str, str, str, int], ...]
+    store_events: tuple[tuple[str, str, str, str], ...]
+    receipts: Receipts
+    deliveries: tuple[dict[str, Any], ...]
+    attempts_while_down: int
+    down_seconds: float
+
+    def tally(self) -> Tally:
+        return Tally.of("receiver down (connection refused) then back", [e[0] for e in self.expected],
+                        self.receipts, f"{self.attempts_while_down} refused attempts on the first event,"
+                        f" down {self.down_seconds:.1f} s; first answer after recovery 503")
+
+
+def receiver_down(root: Path, *, refused: int = 5) -> RecoveryRun:
+    """Events committed while nothing listens on the webhook's port, then (after ``refused``
+    refused attempts on the oldest row) a receiver on that port whose first answer is a 503."""
+    export = GeneratedExport(root / "export", tasks=4)
+    port = free_port()
+    config = write_daemon_config(
+        root / "cvat-watch.toml",
+        watches=[export.watch("w")],
+        handlers=[Workspace.webhook(f"http://127.0.0.1:{port}/hook", retry_delays=retry_delays(0.2, 40))],
+    )
+    db = StateDatabase(root / STATE_DB)
+    states: list[frozenset[str]] = [frozenset()]
+    with DaemonRig(root) as rig:
+        daemon = rig.start(config)
+        started = time.monotonic()
+        for state in _DOWN_STATES:
+            export.write_jobs(state)
+            states.append(state)
+            wanted = len(expected_events("w", states))
+            wait_until(_at_least(wanted, lambda: len(db.events())), what=f"{wanted} events committed")
+        # Down for a while: several refused attempts (0.2 s apart) on the oldest row.
+        first = wait_until(lambda: [r for r in db.deliveries() if r["attempts"] >= refused],
+                           what=f"{refused} refused attempts")[0]
+        attempts_while_down = max(row["attempts"] for row in db.deliveries() if row["id"] == first["id"])
+        receiver = rig.receiver(port=port)
+        down_seconds = time.monotonic() - started
+        receiver.script(Reply(503))
+        wanted = len(expected_events("w", states))
+        wait_until(lambda: _quiescent(db, lambda: Receipts(tuple(receiver.requests)), wanted),
+                   timeout=30, what="every event delivered after recovery")
+        assert daemon.stop() == 0, daemon.log
+        return RecoveryRun(
+            expected=tuple(expected_events("w", states)),
+            store_events=tuple(db.events()),
+            receipts=Receipts(tuple(receiver.requests)),
+            deliveries=tuple(db.deliveries()),
+            attempts_while_down=attempts_while_down,
+            down_seconds=down_seconds,
+        )
+
+
+# -- 3. 410 Gone and 400 Bad Request ---------------------------------------------------------------
+
+
+@attrs.frozen
+class GoneRun:
+    """Scenario 3: the two receivers' requests, the delivery rows and the `deliveries` listing."""
+
+    expected: tuple[tuple[str, str, str, int], ...]
+    gone: Receipts
+    bad: Receipts
+    deliveries: tuple[dict[str, Any], ...]
+    listing: str
+    listing_failed: str
+
+    def tally(self) -> Tally:
+        # What should get through: every event but the first to the 400 handler (its first is a
+        # dead letter by design), nothing to the 410 handler.
+        deliverable = [e[0] for e in self.expected[1:]]
+        gone_requests = len(self.gone.requests)
+        bad_first = sum(r.headers["webhook-id"] == self.expected[0][0] for r in self.bad.requests)
+        return Tally.of("410 Gone / 400 Bad Request", deliverable, self.bad,
+                        f"410 handler: {gone_requests} request, then nothing queued (`deliveries`: gone);"
+                        f" 400: dead letter after {bad_first} attempt")
+
+
+def gone_and_bad_request(root: Path) -> GoneRun:
+    """One handler answers 410, another 400 then 200; later events follow, the last after a restart."""
+    export = GeneratedExport(root / "export", tasks=3)
+    with DaemonRig(root) as rig:
+        gone = rig.receiver(default=Reply(410))
+        bad = rig.receiver()
+        bad.script(Reply(400))
+        config = write_daemon_config(
+            root / "cvat-watch.toml",
+            watches=[export.watch("w")],
+            handlers=[Workspace.webhook(gone.url(), name="gone", retry_delays=retry_delays(0.2, 10)),
+                      Workspace.webhook(bad.url(), name="bad", retry_delays=retry_delays(0.2, 10))],
+        )
+        db = StateDatabase(root / STATE_DB)
+        daemon = rig.start(config)
+        states = [frozenset[str]()]
+        for step, state in enumerate((frozenset({"11"}), frozenset({"11", "12"}), frozenset({"12"}))):
+            if step == 2:
+                # "Gone" is kept in the state database: a restart does not bring the handler back.
+                assert daemon.stop() == 0, daemon.log
+                daemon = rig.start(config)
+            export.write_jobs(state)
+            states.append(state)
+            wanted = len(expected_events("w", states))
+            # Each step waits until the event is settled for both handlers (delivered, dead or
+            # gone, or never queued for the gone one), so the order of outcomes is fixed.
+            wait_until(_at_least(wanted, lambda: len(db.events()) if db.unsettled() == 0 else -1),
+                       what=f"event {wanted} settled")
+        expected = expected_events("w", states)
+        wait_until(lambda: {e[0] for e in expected[1:]} <= Receipts(tuple(bad.requests)).ids,
+                   what="the later events at the 400 handler")
+        listing = run_cli("deliveries", "--config", str(config))
+        listing_failed = run_cli("deliveries", "--failed", "--config", str(config))
+        assert daemon.stop() == 0, daemon.log
+        return GoneRun(
+            expected=tuple(expected),
+            gone=Receipts(tuple(gone.requests)),
+            bad=Receipts(tuple(bad.requests)),
+            deliveries=tuple(db.deliveries()),
+            listing=listing.stdout + listing.stderr,
+            listing_failed=listing_failed.stdout + listing_failed.stderr,
+        )
+
+
+# -- 4. SIGKILL at random points --------------------------------------------------------------------
+
+KILL_POINTS = ("starting", "just-written", "random-delay", "mid-delivery", "idle")
+
+
+@attrs.frozen
+class KillRun:
+    """Scenario 4: the states written, the events they imply, the store's and the receiver's view."""
+
+    kills: int
+    kill_points: dict[str, int]
+    states: tuple[frozenset[str], ...]
+    expected: tuple[tuple[str, str, str, int], ...]
+    store_ids: frozenset[str]
+    receipts: Receipts
+    integrity: str
+    exit_code: int
+    seconds: float
+
+    def tally(self) -> Tally:
+        points = ", ".join(f"{point} {count}" for point, count in sorted(self.kill_points.items()))
+        tally = Tally.of("SIGKILL at random points", [e[0] for e in self.expected], self.receipts,
+                         f"{self.kills} kills ({points})")
+        return attrs.evolve(tally, runs=self.kills)
+
+
+def sigkill_loop(root: Path, *, kills: int = 10, tasks: int = 6, seed: int = 0) -> KillRun:
+    """Write job states, SIGKILL the daemon somewhere in its pipeline, restart, ``kills`` times.
+
+    Each written state is left for the daemon to see before the next one is written (at the
+    latest by the next start), so the events the run must produce follow from the sequence of
+    states alone. A state is also written while the daemon is down when the previous one has
+    been committed.
+    """
+    began = time.monotonic()
+    rng = random.Random(seed)
+    export = GeneratedExport(root / "export", tasks=tasks, jobs_per_task=2,
+                             completed=[t for t in map(str, range(11, 11 + tasks)) if rng.random() < 0.5])
+    db = StateDatabase(root / STATE_DB)
+    states: list[frozenset[str]] = [export.completed]
+    points: Counter[str] = Counter()
+
+    def write_next() -> None:
+        flipped = frozenset(rng.sample(export.task_ids, rng.randint(1, 3)))
+        export.write_jobs(states[-1] ^ flipped)
+        states.append(export.completed)
+
+    def observed() -> bool:
+        return db.baseline_completed("w") == states[-1]
+
+    with DaemonRig(root) as rig:
+        # A little time in flight widens the window for a kill between "sent" and "recorded".
+        receiver = rig.receiver(default=Reply(delay=0.01))
+
+        def received() -> Receipts:
+            return Receipts(tuple(receiver.requests))
+
+        config = write_daemon_config(
+            root / "cvat-watch.toml",
+            watches=[export.watch("w", debounce=0.05, max_wait=0.5, recheck_interval=1.0)],
+            handlers=[Workspace.webhook(receiver.url(), retry_delays=retry_delays(0.2, 50))],
+        )
+        for _ in range(kills):
+            point = rng.choice(KILL_POINTS)
+            points[point] += 1
+            if point == "starting":
+                daemon = rig.start(config, ready=False)
+                time.sleep(rng.uniform(0.0, 0.8))
+            else:
+                daemon = rig.start(config)
+                for _ in range(rng.randint(0, 2)):
+                    write_next()
+                    wait_until(observed, what="the daemon to commit the state written")
+                sent = len(receiver.requests)
+                write_next()
+                if point == "random-delay":
+                    time.sleep(rng.uniform(0.0, 0.3))
+                elif point == "mid-delivery":
+                    wait_until(_at_least(sent + 1, lambda: len(receiver.requests)), what="a delivery")
+                elif point == "idle":
+                    wait_until(lambda: observed() and _quiescent(db, received), what="quiescence")
+            daemon.kill()
+            if rng.random() < 0.5 and observed():
+                write_next()
+        daemon = rig.start(config)
+        wanted = len(expected_events("w", states))
+        wait_until(lambda: observed() and _quiescent(db, received, wanted),
+                   timeout=60, what="quiescence after the last start")
+        exit_code = daemon.stop()
+        return KillRun(
+            kills=kills,
+            kill_points=dict(points),
+            states=tuple(states),
+            expected=tuple(expected_events("w", states)),
+            store_ids=frozenset(db.event_ids()),
+            receipts=Receipts(tuple(receiver.requests)),
+            integrity=db.integrity(),
+            exit_code=exit_code,
+            seconds=time.monotonic() - began,
+        )
+
+
+# -- 6. churn -----------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class ChurnRun:
+    """Scenario 6: the states, what arrived per task, memory before and after."""
+
+    rewrites: int
+    initial: frozenset[str]
+    final: frozenset[str]
+    untouched: frozenset[str]
+    baseline: frozenset[str] | None
+    receipts: Receipts
+    store_events: tuple[tuple[str, str, str, str], ...]
+    leftover_events: list[Any]
+    rss_before_kib: int
+    rss_after_kib: int
+    exit_code: int
+    log: str
+    seconds: float
+
+    def sequences(self) -> dict[str, list[str]]:
+        """Event types per task, in the order the receiver first got them."""
+        types = {payload["id"]: payload["type"] for payload in self.receipts.first_receipts()}
+        return {task: [types[i] for i in ids] for task, ids in self.receipts.per_task("w").items()}
+
+    def inconsistent_tasks(self) -> list[str]:
+        """Tasks whose events do not alternate from the initial state to the final one."""
+        bad = []
+        sequences = self.sequences()
+        for task in sorted(self.initial | self.final | set(sequences) | self.untouched, key=int):
+            sequence = sequences.get(task, [])
+            completed = task in self.initial
+            for kind in sequence:
+                if kind != (TASK_REOPENED if completed else TASK_COMPLETED):
+                    bad.append(task)
+                    break
+                completed = not completed
+            else:
+                if completed != (task in self.final) or (task in self.untouched and sequence):
+                    bad.append(task)
+        return bad
+
+    def tally(self) -> Tally:
+        # Which intermediate states the daemon saw depends on timing; what it must deliver is
+        # every event it committed, and a consistent story per task (checked separately).
+        ids = [event[0] for event in self.store_events]
+        tally = Tally.of("churn", ids, self.receipts,
+                         f"{self.rewrites} rewrites (XML and job status, atomic and in place);"
+                         f" {len(self.inconsistent_tasks())} inconsistent tasks;"
+                         f" RSS {self.rss_before_kib / 1024:.0f} → {self.rss_after_kib / 1024:.0f} MiB")
+        return tally
+
+
+def churn(root: Path, *, rewrites: int = 300, tasks: int = 12, seed: int = 0) -> ChurnRun:
+    """Rewrite the export's XML and job status ``rewrites`` times in quick succession, then check."""
+    began = time.monotonic()
+    rng = random.Random(seed)
+    export = GeneratedExport(root / "export", tasks=tasks, jobs_per_task=2, shapes_per_image=2,
+                             completed=[str(t) for t in range(11, 11 + tasks, 2)])
+    initial = export.completed
+    variants = [export.annotations.read_bytes()] + [export.xml_variant(s) for s in (1, 2)]
+    churned = export.task_ids[: tasks * 2 // 3]
+    untouched = frozenset(export.task_ids) - set(churned)
+    db = StateDatabase(root / STATE_DB)
+    with DaemonRig(root) as rig:
+        receiver = rig.receiver()
+        config = write_daemon_config(
+            root / "cvat-watch.toml",
+            watches=[export.watch("w", debounce=0.05, max_wait=0.5, recheck_interval=1.0)],
+            handlers=[Workspace.webhook(receiver.url(), retry_delays=retry_delays(0.2, 20))],
+        )
+        daemon = rig.start(config)
+        rss_before = rss_kib(daemon.process.pid)
+        current = initial
+        for _ in range(rewrites):
+            atomic = rng.random() < 0.5
+            chunk = rng.choice((64, 512, 4096))
+            if rng.random() < 0.3:
+                write_file(export.annotations, rng.choice(variants), atomic=atomic, chunk=chunk)
+            else:
+                current = current ^ frozenset(rng.sample(churned, rng.randint(1, 3)))
+                export.write_jobs(current, atomic=atomic, chunk=chunk)
+            # Mostly back to back; now and then a pause longer than the debounce, so that the
+            # daemon commits some of the intermediate states.
+            time.sleep(rng.choice((0.0, 0.0, 0.0, 0.001, 0.01, 0.08)))
+        final = export.completed
+        # The last word, whole and atomic: the state the daemon must end in.
+        write_file(export.annotations, variants[0], atomic=True)
+        export.write_jobs(final)
+        wait_until(lambda: db.baseline_completed("w") == final
+                   and _quiescent(db, lambda: Receipts(tuple(receiver.requests))),
+                   timeout=30, what="the final state committed and delivered")
+        rss_after = rss_kib(daemon.process.pid)
+        exit_code = daemon.stop()
+        leftover = run_cli("once", "--dry-run", "--config", str(config))
+        return ChurnRun(
+            rewrites=rewrites,
+            initial=initial,
+            final=final,
+            untouched=untouched,
+            baseline=db.baseline_completed("w"),
+            receipts=Receipts(tuple(receiver.requests)),
+            store_events=tuple(db.events()),
+            leftover_events=json.loads(leftover.stdout) if leftover.returncode == 0 else [leftover.stderr],
+            rss_before_kib=rss_before,
+            rss_after_kib=rss_after,
+            exit_code=exit_code,
+            log=daemon.log,
+            seconds=time.monotonic() - began,
+        )
+
+
+# -- 7. scale ----------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class ManyRun:
+    """Scenario 7a: one daemon, many watches, a change in each."""
+
+    exports: int
+    expected: tuple[str, ...]
+    receipts: Receipts
+    store_ids: frozenset[str]
+    seconds_to_deliver: float
+    rss_kib: int
+
+    def tally(self) -> Tally:
+        return Tally.of(f"{self.exports} exports, one daemon", self.expected, self.receipts,
+                        f"every watch changed at once; all delivered in {self.seconds_to_deliver:.1f} s;"
+                        f" RSS {self.rss_kib / 1024:.0f} MiB")
+
+
+def many_exports(root: Path, *, exports: int = 20, tasks: int = 4) -> ManyRun:
+    """``exports`` watches in one daemon; two tasks complete in each, all at once."""
+    watched = [GeneratedExport(root / f"export-{i:02d}", tasks=tasks, seed=i) for i in range(exports)]
+    db = StateDatabase(root / STATE_DB)
+    with DaemonRig(root) as rig:
+        receiver = rig.receiver()
+        config = write_daemon_config(
+            root / "cvat-watch.toml",
+            watches=[export.watch(f"w{i:02d}") for i, export in enumerate(watched)],
+            handlers=[Workspace.webhook(receiver.url(), retry_delays=retry_delays(0.2, 20))],
+        )
+        daemon = rig.start(config)
+        expected: list[str] = []
+        began = time.monotonic()
+        for i, export in enumerate(watched):
+            state = frozenset(export.task_ids[:2])
+            expected += [e[0] for e in expected_events(f"w{i:02d}", [frozenset(), state])]
+            export.write_jobs(state)
+        wait_until(lambda: set(expected) <= Receipts(tuple(receiver.requests)).ids, timeout=60,
+                   what="an event from every watch")
+        seconds = time.monotonic() - began
+        wait_until(lambda: _quiescent(db, lambda: Receipts(tuple(receiver.requests))), what="quiescence")
+        rss = rss_kib(daemon.process.pid)
+        assert daemon.stop() == 0, daemon.log
+        return ManyRun(exports, tuple(expected), Receipts(tuple(receiver.requests)),
+                       frozenset(db.event_ids()), seconds, rss)
+
+
+@attrs.frozen
+class BigRun:
+    """Scenario 7b: a burst of completions in a large export, and another watch's change meanwhile."""
+
+    tasks: int
+    jobs: int
+    completing: int
+    expected: tuple[str, ...]
+    receipts: Receipts
+    store_ids: frozenset[str]
+    other_event: str
+    other_latency: float
+    burst_before_other: int
+    burst_after_other: int
+    burst_seconds: float
+    reload_seconds: float
+
+    def tally(self) -> Tally:
+        return Tally.of(
+            f"{self.tasks:,} tasks / {self.jobs:,} jobs, {self.completing:,} complete at once",
+            [*self.expected, self.other_event], self.receipts,
+            f"burst committed {self.reload_seconds:.1f} s after the rewrite, delivered in"
+            f" {self.burst_seconds:.1f} s; another watch's event arrived {self.other_latency:.2f} s"
+            f" after its write, with {self.burst_after_other} of the burst still to go",
+        )
+
+
+def big_export(root: Path, *, tasks: int = 1000, completing: int = 100, jobs_per_task: int = 5,
+               reply_delay: float = 0.01) -> BigRun:
+    """``completing`` of ``tasks`` tasks complete in one rewrite; a small watch changes meanwhile.
+
+    The receiver takes ``reply_delay`` seconds per request, as a real one does, so the burst takes
+    a while to go out and the small watch's change lands in the middle of it.
+    """
+    big = GeneratedExport(root / "big", tasks=tasks, jobs_per_task=jobs_per_task, shapes_per_image=0)
+    small = GeneratedExport(root / "small", tasks=2)
+    db = StateDatabase(root / STATE_DB)
+    with DaemonRig(root) as rig:
+        receiver = rig.receiver(default=Reply(delay=reply_delay))
+        config = write_daemon_config(
+            root / "cvat-watch.toml",
+            watches=[big.watch("big", max_wait=5.0, recheck_interval=30.0), small.watch("small")],
+            handlers=[Workspace.webhook(receiver.url(), retry_delays=retry_delays(0.5, 20))],
+        )
+        daemon = rig.start(config, timeout=120)
+        burst = frozenset(big.task_ids[:completing])
+        expected = [e[0] for e in expected_events("big", [frozenset(), burst])]
+        written = time.monotonic()
+        big.write_jobs(burst)
+        wait_until(lambda: receiver.requests, timeout=120, what="the first event of the burst")
+        first = receiver.requests[0].at
+        reload_seconds = first - written
+        small.write_jobs({small.task_ids[0]})
+        other_written = time.monotonic()
+        (other,) = (e[0] for e in expected_events("small", [frozenset(), frozenset({small.task_ids[0]})]))
+        arrived = wait_until(lambda: [r for r in receiver.requests if r.headers["webhook-id"] == other],
+                             timeout=120, what="the other watch's event")[0]
+        wait_until(lambda: set(expected) <= Receipts(tuple(receiver.requests)).ids, timeout=600,
+                   what="every event of the burst")
+        burst_seconds = max(r.at for r in receiver.requests) - first
+        wait_until(lambda: _quiescent(db, lambda: Receipts(tuple(receiver.requests))), what="quiescence")
+        burst_ids = set(expected)
+        earlier = {r.headers["webhook-id"] for r in receiver.requests if r.at < arrived.at}
+        before_other = len(earlier & burst_ids)
+        assert daemon.stop() == 0, daemon.log
+        return BigRun(
+            tasks=tasks,
+            jobs=tasks * jobs_per_task,
+            completing=completing,
+            expected=tuple(expected),
+            receipts=Receipts(tuple(receiver.requests)),
+            store_ids=frozenset(db.event_ids()),
+            other_event=other,
+            other_latency=arrived.at - other_written,
+            burst_before_other=before_other,
+            burst_after_other=len(expected) - before_other,
+            burst_seconds=burst_seconds,
+            reload_seconds=reload_seconds,
+        )
+
+
+# -- the table -----------------------------------------------------------------------------------------
+
+
+def _repeat(times: int, run: Callable[[Path, int], Tally], notes: Callable[[list[Tally]], str]) -> Tally:
+    tallies = []
+    for index in range(times):
+        with tempfile.TemporaryDirectory(prefix="cvw-rel-") as folder:
+            tallies.append(run(Path(folder), index))
+        print(f"  {tallies[-1].row()}", file=sys.stderr, flush=True)
+    return Tally.combine(tallies, notes(tallies))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.reliability",
+                                     description=(__doc__ or "").split("\n")[0])
+    add = parser.add_argument
+    add("--repeat", type=int, default=3, help="runs of scenarios 1, 3, 6 and 7a (default 3)")
+    add("--kills", type=int, default=100, help="SIGKILLs in scenario 4 (default 100)")
+    add("--kill-runs", type=int, default=1, help="runs of scenario 4 (default 1)")
+    add("--rewrites", type=int, default=500, help="rewrites per churn run (default 500)")
+    add("--exports", type=int, default=20, help="watches in scenario 7a (default 20)")
+    add("--big-tasks", type=int, default=10_000, help="tasks of the large export (default 10000)")
+    add("--big-completing", type=int, default=1_000, help="tasks completing at once (default 1000)")
+    add("--only", default="1,3,4,6,7", help="comma-separated scenario numbers (default all)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    only = {part.strip() for part in args.only.split(",")}
+    rows: list[Tally] = []
+    began = time.monotonic()
+
+    if "1" in only:
+        rows.append(_repeat(args.repeat, lambda root, _i: receiver_down(root).tally(),
+                            lambda ts: ts[0].notes))
+    if "3" in only:
+        rows.append(_repeat(args.repeat, lambda root, _i: gone_and_bad_request(root).tally(),
+                            lambda ts: ts[0].notes))
+    if "4" in only:
+        kill_runs: list[KillRun] = []
+
+        def one_kill_run(root: Path, index: int) -> Tally:
+            kill_runs.append(sigkill_loop(root, kills=args.kills, seed=args.seed + index))
+            return kill_runs[-1].tally()
+
+        def kill_notes(_tallies: list[Tally]) -> str:
+            points: Counter[str] = Counter()
+            for run in kill_runs:
+                points.update(run.kill_points)
+            extra = sum(len(run.receipts.ids - {e[0] for e in run.expected}) for run in kill_runs)
+            store_mismatch = sum(run.store_ids != {e[0] for e in run.expected} for run in kill_runs)
+            integrity = {run.integrity for run in kill_runs}
+            return (f"kills at: {', '.join(f'{p} {n}' for p, n in sorted(points.items()))};"
+                    f" invented events {extra}; store ≠ expected in {store_mismatch} runs;"
+                    f" integrity_check {'/'.join(sorted(integrity))};"
+                    f" {sum(r.seconds for r in kill_runs) / sum(r.kills for r in kill_runs):.2f} s per kill")
+
+        rows.append(_repeat(args.kill_runs, one_kill_run, kill_notes))
+    if "6" in only:
+        churn_runs: list[ChurnRun] = []
+
+        def one_churn(root: Path, index: int) -> Tally:
+            churn_runs.append(churn(root, rewrites=args.rewrites, seed=args.seed + index))
+            return churn_runs[-1].tally()
+
+        def churn_notes(_tallies: list[Tally]) -> str:
+            inconsistent = sum(len(run.inconsistent_tasks()) for run in churn_runs)
+            leftovers = sum(len(run.leftover_events) for run in churn_runs)
+            growth = max(run.rss_after_kib - run.rss_before_kib for run in churn_runs) / 1024
+            rss = max(run.rss_after_kib for run in churn_runs) / 1024
+            return (f"{args.rewrites} rewrites per run, mixed atomic/in place; inconsistent tasks"
+                    f" {inconsistent}; leftover diff {leftovers}; RSS at most {rss:.0f} MiB"
+                    f" (+{growth:.1f} MiB over a run)")
+
+        rows.append(_repeat(args.repeat, one_churn, churn_notes))
+    if "7" in only:
+        rows.append(_repeat(args.repeat, lambda root, _i: many_exports(root, exports=args.exports).tally(),
+                            lambda ts: ts[-1].notes))
+        rows.append(_repeat(1, lambda root, _i: big_export(
+            root, tasks=args.big_tasks, completing=args.big_completing).tally(), lambda ts: ts[0].notes))
+
+    print("| scenario | runs | events expected | delivered | lost | duplicated | notes |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
+    for row in rows:
+        print(row.row())
+    print(f"\n(measured in {time.monotonic() - began:.0f} s)", file=sys.stderr)
+    return 0 if all(row.lost == 0 for row in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
