@@ -408,12 +408,17 @@ def run(
     jobs_per_task: int,
     shapes_per_image: int,
     shape: str,
+    tasks: int = 0,
     cache_dir: Path = CACHE_DIR,
     seed: int = 0,
     timeout: float = 30.0,
 ) -> Result:
-    """Start the daemon, measure both cases, stop the daemon; raises RuntimeError with its log on failure."""
-    tasks = 1 + changes + bulk
+    """Start the daemon, measure both cases, stop the daemon; raises RuntimeError with its log on failure.
+
+    The export has ``tasks`` tasks, or as many as the changes need if that is more; the ones no change
+    touches stay open throughout, like the unfinished part of a large project.
+    """
+    tasks = max(tasks, 1 + changes + bulk)
     export = ensure_export(
         tasks=tasks,
         jobs_per_task=jobs_per_task,
@@ -422,7 +427,7 @@ def run(
         seed=seed,
     )
     writer = JobStatusWriter(tasks=tasks, jobs_per_task=jobs_per_task, shape=shape)
-    single, bulk_ids = writer.task_ids[: 1 + changes], writer.task_ids[1 + changes :]
+    single, bulk_ids = writer.task_ids[: 1 + changes], writer.task_ids[1 + changes : 1 + changes + bulk]
     rng = random.Random(f"latency:{seed}")
     with tempfile.TemporaryDirectory(prefix="bench-latency-") as temporary:
         folder = Path(temporary)
@@ -564,6 +569,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--changes", type=int, default=60, help="single-task changes timed (after a warm-up)")
     parser.add_argument("--debounce", type=float, default=0.1, help="the watch's debounce, seconds")
     parser.add_argument("--bulk", type=int, default=1000, help="tasks completed by one rewrite (0: skip)")
+    parser.add_argument("--tasks", type=int, default=0, help="export size (min 1 + changes + bulk)")
     parser.add_argument("--jobs-per-task", type=int, default=5)
     parser.add_argument("--shapes-per-image", type=int, default=2)
     parser.add_argument("--jobs-shape", choices=("flat", "rest"), default="flat", help="job-status format")
@@ -583,6 +589,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         jobs_per_task=args.jobs_per_task,
         shapes_per_image=args.shapes_per_image,
         shape=args.jobs_shape,
+        tasks=args.tasks,
         cache_dir=args.cache_dir,
         seed=args.seed,
         timeout=args.timeout,

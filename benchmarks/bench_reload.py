@@ -94,19 +94,22 @@ STEPS = (
 )
 _BEFORE_COMMIT = STEPS[:-1]
 
-try:
-    # The runner's own read and hash, so the breakdown times exactly what it does.
-    from cvat_watch.daemon import _file_digest, _read
-except ImportError:  # renamed since: an equivalent that reads and hashes the same way
-    import hashlib
 
-    from cvat_watch.errors import AnnotationsError, JobStatusError
+def _runner_io() -> tuple[Callable[[Path, Any], bytes], Callable[[bytes], str]]:
+    """The runner's own read and hash, so the breakdown times exactly what it does."""
+    try:
+        from cvat_watch.daemon import _file_digest, _read
+    except ImportError:  # renamed since: an equivalent that reads and hashes the same way
+        import hashlib
 
-    def _read(path: Path, error: type[AnnotationsError] | type[JobStatusError]) -> bytes:
-        return path.read_bytes()
+        return (
+            lambda path, _error: path.read_bytes(),
+            lambda data: hashlib.blake2b(data, digest_size=16).hexdigest(),
+        )
+    return _read, _file_digest
 
-    def _file_digest(data: bytes) -> str:
-        return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+_read, _file_digest = _runner_io()
 
 
 def _progress(line: str) -> None:
@@ -252,7 +255,8 @@ class StepwiseReload:
     """The calls ``WatchRunner.reload`` makes, in its order, each timed; its own store and baseline.
 
     It keeps the same caches as the runner (the summary and the job records by content hash), so on the
-    same sequence of files it parses, diffs and commits exactly what the runner does.
+    same sequence of files it parses, diffs and commits exactly what the runner does. (The runner's guard
+    against an emptied file, a check of two lengths on this path, is left out.)
     """
 
     config: WatchConfig

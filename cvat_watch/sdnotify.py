@@ -45,7 +45,11 @@ def notify(message: str, *, environ: Mapping[str, str] | None = None) -> bool:
     # datagrams per watchdog period, so the cost is nothing, and there is no lock, no
     # socket surviving a fork, and no stale socket when NOTIFY_SOCKET changes.
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        # Non-blocking: when the reader stops draining (systemd busy, a dead test harness) a
+        # full socket queue must cost one dropped STATUS line, never a main loop stuck in
+        # send() that SIGTERM can no longer reach.
+        flags = socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+        with socket.socket(socket.AF_UNIX, flags) as sock:
             sock.sendto(message.encode("utf-8"), address)
     except OSError as exc:
         _log_failure_once(address, exc)

@@ -133,3 +133,14 @@ def test_reloading_message_carries_the_monotonic_clock() -> None:
     match = re.fullmatch(r"RELOADING=1\nMONOTONIC_USEC=(\d+)", message)
     assert match is not None
     assert before <= int(match.group(1)) <= after
+
+
+def test_a_full_socket_queue_never_blocks_the_sender(tmp_path: Path) -> None:
+    """When nobody drains NOTIFY_SOCKET, notify returns False instead of blocking the daemon."""
+    path = tmp_path / "full.sock"
+    environ = {"NOTIFY_SOCKET": str(path)}
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as reader:
+        reader.bind(str(path))
+        results = [sdnotify.notify(f"STATUS={'x' * 1000} {i}", environ=environ) for i in range(500)]
+    assert results[0] is True
+    assert results[-1] is False
