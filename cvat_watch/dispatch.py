@@ -32,6 +32,9 @@ MAX_IDLE_WAIT = 60.0
 #: How long a worker backs off when the store itself fails (disk full, locked), to not spin.
 STORE_FAILURE_WAIT = 5.0
 
+#: The longest Retry-After honoured when the configured delays are all shorter.
+MAX_RETRY_AFTER = 86400.0
+
 
 def _delays(delays: Iterable[float]) -> tuple[float, ...]:
     return tuple(float(delay) for delay in delays)
@@ -264,4 +267,7 @@ class Dispatcher:
         if attempts > len(route.retry_delays):
             return None
         delay = route.retry_delays[attempts - 1] * (1 + self._rng.uniform(-self._jitter, self._jitter))
-        return now + max(delay, error.retry_after or 0.0)
+        # A receiver's Retry-After is honoured, but only up to a day (or the longest configured
+        # delay, if longer): a huge value must not park a delivery for years.
+        asked = min(error.retry_after or 0.0, max(MAX_RETRY_AFTER, *route.retry_delays))
+        return now + max(delay, asked)

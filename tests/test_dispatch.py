@@ -396,3 +396,13 @@ def test_receiver_failing_twice_then_recovering_gets_the_event_once(
     assert len({body for _, _, body in receiver.requests}) == 1
     (row,) = rows(store, "hook")
     assert (row.attempts, row.last_error) == (3, "HTTP 500")
+
+
+def test_a_huge_retry_after_is_capped_at_a_day(store: Store) -> None:
+    """A receiver asking to wait a year gets its retry a day later, not a year later."""
+    handler = Recording(DeliveryError("HTTP 503", retry=True, retry_after=365 * 86400.0))
+    dispatcher = Dispatcher(store, [route("a", handler, delays=(1.0, 1.0))], jitter=0.0)
+    commit(store, dispatcher, event("1"), now=100.0)
+    dispatcher.run_once(now=100.0)
+    (row,) = rows(store, "a")
+    assert row.next_attempt_at == 100.0 + 86400.0
