@@ -4,7 +4,8 @@ Reading streams the file through one expat parser that defusedxml configured (DT
 declarations and external entities refused), with our own start/end/text handlers installed on it:
 no element tree is built, the model objects are the only per-element objects. The ``<meta>``
 section is small, so it is first captured as plain nodes and then mapped; the images and tracks
-are mapped as they stream by.
+are mapped as they stream by, by code generated per attribute layout, into objects built without
+their ``__init__`` (see "Building model objects without their __init__" below).
 
 Writing reproduces what was read: every XML-derived model object carries ``xml_layout``, the child
 element names (meta containers) or attribute names (images, shapes, tracks) in file order, and the
@@ -31,6 +32,7 @@ import os
 import re
 import secrets
 import stat
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -83,7 +85,9 @@ _log = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
 
-#: How much of the file is handed to expat at a time.
+#: How much of the file is handed to expat at a time. Not smaller: expat re-scans an unfinished
+#: token on every feed, so one huge attribute value costs (value / chunk) scans of itself —
+#: quadratic in practice with 64 KiB (a 50 MB value: ~30 s) and ~2 s with 1 MiB.
 CHUNK_SIZE = 1 << 20
 
 # ---------------------------------------------------------------------------------------------
@@ -564,49 +568,22 @@ _TRUNCATION_CODES = frozenset(
 )
 
 
-def _points_parser(numbers: _Numbers) -> Callable[[str], tuple[tuple[float, float], ...]]:
-    """``"x,y;x,y"`` → ((x, y), (x, y)), each number through ``numbers``; ValueError for anything else."""
-    number = numbers.__getitem__
-
-    def parse(text: str) -> tuple[tuple[float, float], ...]:
-        if not text:
-            return ()
-        # A handful of C-level passes, no Python loop: this is the hottest path of most exports.
-        values = map(number, text.replace(";", ",").split(","))
-        return tuple(zip(values, values, strict=True))
-
-    def parse_plain(text: str) -> tuple[tuple[float, float], ...]:
-        if not text:
-            return ()
-        flat = list(map(float, text.replace(";", ",").split(",")))
-        total = sum(flat)
-        if total - total:
-            for v in flat:
-                if not math.isfinite(v): raise ValueError(text)
-        values = iter(flat)
-        return tuple(zip(values, values, strict=True))
-    if _PLAIN:
-        return parse_plain
-
-    return parse
-
-
-class _Numbers(dict[str, float]):
-    """Attribute text → finite float, one float object per distinct text.
-
-    CVAT writes two decimals, so coordinates repeat endlessly across a large export: sharing one
-    object per distinct text saves most of the floats' memory, and a hit costs less than float().
-    Keyed by the text, not the value, so that "-0.00" stays -0.0 and "1.0" and "1.00" stay apart.
-    """
-
-    __slots__ = ()
-
-    def __missing__(self, text: str) -> float:
-        value = float(text)
-        if value - value:  # nan and ±inf: x - x is 0.0 for every finite x
-            raise ValueError(text)
-        self[text] = value
-        return value
+def _parse_points(text: str) -> tuple[tuple[float, float], ...]:
+    """``"x,y;x,y"`` → ((x, y), (x, y)); ValueError for anything else (nan and inf included)."""
+    if not text:
+        return ()
+    # A few C-level passes and no Python loop: this is the hottest path of most exports. The floats
+    # are not shared through a text → float table, although CVAT's two decimals repeat a lot (it
+    # saves a third of the memory of a 100 MB export): looking a text up in a table of a few hundred
+    # thousand costs more than float() (cache misses), and the load got 40% slower.
+    flat = list(map(float, text.replace(";", ",").split(",")))
+    total = sum(flat)
+    if total - total:  # a nan or an infinity among them (x - x is 0.0 for every finite x)
+        for value in flat:
+            if not math.isfinite(value):
+                raise ValueError(text)
+    values = iter(flat)
+    return tuple(zip(values, values, strict=True))
 
 
 class _Strings(dict[str, str]):
@@ -619,33 +596,16 @@ class _Strings(dict[str, str]):
         return text
 
 
-def _finite(text: str) -> float:
-    value = float(text)
-    if value - value:
-        raise ValueError(text)
-    return value
-
-
-def _parse_coords(text: str) -> tuple[tuple[float, float], ...]:
-    """``"x,y;x,y"`` → ((x, y), (x, y)); ValueError for anything else (nan and inf included)."""
-    return _points_parser(_Numbers())(text)
-
-
 # How each XML attribute converts to its field (the field has the attribute's name).
 _FLOAT_FIELDS = frozenset((*_BOX_COORDS, *_ELLIPSE_COORDS, *CUBOID_COORDINATES, "rotation"))
 _INT_FIELDS = frozenset(("z_order", "group_id", "frame", *_MASK_INTS))
 _BOOL_FIELDS = frozenset(("occluded", "outside", "keyframe"))
 _COORD_FIELDS = frozenset(("points",))
-#: Text fields whose values repeat across the export: one shared str each.
+#: Text fields whose values repeat all over an export: one shared str per distinct value.
 _SHARED_TEXT_FIELDS = frozenset(("label", "source", "subset", "task_id"))
 
 
-import os as _os
-_PLAIN = _os.environ.get("CVW_FLOATS") == "plain"
-
 def _conversion(name: str, source: str) -> str:
-    if name in _FLOAT_FIELDS:
-        return f"FF({source})" if _PLAIN else f"F[{source}]"
     if name in _INT_FIELDS:
         return f"int({source})"
     if name in _BOOL_FIELDS:
@@ -661,25 +621,28 @@ def _conversion(name: str, source: str) -> str:
 # Building model objects without their __init__
 # ---------------------------------------------------------------------------------------------
 #
-# A 200 MB export holds millions of shapes. The attrs-generated __init__ of a frozen class stores
-# every field through object.__setattr__ and runs the converters; the reader instead makes the
-# instance with object.__new__ and fills each slot through its member descriptor, several times
-# cheaper. That is the very object __init__ would make only if __init__ stores the values it is
-# given unchanged: _direct_fields checks, for every class built this way, that no field has a
-# validator or is left out of __init__, that each converter is one of the model's str / _tuple /
-# _str_or_none (which return an exact str, tuple or None as it is), that there are no init hooks
-# and that the slots are exactly the fields. The reader hands over exactly those types: text
-# fields get the str expat made, collections get tuples, optional text gets str or None.
-# tests/test_xmlio.py compares objects built this way with the same objects built through __init__.
+# A 200 MB export holds millions of shapes, and the attrs-generated __init__ of a frozen class
+# stores each field through object.__setattr__ and runs the converters: 1.3 µs for a Box, most of
+# the cost of reading one. The reader instead creates each object as an instance of a private
+# subclass that adds nothing but plain attribute stores (no slots, no methods but object's
+# __setattr__/__delattr__), fills every slot, attaches the children when the end tag arrives and
+# then assigns ``__class__`` back to the model class (allowed: the layouts are the same). What is
+# left is exactly the model object, built in a fifth of the time. It is the object __init__ would
+# make only if __init__ stores the values it is given unchanged: _direct_fields checks, for every
+# class built this way, that no field has a validator or is left out of __init__, that each
+# converter is one of the model's str / _tuple / _str_or_none (which return an exact str, tuple or
+# None as it is), that there are no init hooks and that the slots are exactly the fields; and the
+# reader hands over exactly those types (the str expat made, tuples, None). tests/test_xmlio.py
+# compares every kind of object read this way with the same object built through __init__.
 
 _IDENTITY_CONVERTERS: tuple[Any, ...] = (str, _tuple, _str_or_none)
-_DIRECT_DEFAULT_TYPES = (str, int, float, bool, tuple, type(None))
+_IMMUTABLE_DEFAULTS = (str, int, float, bool, tuple, type(None))
 
 
-def _direct_fields(cls: type) -> tuple[tuple[str, Any, Callable[[Any, Any], None]], ...]:
-    """(name, default, slot setter) per field of ``cls``; TypeError if __init__ does more than store."""
+def _direct_fields(cls: type) -> tuple[tuple[str, Any], ...]:
+    """(name, default) per field of ``cls``; TypeError if its __init__ does more than store them."""
     problems: list[str] = []
-    fields: list[tuple[str, Any, Callable[[Any, Any], None]]] = []
+    fields: list[tuple[str, Any]] = []
     for field in attrs.fields(cls):
         if field.validator is not None:
             problems.append(f"{field.name} has a validator")
@@ -689,38 +652,52 @@ def _direct_fields(cls: type) -> tuple[tuple[str, Any, Callable[[Any, Any], None
             problems.append(f"{field.name} has a converter the reader does not know")
         default = field.default
         if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
-            default = None if default.takes_self else default.factory()  # type: ignore[attr-defined]
-        if field.converter is not None and default is not attrs.NOTHING:
-            default = field.converter(default)
-        if not isinstance(default, _DIRECT_DEFAULT_TYPES) and default is not attrs.NOTHING:
-            problems.append(f"{field.name} defaults to a mutable value")
-        fields.append((field.name, default, cls.__dict__[field.name].__set__))
+            default = attrs.NOTHING if default.takes_self else default.factory()
+        if default is not attrs.NOTHING:
+            if field.converter is not None:
+                default = field.converter(default)
+            if not isinstance(default, _IMMUTABLE_DEFAULTS):
+                problems.append(f"{field.name} defaults to a mutable value")
+        fields.append((field.name, default))
     for hook in ("__attrs_pre_init__", "__attrs_post_init__"):
         if hasattr(cls, hook):
             problems.append(f"it has {hook}")
-    if set(getattr(cls, "__slots__", ())) - {"__weakref__"} != {name for name, _, _ in fields}:
+    if set(getattr(cls, "__slots__", ())) - {"__weakref__"} != {name for name, _ in fields}:
         problems.append("its slots are not exactly its fields")
     if problems:
         raise TypeError(f"cvat_watch.xmlio cannot build {cls.__name__} directly: {'; '.join(problems)}")
     return tuple(fields)
 
 
-_DIRECT: dict[type, tuple[tuple[str, Any, Callable[[Any, Any], None]], ...]] = {
-    cls: _direct_fields(cls)
+def _building_class(cls: type) -> type:
+    """The private subclass the reader fills in before an object becomes a ``cls``."""
+    namespace = {
+        "__slots__": (),
+        "__init__": object.__init__,
+        "__setattr__": object.__setattr__,
+        "__delattr__": object.__delattr__,
+    }
+    building = type(f"_Building{cls.__name__}", (cls,), namespace)
+    probe = building()
+    probe.__class__ = cls  # fails here, at import, if this interpreter does not allow it
+    return building
+
+
+#: Model class → (its fields with defaults, its building class).
+_DIRECT: dict[type, tuple[tuple[tuple[str, Any], ...], type]] = {
+    cls: (_direct_fields(cls), _building_class(cls))
     for cls in (
         Box, Polygon, Polyline, Points, Ellipse, Cuboid, Mask, Skeleton, Tag,
         SkeletonPoint, TrackedShape, ImageAnnotation, Track,
     )
 }  # fmt: skip
 
-#: Sets one field of an object the reader is still building (attributes and children arrive after
-#: the start tag); never used on an object anyone else has seen.
-_set_field = object.__setattr__
-
-#: A compiled element reader: the attrs list expat hands over → the model object.
+#: A compiled element reader: the attrs list expat hands over → the object, of its building class.
 _Build = Callable[[list[str]], Any]
-#: Makes a _Build bound to one load's caches (shared strings, floats, points parser, default task id).
-_Factory = Callable[[_Strings, _Numbers, Callable[[str], Any], "str | None"], _Build]
+#: Makes a _Build bound to one load's shared strings, points parser and default task id.
+_Factory = Callable[[_Strings, Callable[[str], Any], "str | None"], _Build]
+#: What the reader keeps per element layout: its compiled reader and the model class it makes.
+_Reader = tuple[_Build, type]
 
 _factories: dict[tuple[type, str, tuple[str, ...]], _Factory | None] = {}
 
@@ -732,9 +709,9 @@ def _factory(
     when a required attribute is missing.
 
     Generated once per distinct layout and kept across loads: a straight line of code that
-    converts each attribute and fills each slot is several times faster than a loop over field
-    descriptions on a file with millions of shapes. Only this module's constants, field names and
-    integer positions go into the source, never text from a file.
+    converts each attribute and stores each field is several times faster than a loop over field
+    descriptions. Only this module's constants, field names and integer positions go into the
+    source, never text from a file (names and values from the file are bound as globals).
     """
     key = (cls, tag, names)
     if key in _factories:
@@ -742,18 +719,29 @@ def _factory(
     position = {name: 2 * index + 1 for index, name in enumerate(names) if name in known}
     if not set(required).issubset(position):
         return None
-    namespace: dict[str, Any] = {"new": object.__new__, "C": cls, "B": _BOOLS, "L": names, "K": tag, "FF": _finite}
-    lines = ["def factory(S, F, P, T):", "    def build(a):", "        o = new(C)"]
+    fields, building = _DIRECT[cls]
+    namespace: dict[str, Any] = {"M": building, "B": _BOOLS, "L": names, "K": tag}
+    floats: list[str] = []
 
     def constant(value: Any) -> str:
         name = f"D{len(namespace)}"
         namespace[name] = value
         return name
 
-    for index, (name, default, setter) in enumerate(_DIRECT[cls]):
-        namespace[f"s{index}"] = setter
+    def converted(name: str) -> str:
+        source = f"a[{position[name]}]"
+        if name not in _FLOAT_FIELDS:
+            return _conversion(name, source)
+        floats.append(f"f{len(floats)}")
+        # float() first, into a variable, so that one test below refuses nan and ±inf
+        lines.append(f"        {floats[-1]} = float({source})")
+        return floats[-1]
+
+    lines = ["def factory(S, P, T):", "    def build(a):"]
+    stores: list[str] = []
+    for name, default in fields:
         if name in position:
-            value = _conversion(name, f"a[{position[name]}]")
+            value = converted(name)
         elif name == "kind":
             value = "K"
         elif name == "xml_layout":
@@ -762,9 +750,9 @@ def _factory(
             value = "T"  # an image without task_id belongs to a task export's own task
         elif name == "values":
             pairs = [
-                f"({constant(value)}, {_conversion(value, f'a[{position[value]}]')})"
-                for value in _TRACKED_VALUES[tag]
-                if value in position
+                f"({constant(item)}, {converted(item)})"
+                for item in _TRACKED_VALUES[tag]
+                if item in position
             ]
             value = f"({', '.join(pairs)},)" if pairs else "()"
         elif name == "extra_attributes":
@@ -777,8 +765,12 @@ def _factory(
         else:
             assert default is not attrs.NOTHING, f"{cls.__name__}.{name} is required"
             value = constant(default)
-        lines.append(f"        s{index}(o, {value})")
-    lines += ["        return o", "    return build"]
+        stores.append(f"        o.{name} = {value}")
+    if floats:
+        # x - x is 0.0 for every finite x and nan for nan and ±inf
+        lines.append(f"        if {' or '.join(f'{v} - {v}' for v in floats)}:")
+        lines.append("            raise ValueError('not finite')")
+    lines += ["        o = M()", *stores, "        return o", "    return build"]
     exec(compile("\n".join(lines) + "\n", f"<cvat_watch.xmlio {cls.__name__}>", "exec"), namespace)
     # The function's globals must not hold the function itself: that cycle would need the collector.
     factory: _Factory = namespace.pop("factory")
@@ -804,7 +796,7 @@ _TRACKED_REQUIRED: dict[str, tuple[str, ...]] = {
     kind: ("frame", *(name for name in names if kind != "skeleton"))
     for kind, names in _TRACKED_VALUES.items()
 }
-_ELEMENT_REQUIRED = ("label", "points")
+_NODE_REQUIRED = ("label", "points")
 _IMAGE_ATTRS_REQUIRED = ("id", "name")
 _TRACK_ATTRS_REQUIRED = ("id", "label")
 #: The ImageAnnotation field of each image-level element name.
@@ -814,10 +806,12 @@ _IMAGE_FIELD_OF = dict(zip(_IMAGE_SHAPE_INDEX, _IMAGE_SHAPE_FIELDS, strict=True)
 class _FullReader(_ReaderBase):
     """Maps images and tracks to model objects as they stream by.
 
-    Each kind of element has its own pair of expat handlers, swapped in when such an element opens
-    and back out when it closes, so no handler has to work out where it is. A shape, image or track
-    is built from its start tag; its ``<attribute>`` values, skeleton nodes or shapes are attached
-    to it when its end tag arrives.
+    Switching handlers costs more than a few comparisons, so one start handler serves everything
+    inside an ``<image>``, one everything inside a ``<track>``, and one end handler both; the open
+    shape, skeleton node and ``<attribute>`` say where an event belongs. A shape (image, track) is
+    built from its start tag; its ``<attribute>`` values and skeleton nodes (shapes, element tracks)
+    are attached when its end tag arrives, and only then does it become the model object (see
+    _building_class).
     """
 
     def __init__(self, path: Path | None) -> None:
@@ -826,49 +820,41 @@ class _FullReader(_ReaderBase):
         self.tracks: list[Track] = []
         self.seen_image = self.seen_track = False
         self.strings = _Strings()
-        self.numbers = _Numbers()
-        self.points = _points_parser(self.numbers)
-        # (element name, attribute names...) → compiled reader, one table per place of the element
-        self.image_readers: dict[tuple[str, ...], _Build] = {}
-        self.shape_readers: dict[tuple[str, ...], _Build] = {}
-        self.element_readers: dict[tuple[str, ...], _Build] = {}
-        self.track_readers: dict[tuple[str, ...], _Build] = {}
-        self.tracked_readers: dict[tuple[str, ...], _Build] = {}
+        # (element name, attribute names...) → (compiled reader, model class), per place
+        self.image_readers: dict[tuple[str, ...], _Reader] = {}
+        self.shape_readers: dict[tuple[str, ...], _Reader] = {}
+        self.node_readers: dict[tuple[str, ...], _Reader] = {}
+        self.track_readers: dict[tuple[str, ...], _Reader] = {}
+        self.tracked_readers: dict[tuple[str, ...], _Reader] = {}
         # Attribute values repeat endlessly ("color"="red"): one shared Attribute per distinct pair,
         # and one shared tuple per distinct sequence, found by (id of the tuple so far, name, value).
-        # The ids are of tuples this dict keeps alive, so they are never reused during the load.
+        # Those ids are of tuples this dict keeps alive, so none is reused during the load.
         self.attribute_values: dict[tuple[str, str], Attribute] = {}
         self.attribute_tuples: dict[tuple[int, str, str], tuple[Attribute, ...]] = {}
         self.text: list[str] = []
+        self.text_append = self.text.append
         # what is open
         self.image: Any = None
-        self.image_shapes: dict[str, list[Any]] = {}
+        self.image_shapes: defaultdict[str, list[Any]] = defaultdict(list)
+        self.track_stack: list[tuple[Any, list[Any], list[Any]]] = []
+        self.track_shapes: list[Any] = []  # of the innermost open track
         self.shape: Any = None
-        self.element: Any = None
-        self.elements: list[SkeletonPoint] = []
-        self.attributes: tuple[Attribute, ...] = ()  # of the innermost open shape or node
-        self.shape_attributes: tuple[Attribute, ...] = ()  # of the shape while one of its nodes is open
+        self.shape_class: type = object  # what the open shape becomes at its end tag
+        self.elements: list[Any] | None = None  # the nodes of the open skeleton, else None
+        self.node: Any = None
+        self.in_attribute = False
         self.attribute_name = ""
-        self.track_stack: list[tuple[Track, list[TrackedShape], list[Track]]] = []
-        # (start, end) handler pairs; attribute_resume and element_resume say where to go back to
+        self.attributes: tuple[Attribute, ...] = ()  # of the open node, else of the open shape
+        self.shape_attributes: tuple[Attribute, ...] = ()  # of the shape while a node is open
         self.h_body: Any = (self.body_start, self.body_end)
-        self.h_image: Any = (self.image_child, self.image_end)
-        self.h_shape: Any = (self.shape_child, self.shape_end)
-        self.h_skeleton: Any = (self.skeleton_child, self.skeleton_end)
-        self.h_node: Any = (self.shape_child, self.node_end)
-        self.h_track: Any = (self.track_child, self.track_end)
-        self.h_tracked: Any = (self.shape_child, self.tracked_end)
-        self.h_tracked_skeleton: Any = (self.skeleton_child, self.tracked_skeleton_end)
-        self.h_attribute: Any = (self.skip_child, self.attribute_end, self.text.append)
-        self.attribute_resume: Any = None
-        self.node_resume: Any = None
+        self.h_image: Any = (self.image_start, self.inner_end)
+        self.h_track: Any = (self.track_start, self.inner_end)
+        self.close_container: Any = None  # close_image or close_track
 
     def close(self) -> None:
         super().close()
-        # The handler pairs are bound methods of self: drop them so that nothing is left in a cycle.
-        self.h_body = self.h_image = self.h_shape = self.h_skeleton = self.h_node = None
-        self.h_track = self.h_tracked = self.h_tracked_skeleton = self.h_attribute = None
-        self.attribute_resume = self.node_resume = None
+        # bound methods of self: drop them so that nothing is left in a reference cycle
+        self.h_body = self.h_image = self.h_track = self.close_container = None
 
     def body_handlers(self) -> None:
         self.install(self.body_start, self.body_end, None)
@@ -894,39 +880,40 @@ class _FullReader(_ReaderBase):
 
     def reader(
         self,
-        readers: dict[tuple[str, ...], _Build],
+        readers: dict[tuple[str, ...], _Reader],
         key: tuple[str, ...],
         cls: type,
         attrs: list[str],
         known: frozenset[str],
         required: tuple[str, ...],
-    ) -> _Build:
+    ) -> _Reader:
         """The compiled reader for ``key`` (element name, attribute names), made on first sight."""
         tag = key[0]
         factory = _factory(cls, tag, key[1:], known, required)
         if factory is None:
             raise self.invalid(tag, attrs, known, required)
-        build = readers[key] = factory(self.strings, self.numbers, self.points, self.default_task_id)
-        return build
+        build = factory(self.strings, _parse_points, self.default_task_id)
+        entry = readers[key] = (build, cls)
+        return entry
 
     def invalid(
         self, element: str, attrs: list[str], known: frozenset[str], required: Iterable[str]
     ) -> AnnotationsError:
         """The error for an element its compiled reader refused: the first bad attribute, named."""
         it = iter(attrs)
-        d = dict(zip(it, it, strict=True))
+        values = dict(zip(it, it, strict=True))
         for name in required:
-            if name not in d:
+            if name not in values:
                 return self.missing(element, name)
-        for name, text in d.items():
+        for name, text in values.items():
             if name not in known:
                 continue  # an extra attribute: kept as text, never converted
             if name in _FLOAT_FIELDS:
                 try:
-                    value = float(text)
+                    number = float(text)
                 except ValueError:
                     return self.bad_value(element, name, text, "a number")
-                if not math.isfinite(value):
+                if not math.isfinite(number):
                     return self.bad_value(element, name, text, "a finite number")
             elif name in _INT_FIELDS:
                 try:
@@ -938,7 +925,7 @@ class _FullReader(_ReaderBase):
                     return self.bad_value(element, name, text, "0 or 1")
             elif name in _COORD_FIELDS:
                 try:
-                    _parse_coords(text)
+                    _parse_points(text)
                 except ValueError:
                     return self.bad_value(element, name, text, "a list of x,y number pairs")
         return self.error(f"<{element}> cannot be read")  # nothing found: cannot happen
@@ -949,7 +936,7 @@ class _FullReader(_ReaderBase):
     def bad_value(self, element: str, attribute: str, value: str, what: str) -> AnnotationsError:
         return self.error(f"<{element}> attribute {attribute}={value!r} is not {what}")
 
-    # -- <annotations> -------------------------------------------------------------------------
+    # -- children of <annotations> -------------------------------------------------------------
 
     def body_start(self, name: str, attrs: list[str]) -> None:
         if name == "image":
@@ -962,151 +949,142 @@ class _FullReader(_ReaderBase):
     def body_end(self, name: str) -> None:  # </annotations>
         self.finished = True
 
-    def skip_child(self, name: str, attrs: list[str]) -> None:
-        self.skip(name)
-
-    # -- images and their shapes ---------------------------------------------------------------
+    # -- images --------------------------------------------------------------------------------
 
     def open_image(self, attrs: list[str]) -> None:
         if not self.seen_image:
             self.seen_image = True
             self.root_tokens.append("image")
         key = ("image", *attrs[0::2])
-        build = self.image_readers.get(key)
-        if build is None:
-            build = self.reader(
+        entry = self.image_readers.get(key)
+        if entry is None:
+            entry = self.reader(
                 self.image_readers, key, ImageAnnotation, attrs, _IMAGE_ATTRS_KNOWN, _IMAGE_ATTRS_REQUIRED
             )
         try:
-            self.image = build(attrs)
+            self.image = entry[0](attrs)
         except (ValueError, KeyError, TypeError):
             raise self.invalid("image", attrs, _IMAGE_ATTRS_KNOWN, _IMAGE_ATTRS_REQUIRED) from None
-        self.image_shapes = {}
+        self.close_container = self.close_image
         parser = self.parser
         parser.StartElementHandler, parser.EndElementHandler = self.h_image
 
-    def image_end(self, name: str) -> None:
+    def close_image(self) -> None:
         image = self.image
-        for tag, shapes in self.image_shapes.items():
-            _set_field(image, _IMAGE_FIELD_OF[tag], tuple(shapes))
+        shapes = self.image_shapes
+        for tag, kind in shapes.items():
+            setattr(image, _IMAGE_FIELD_OF[tag], tuple(kind))
+        shapes.clear()
+        image.__class__ = ImageAnnotation
         self.images.append(image)
-        self.image = None
+        self.image = self.close_container = None
         parser = self.parser
         parser.StartElementHandler, parser.EndElementHandler = self.h_body
 
-    def image_child(self, name: str, attrs: list[str]) -> None:
+    def image_start(self, name: str, attrs: list[str]) -> None:
+        if self.shape is not None:
+            # <attribute name="…"> is the commonest element of many exports: its usual form inline
+            if name == "attribute" and len(attrs) == 2 and attrs[0] == "name" and not self.in_attribute:
+                self.attribute_name = attrs[1]
+                self.in_attribute = True
+                self.parser.CharacterDataHandler = self.text_append
+            else:
+                self.shape_child(name, attrs)
+            return
         key = (name, *attrs[0::2])
-        build = self.shape_readers.get(key)
-        if build is None:
+        entry = self.shape_readers.get(key)
+        if entry is None:
             if name not in _IMAGE_SHAPE_TAGS:
                 self.skip(name)
                 return
-            build = self.reader(
+            entry = self.reader(
                 self.shape_readers, key, _IMAGE_SHAPE_CLASS[name], attrs, _IMAGE_KNOWN[name],
                 _IMAGE_REQUIRED[name],
             )  # fmt: skip
+        build, self.shape_class = entry
         try:
             shape = build(attrs)
         except (ValueError, KeyError, TypeError):
             raise self.invalid(name, attrs, _IMAGE_KNOWN[name], _IMAGE_REQUIRED[name]) from None
         self.shape = shape
         self.attributes = ()
-        shapes = self.image_shapes.get(name)
-        if shapes is None:
-            self.image_shapes[name] = [shape]
-        else:
-            shapes.append(shape)
-        parser = self.parser
+        self.image_shapes[name].append(shape)
         if name == "skeleton":
             self.elements = []
-            parser.StartElementHandler, parser.EndElementHandler = self.h_skeleton
+
+    # -- inside a shape: <attribute name="…">value</attribute>, skeleton nodes --------------------
+
+    def inner_end(self, name: str) -> None:
+        """The end of anything inside an image or a track, and of the image or track itself."""
+        if self.in_attribute:
+            self.in_attribute = False
+            self.parser.CharacterDataHandler = None
+            text = self.text
+            value = "".join(text)
+            text.clear()
+            before = self.attributes
+            key = (id(before), self.attribute_name, value)
+            after = self.attribute_tuples.get(key)
+            if after is None:
+                after = self.attribute_tuples[key] = (*before, self.attribute(self.attribute_name, value))
+            self.attributes = after
+        elif self.node is not None:
+            node = self.node
+            if self.attributes:
+                node.attributes = self.attributes
+            node.__class__ = SkeletonPoint
+            self.node = None
+            self.attributes = self.shape_attributes
+        elif self.shape is not None:
+            shape = self.shape
+            if self.attributes:
+                shape.attributes = self.attributes
+            if self.elements is not None:
+                if self.elements:
+                    shape.elements = tuple(self.elements)
+                self.elements = None
+            shape.__class__ = self.shape_class
+            self.shape = None
         else:
-            parser.StartElementHandler, parser.EndElementHandler = self.h_shape
+            self.close_container()
 
-    def shape_end(self, name: str) -> None:
-        if self.attributes:
-            _set_field(self.shape, "attributes", self.attributes)
-        parser = self.parser
-        parser.StartElementHandler, parser.EndElementHandler = self.h_image
-
-    def skeleton_end(self, name: str) -> None:
-        self.finish_skeleton()
-        parser = self.parser
-        parser.StartElementHandler, parser.EndElementHandler = self.h_image
-
-    def finish_skeleton(self) -> None:
-        shape = self.shape
-        if self.attributes:
-            _set_field(shape, "attributes", self.attributes)
-        if self.elements:
-            _set_field(shape, "elements", tuple(self.elements))
-            self.elements = []
-
-    # -- children of shapes: <attribute name="…">value</attribute>, skeleton nodes -------------
+    def attribute(self, name: str, value: str) -> Attribute:
+        pair = (name, value)
+        attribute = self.attribute_values.get(pair)
+        if attribute is None:
+            attribute = self.attribute_values[pair] = Attribute(name, value)
+        return attribute
 
     def shape_child(self, name: str, attrs: list[str]) -> None:
-        if name != "attribute":
-            self.skip(name)
-            return
-        if len(attrs) == 2 and attrs[0] == "name":
-            self.attribute_name = attrs[1]
-        else:
+        """A child of an open shape other than the usual ``<attribute name="…">``."""
+        if name == "attribute" and not self.in_attribute:
             for index in range(0, len(attrs), 2):
                 if attrs[index] == "name":
                     self.attribute_name = attrs[index + 1]
                     break
             else:
                 raise self.missing("attribute", "name")
-        parser = self.parser
-        self.attribute_resume = (parser.StartElementHandler, parser.EndElementHandler)
-        parser.StartElementHandler, parser.EndElementHandler, parser.CharacterDataHandler = self.h_attribute
+            self.in_attribute = True
+            self.parser.CharacterDataHandler = self.text_append
+        elif name == "points" and self.elements is not None and self.node is None and not self.in_attribute:
+            self.open_node(attrs)
+        else:
+            self.skip(name)
 
-    def attribute_end(self, name: str) -> None:
-        parser = self.parser
-        parser.StartElementHandler, parser.EndElementHandler = self.attribute_resume
-        parser.CharacterDataHandler = None
-        text = self.text
-        value = "".join(text)
-        text.clear()
-        before = self.attributes
-        key = (id(before), self.attribute_name, value)
-        after = self.attribute_tuples.get(key)
-        if after is None:
-            pair = (self.attribute_name, value)
-            attribute = self.attribute_values.get(pair)
-            if attribute is None:
-                attribute = self.attribute_values[pair] = Attribute(*pair)
-            after = self.attribute_tuples[key] = (*before, attribute)
-        self.attributes = after
-
-    def skeleton_child(self, name: str, attrs: list[str]) -> None:
-        if name != "points":
-            self.shape_child(name, attrs)
-            return
+    def open_node(self, attrs: list[str]) -> None:
         key = ("points", *attrs[0::2])
-        build = self.element_readers.get(key)
-        if build is None:
-            build = self.reader(
-                self.element_readers, key, SkeletonPoint, attrs, _ELEMENT_KNOWN, _ELEMENT_REQUIRED
-            )
+        entry = self.node_readers.get(key)
+        if entry is None:
+            entry = self.reader(self.node_readers, key, SkeletonPoint, attrs, _ELEMENT_KNOWN, _NODE_REQUIRED)
         try:
-            element = build(attrs)
+            node = entry[0](attrs)
         except (ValueError, KeyError, TypeError):
-            raise self.invalid("points", attrs, _ELEMENT_KNOWN, _ELEMENT_REQUIRED) from None
-        self.elements.append(element)
-        self.element = element
+            raise self.invalid("points", attrs, _ELEMENT_KNOWN, _NODE_REQUIRED) from None
+        assert self.elements is not None
+        self.elements.append(node)
+        self.node = node
         self.shape_attributes = self.attributes
         self.attributes = ()
-        parser = self.parser
-        self.node_resume = (self.skeleton_child, parser.EndElementHandler)
-        parser.StartElementHandler, parser.EndElementHandler = self.h_node
-
-    def node_end(self, name: str) -> None:
-        if self.attributes:
-            _set_field(self.element, "attributes", self.attributes)
-        self.attributes = self.shape_attributes
-        parser = self.parser
-        parser.StartElementHandler, parser.EndElementHandler = self.node_resume
 
     # -- tracks ------------------------------------------------------------------------------
 
@@ -1115,69 +1093,69 @@ class _FullReader(_ReaderBase):
             self.seen_track = True
             self.root_tokens.append("track")
         key = ("track", *attrs[0::2])
-        build = self.track_readers.get(key)
-        if build is None:
-            build = self.reader(
+        entry = self.track_readers.get(key)
+        if entry is None:
+            entry = self.reader(
                 self.track_readers, key, Track, attrs, _TRACK_ATTRS_KNOWN, _TRACK_ATTRS_REQUIRED
             )
         try:
-            track = build(attrs)
+            track = entry[0](attrs)
         except (ValueError, KeyError, TypeError):
             raise self.invalid("track", attrs, _TRACK_ATTRS_KNOWN, _TRACK_ATTRS_REQUIRED) from None
-        self.track_stack.append((track, [], []))
+        self.track_shapes = []
+        self.track_stack.append((track, self.track_shapes, []))
+        self.close_container = self.close_track
         parser = self.parser
         parser.StartElementHandler, parser.EndElementHandler = self.h_track
 
-    def track_end(self, name: str) -> None:
+    def close_track(self) -> None:
         track, shapes, tracks = self.track_stack.pop()
         if shapes:
-            _set_field(track, "shapes", tuple(shapes))
+            track.shapes = tuple(shapes)
         if tracks:
-            _set_field(track, "tracks", tuple(tracks))
+            track.tracks = tuple(tracks)
+        track.__class__ = Track
         if self.track_stack:
-            self.track_stack[-1][2].append(track)
+            outer = self.track_stack[-1]
+            outer[2].append(track)
+            self.track_shapes = outer[1]
         else:
             self.tracks.append(track)
+            self.close_container = None
             parser = self.parser
             parser.StartElementHandler, parser.EndElementHandler = self.h_body
 
-    def track_child(self, name: str, attrs: list[str]) -> None:
+    def track_start(self, name: str, attrs: list[str]) -> None:
+        if self.shape is not None:
+            if name == "attribute" and len(attrs) == 2 and attrs[0] == "name" and not self.in_attribute:
+                self.attribute_name = attrs[1]
+                self.in_attribute = True
+                self.parser.CharacterDataHandler = self.text_append
+            else:
+                self.shape_child(name, attrs)
+            return
         key = (name, *attrs[0::2])
-        build = self.tracked_readers.get(key)
-        if build is None:
+        entry = self.tracked_readers.get(key)
+        if entry is None:
             if name not in _TRACK_SHAPE_TAGS:
                 if name == "track":
                     self.open_track(attrs)
                 else:
                     self.skip(name)
                 return
-            build = self.reader(
+            entry = self.reader(
                 self.tracked_readers, key, TrackedShape, attrs, _TRACKED_KNOWN[name], _TRACKED_REQUIRED[name]
             )
+        build, self.shape_class = entry
         try:
             shape = build(attrs)
         except (ValueError, KeyError, TypeError):
             raise self.invalid(name, attrs, _TRACKED_KNOWN[name], _TRACKED_REQUIRED[name]) from None
-        self.track_stack[-1][1].append(shape)
         self.shape = shape
         self.attributes = ()
-        parser = self.parser
+        self.track_shapes.append(shape)
         if name == "skeleton":
             self.elements = []
-            parser.StartElementHandler, parser.EndElementHandler = self.h_tracked_skeleton
-        else:
-            parser.StartElementHandler, parser.EndElementHandler = self.h_tracked
-
-    def tracked_end(self, name: str) -> None:
-        if self.attributes:
-            _set_field(self.shape, "attributes", self.attributes)
-        parser = self.parser
-        parser.StartElementHandler, parser.EndElementHandler = self.h_track
-
-    def tracked_skeleton_end(self, name: str) -> None:
-        self.finish_skeleton()
-        parser = self.parser
-        parser.StartElementHandler, parser.EndElementHandler = self.h_track
 
 
 class _SummaryReader(_ReaderBase):
@@ -1245,8 +1223,14 @@ class _SummaryReader(_ReaderBase):
 
 
 @contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """No collections while the model is built; afterwards freeze it out of future collections."""
+def _gc_paused(*, freeze: bool) -> Iterator[None]:
+    """No collections while the model is built; with ``freeze``, keep it out of later ones.
+
+    Freezing pays off for a full model (hundreds of thousands of objects a later collection
+    would walk again and again) but pins every object alive in the process at that moment, any
+    cyclic garbage included. The summary is small and read over and over by a daemon that runs
+    for months, so it is never frozen.
+    """
     was_enabled = gc.isenabled()
     gc.disable()
     succeeded = False
@@ -1255,7 +1239,7 @@ def _gc_paused() -> Iterator[None]:
         succeeded = True
     finally:
         if was_enabled:
-            if succeeded:
+            if succeeded and freeze:
                 gc.freeze()
             gc.enable()
 
@@ -1374,7 +1358,7 @@ def _read_file(path: PathLike, reader_class: type[_ReaderBase]) -> Any:
             return b"", ()
         return data[:200], (data,)
 
-    with file, _gc_paused():
+    with file, _gc_paused(freeze=reader_class is _FullReader):
         reader = reader_class(file_path)
         try:
             _run(reader, _file_chunks(file, file_path), rescan)
@@ -1398,7 +1382,7 @@ def load_summary(path: PathLike) -> ExportSummary:
 def loads_summary(data: bytes, *, path: PathLike | None = None) -> ExportSummary:
     """:func:`load_summary` of bytes already read (the daemon hashes them first)."""
     file_path = Path(path) if path is not None else None
-    with _gc_paused():
+    with _gc_paused(freeze=False):
         reader = _SummaryReader(file_path)
         try:
             _run(reader, _data_chunks(data), lambda: (bytes(data[:200]), (bytes(data),)))
@@ -1410,7 +1394,7 @@ def loads_summary(data: bytes, *, path: PathLike | None = None) -> ExportSummary
 def loads(data: bytes, *, path: PathLike | None = None) -> Annotations:
     """Read a CVAT XML export from bytes; ``path`` only names it in errors and ``Annotations.path``."""
     file_path = Path(path) if path is not None else None
-    with _gc_paused():
+    with _gc_paused(freeze=True):
         reader = _FullReader(file_path)
         try:
             _run(reader, _data_chunks(data), lambda: (bytes(data[:200]), (bytes(data),)))

@@ -835,6 +835,166 @@ def test_load_leaves_no_reference_cycles() -> None:
         gc.enable()
 
 
+# -- objects read without their __init__ --------------------------------------------------------------
+
+# Every place the reader builds objects directly: each image-level kind with extra attributes and
+# attribute values, skeleton nodes with values, tracks with tracked shapes, skeleton frames and the
+# 2022 layout's element tracks nested in a skeleton track.
+DIRECT_XML = (
+    IMAGES_XML.replace('<image id="1" name="b.jpg"', '<image id="1" quality="high" name="b.jpg"')
+    .replace('<tag label="car" source="manual">', '<tag label="car" score="0.9" source="manual">')
+    .replace(
+        '<points label="2" source="manual" outside="1" occluded="0" points="3.00,4.00">\n      </points>',
+        '<points label="2" source="manual" outside="1" occluded="0" points="3.00,4.00" hint="x">\n'
+        '        <attribute name="color">red</attribute>\n      </points>',
+    )
+    .replace("</annotations>\n", VIDEO_XML[VIDEO_XML.index("  <track "):])
+    .replace(
+        '  <track id="3" label="car" source="manual">',
+        '  <track id="4" label="pose" source="manual" score="1">\n'
+        '    <skeleton frame="0" outside="0" occluded="0" keyframe="1" points="1.00,2.00" z_order="0">\n'
+        "    </skeleton>\n"
+        '    <track id="0" label="1" source="manual">\n'
+        '      <points frame="0" outside="0" occluded="0" keyframe="1" points="1.00,2.00" z_order="0">\n'
+        '        <attribute name="color">red</attribute>\n'
+        "      </points>\n"
+        "    </track>\n"
+        "  </track>\n"
+        '  <track id="3" label="car" source="manual">',
+    )
+)
+
+
+def _attrs_objects(value: object) -> list[object]:
+    """Every attrs object reachable from ``value`` through fields and tuples."""
+    found: list[object] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is tuple:
+            stack.extend(item)
+        elif attrs.has(type(item)):
+            found.append(item)
+            stack.extend(getattr(item, field.name) for field in attrs.fields(type(item)))
+    return found
+
+
+def test_objects_read_are_the_objects_their_init_makes() -> None:
+    """Every object a load makes is of its exact model class, frozen, and equal (==, hash, repr and
+    every field, xml_layout included) to what its __init__ makes from the same values."""
+    assert all(part in DIRECT_XML for part in ('quality="high"', 'score="0.9"', 'hint="x"', '<track id="4"'))
+    annotations = xmlio.loads(DIRECT_XML.encode())
+    assert xmlio.dumps(annotations) == DIRECT_XML.encode()
+    made: set[type] = set()
+    for item in _attrs_objects(annotations):
+        cls = type(item)
+        assert cls.__module__ == "cvat_watch.model", cls
+        fields = {field.name: getattr(item, field.name) for field in attrs.fields(cls)}
+        built = cls(**fields)
+        assert built == item
+        assert hash(built) == hash(item)
+        assert repr(built) == repr(item)
+        for name, value in fields.items():
+            assert getattr(built, name) == value, (cls.__name__, name)
+            assert type(getattr(built, name)) is type(value), (cls.__name__, name)
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            setattr(item, next(iter(fields)), None)
+        made.add(cls)
+    direct = {Box, Polygon, Polyline, Points, Ellipse, Cuboid, Mask, Skeleton, SkeletonPoint, Tag,
+              ImageAnnotation, Track, TrackedShape}  # fmt: skip
+    assert direct <= made
+    assert any(item.extra_attributes for item in _attrs_objects(annotations) if type(item) in direct)
+
+
+class _Validated:
+    value: str = attrs.field(validator=attrs.validators.instance_of(str))
+
+
+class _Converted:
+    value: str = attrs.field(converter=str.strip)
+
+
+class _Computed:
+    value: str = attrs.field(init=False, default="x")
+
+
+class _Mutable:
+    value: list[str] = attrs.field(factory=list)
+
+
+class _Hooked:
+    value: str
+
+    def __attrs_post_init__(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("cls", "problem"),
+    [
+        (_Validated, "value has a validator"),
+        (_Converted, "value has a converter the reader does not know"),
+        (_Computed, "value is not set by __init__"),
+        (_Mutable, "value defaults to a mutable value"),
+        (_Hooked, "it has __attrs_post_init__"),
+    ],
+)
+def test_a_model_class_whose_init_does_more_than_storing_is_refused(cls: type, problem: str) -> None:
+    """The reader refuses to bypass an __init__ that validates, converts, computes or shares a default."""
+    with pytest.raises(TypeError, match=problem):
+        xmlio._direct_fields(attrs.frozen(cls))
+
+
+def test_repeated_labels_and_attribute_values_are_shared() -> None:
+    """Labels, sources and identical sequences of <attribute> values are one object each, however often
+    they repeat; a different sequence gets its own tuple but shares the Attribute objects."""
+    red = '<attribute name="color">red</attribute>'
+    start = '<box label="car" source="auto" xtl="0" ytl="0" xbr="1" ybr="1">'
+    box = f'{start}{red}<attribute name="parked">no</attribute></box>'
+    first = f'<image id="0" name="a">{box * 300}{start}{red}</box></image>'
+    data = f'<annotations>{first}<image id="1" name="b">{box * 300}</image></annotations>'
+    boxes = [b for image in xmlio.loads(data.encode()).images for b in image.boxes]
+    repeated = [b for b in boxes if len(b.attributes) == 2]
+    assert len(repeated) == 600
+    for name in ("label", "source", "attributes"):
+        assert len({id(getattr(b, name)) for b in boxes if b in repeated}) == 1, name
+    (single,) = [b for b in boxes if len(b.attributes) == 1]
+    assert single.attributes == (Attribute("color", "red"),)
+    assert single.attributes[0] is repeated[0].attributes[0]
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 4096])
+def test_the_same_model_whatever_the_chunk_boundaries(monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
+    """Bytes handed to expat a few at a time (tags, attribute values and texts cut anywhere) read the same."""
+    expected = {document: xmlio.loads(document.encode()) for document in (DIRECT_XML, VIDEO_XML)}
+    monkeypatch.setattr(xmlio, "CHUNK_SIZE", chunk)
+    for document, model in expected.items():
+        again = xmlio.loads(document.encode())
+        assert again == model
+        assert xmlio.dumps(again) == document.encode()
+
+
+def test_an_element_inside_an_attribute_value_is_skipped_and_its_text_kept() -> None:
+    """<attribute name="n">re<b>x</b>d</attribute> is the value "red", with a warning for the <b>."""
+    value = '<attribute name="color">blue</attribute>\n    </tag>'
+    data = IMAGES_XML.replace(value, value.replace("blue", "bl<b>x</b>ue"))
+    assert data != IMAGES_XML
+    assert xmlio.loads(data.encode()) == xmlio.loads(IMAGES_XML.encode())
+
+
+@pytest.mark.parametrize(
+    ("points", "readable"),
+    [("1e999,0", False), ("1" + "0" * 400 + ",0", False), ("nan,0", False), ("1e308,1e308", True)],
+)
+def test_points_must_be_finite_and_large_finite_points_are_kept(points: str, readable: bool) -> None:
+    """A coordinate that overflows to infinity is refused; finite ones are kept however large."""
+    data = IMAGES_XML.replace('points="11.00,12.00"', f'points="{points}"').encode()
+    if readable:
+        assert xmlio.loads(data).images[0].points[0].points == ((1e308, 1e308),)
+    else:
+        assert "is not a list of x,y number pairs" in str(_error(data))
+
+
 # -- save ---------------------------------------------------------------------------------------------
 
 
