@@ -265,7 +265,7 @@ def _run_children(kinds: list[str], *, parallel: int = 2) -> dict[str, dict[str,
                     [sys.executable, "-c", CHILD, kind],
                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                     # Only setrlimit runs between fork and exec; no thread of this test holds a lock it needs.
-                    preexec_fn=_limit_memory, cwd=ROOT,  # noqa: PLW1509
+                    preexec_fn=_limit_memory, cwd=ROOT,
                 )
             kind, child = next(iter(running.items()))
             stdout, stderr = child.communicate(timeout=90)

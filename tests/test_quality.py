@@ -25,6 +25,8 @@ def test_ruff_finds_nothing() -> None:
     result = subprocess.run(
         [_tool("ruff"), "check", "--no-cache", "--line-length", "110", "--target-version", "py311",
          "--select", RUFF_RULES, "--ignore", "RUF001,RUF002,RUF003,RUF009,SIM105",
+         # Test data and docstrings read better unwrapped; the package keeps the limit.
+         "--per-file-ignores", "tests/*:E501", "--per-file-ignores", "benchmarks/*:E501",
          "cvat_watch", "tests", "benchmarks"],
         cwd=ROOT, capture_output=True, text=True, check=False,
     )
