@@ -106,6 +106,9 @@ def diff(
 
     for task in new.tasks:
         previous = before.get(task.id)
+        if previous is task:
+            # The snapshot builder reuses an unchanged task's state object: nothing to compare.
+            continue
         if job_events and old is not None:
             for job in task.jobs:
                 old_job = previous.job(job.id) if previous is not None else None

@@ -14,10 +14,13 @@ naming the file and the place in it, and nothing else.
 
 The daemon re-reads this file on every change, so the loop over the records does as little as
 it can: one cheap combined check per record, and the precise diagnosis only once a record fails it.
+The daemon's :class:`JobStatusParser` also remembers the last version, so that a record that did
+not change costs a comparison, not a new object.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import operator
@@ -25,13 +28,14 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import attrs
 
 from cvat_watch.errors import JobStatusError
 from cvat_watch.model import JobStatus
 
-__all__ = ["job_records", "load_job_status", "parse_job_status"]
+__all__ = ["JobStatusParser", "job_records", "load_job_status", "parse_job_status"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +68,56 @@ def parse_job_status(
     data: bytes | str, *, path: str | os.PathLike[str] | None = None
 ) -> tuple[JobStatus, ...]:
     """Decode the JSON text of a job-status file; ``path`` only names the file in errors."""
+    return _records(_decode(data, path), path, None)
+
+
+def job_records(
+    document: object, *, path: str | os.PathLike[str] | None = None
+) -> tuple[JobStatus, ...]:
+    """The records of an already-decoded job-status document, in file order, one per job id."""
+    return _records(document, path, None)
+
+
+@attrs.define
+class JobStatusParser:
+    """Reads one job-status file version after version, reusing the records that did not change.
+
+    The result is always what :func:`parse_job_status` returns for the same input. A record whose
+    values are those of the record at the same place last time gives back the same
+    :class:`~cvat_watch.model.JobStatus` object, so that a
+    :class:`~cvat_watch.snapshot.SnapshotBuilder` can tell the changed records by identity; when
+    records were added or removed, they are matched by their values instead. A new or changed
+    record is checked as :func:`parse_job_status` checks it; an unchanged one was checked when it
+    was read first. A file that fails to parse leaves the memory of the last good one.
+    """
+
+    # Per record of the last good parse, in file order (repeats included): its values as read and its job.
+    _values: list[tuple[object, ...]] = attrs.field(factory=list, repr=False)
+    _jobs: list[JobStatus] = attrs.field(factory=list, repr=False)
+    # The keys every record had, when all records had the same ones and only keys this module
+    # reads (then _values holds each record's values of those keys, in this order); else None.
+    _layout: tuple[str, ...] | None = attrs.field(default=None, repr=False)
+
+    def parse(
+        self, data: bytes | str, *, path: str | os.PathLike[str] | None = None
+    ) -> tuple[JobStatus, ...]:
+        """Like :func:`parse_job_status`."""
+        return _records(_decode(data, path), path, self, decoded=True)
+
+    def records(
+        self, document: object, *, path: str | os.PathLike[str] | None = None
+    ) -> tuple[JobStatus, ...]:
+        """Like :func:`job_records`."""
+        return _records(document, path, self)
+
+    def forget(self) -> None:
+        """Drop the memory of the last parse."""
+        self._values = []
+        self._jobs = []
+        self._layout = None
+
+
+def _decode(data: bytes | str, path: _PathArg) -> object:
     if isinstance(data, (bytes, bytearray)):
         try:
             text = data.decode("utf-8")
@@ -80,20 +134,18 @@ def parse_job_status(
     if not text or text.isspace():
         raise JobStatusError(_EMPTY, path=path)
     try:
-        document = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as error:
         raise _json_error(error, text, path) from None
     except RecursionError:
         raise JobStatusError("invalid JSON: nested too deeply", path=path) from None
     except ValueError as error:  # e.g. an integer longer than Python's conversion limit
         raise JobStatusError(f"invalid JSON: {error}", path=path) from None
-    return job_records(document, path=path)
 
 
-def job_records(
-    document: object, *, path: str | os.PathLike[str] | None = None
+def _records(
+    document: object, path: _PathArg, parser: JobStatusParser | None, *, decoded: bool = False
 ) -> tuple[JobStatus, ...]:
-    """The records of an already-decoded job-status document, in file order, one per job id."""
     pages: list[dict[object, object]] = []
     groups: list[tuple[str, Sequence[object]]] = []  # (where prefix, records)
     if isinstance(document, dict):
@@ -119,25 +171,172 @@ def job_records(
     else:
         raise JobStatusError(f"{_SHAPE}; found {_kind(document)}", path=path)
     jobs: list[JobStatus] = []
-    for prefix, records in groups:
-        _collect(records, prefix, jobs, path)
+    values: list[tuple[object, ...]] = []
+    layout = None
+    uniform = _uniform(groups) if parser is not None and decoded else None
+    if uniform is not None:
+        assert parser is not None
+        layout, values = uniform
+        prefix, records = groups[0]
+        if parser._layout != layout or not _plain_ids(values, layout):
+            _collect(records, prefix, jobs, [], None, path)
+        elif len(parser._values) == len(values):
+            jobs = _patched(records, prefix, values, parser, path)
+        else:
+            jobs = _matched(records, prefix, values, parser, path)
+    else:
+        reuse = _Reuse.of(parser, sum(len(records) for _, records in groups))
+        for prefix, records in groups:
+            _collect(records, prefix, jobs, values, reuse, path)
+    every_record = jobs
     # Repeated ids are rare; one set over all ids is cheaper than a lookup per record.
     if len(set(map(_JOB_ID, jobs))) != len(jobs):
         jobs = _without_repeats(jobs, groups, path)
     if pages:
         _warn_if_partial(pages[0], pages[-1], len(jobs), path)
+    if parser is not None:
+        parser._values = values
+        parser._jobs = every_record
+        parser._layout = layout
     return tuple(jobs)
+
+
+# The keys _collect reads from a record, the job id's first and the task id's next.
+_READ_KEYS = (
+    "job_id", "id", "task_id", "state", "stage", "type", "assignee", "updated_date", "updated", "task_name"
+)
+_READ_KEY_SET = frozenset(_READ_KEYS)
+
+
+def _uniform(groups: list[tuple[str, Sequence[object]]]) -> tuple[tuple[str, ...], list[Any]] | None:
+    """For one decoded list of records that all have the same keys, all read here: those keys and
+    every record's values of them (from C, in one pass); None for any other document.
+
+    next-cvat's flat list is like this. Then a record whose values equal the last parse's at the
+    same place needs no look in Python; a CVAT page has keys not read here, whose absence proves
+    nothing about the keys that are.
+    """
+    if len(groups) != 1 or not groups[0][1]:
+        return None
+    records: Sequence[Any] = groups[0][1]
+    first = records[0]
+    if type(first) is not dict or not first.keys() <= _READ_KEY_SET or "task_id" not in first:
+        return None
+    layout = tuple(key for key in _READ_KEYS if key in first)
+    if layout[0] not in ("job_id", "id"):
+        return None
+    try:
+        # Decoded JSON: only objects take string subscripts, so this fails for anything else.
+        values = list(map(operator.itemgetter(*layout), records))
+        if set(map(len, records)) != {len(layout)}:
+            return None  # a record with a key more: one not read here, or one that changes what is
+    except (KeyError, TypeError):
+        return None
+    return layout, values
+
+
+def _plain_ids(values: list[Any], layout: tuple[str, ...]) -> bool:
+    """Whether every job and task id is an int or a str: 1.0 and true equal 1, yet are not ids."""
+    return all(
+        set(map(type, map(operator.itemgetter(layout.index(key)), values))) <= {int, str}
+        for key in (layout[0], "task_id")
+    )
+
+
+def _patched(
+    records: Sequence[object], prefix: str, values: list[Any], parser: JobStatusParser, path: _PathArg
+) -> list[JobStatus]:
+    """The last parse's jobs with those of records whose values changed built again (and checked).
+
+    A record with the last parse's values at the same place was checked then; with the ids'
+    types checked by _plain_ids, equal values are values of the same types.
+    """
+    changed = list(itertools.compress(itertools.count(), map(operator.ne, values, parser._values)))
+    if len(changed) > _MATCH_AFTER:  # probably shifted places
+        return _matched(records, prefix, values, parser, path)
+    jobs = parser._jobs.copy()
+    for index in changed:
+        jobs[index] = _one(records, index, prefix, path)
+    return jobs
+
+
+def _matched(
+    records: Sequence[object], prefix: str, values: list[Any], parser: JobStatusParser, path: _PathArg
+) -> list[JobStatus]:
+    """The jobs when records were added or removed: a record with the values of one of the last
+    parse's gets that record's job, the others are built (and checked)."""
+    try:
+        known = dict(zip(parser._values, parser._jobs, strict=True))
+    except TypeError:  # values that are objects (an assignee as a user object): nothing to match by
+        known = {}
+    jobs = []
+    for index, key in enumerate(values):
+        try:
+            job = known.get(key)
+        except TypeError:
+            job = None
+        jobs.append(job if job is not None else _one(records, index, prefix, path))
+    return jobs
+
+
+def _one(records: Sequence[object], index: int, prefix: str, path: _PathArg) -> JobStatus:
+    one: list[JobStatus] = []
+    _collect((records[index],), prefix, one, [], None, path, first=index)
+    return one[0]
+
+
+# Past this many records that differ from the one at their place last time, records were probably
+# added, removed or reordered (every later place shifts): then they are matched by their values.
+_MATCH_AFTER = 64
+
+
+@attrs.define
+class _Reuse:
+    """The last parse's jobs to hand out again: by place, or by values once many places differ."""
+
+    values: list[tuple[object, ...]]
+    jobs: list[JobStatus]
+    misses: int = 0
+    _by_values: dict[tuple[object, ...], JobStatus] | None = None
+
+    @classmethod
+    def of(cls, parser: JobStatusParser | None, count: int) -> _Reuse | None:
+        # After a parse on the fast path, the values are in another layout: nothing to compare with.
+        if parser is None or not parser._jobs or parser._layout is not None:
+            return None
+        # With records added or removed, places shift from the first change on: match by values at once.
+        misses = 0 if count == len(parser._jobs) else _MATCH_AFTER
+        return cls(parser._values, parser._jobs, misses)
+
+    def by_values(self) -> dict[tuple[object, ...], JobStatus]:
+        if self._by_values is None:
+            self._by_values = dict(zip(self.values, self.jobs, strict=True))
+        return self._by_values
 
 
 _JOB_ID = operator.attrgetter("job_id")
 
 
-def _collect(records: Sequence[object], prefix: str, jobs: list[JobStatus], path: _PathArg) -> None:
-    """Append one job per record, in order, or raise for the first record that is not usable."""
+def _collect(
+    records: Sequence[object],
+    prefix: str,
+    jobs: list[JobStatus],
+    values: list[tuple[object, ...]],
+    reuse: _Reuse | None,
+    path: _PathArg,
+    *,
+    first: int = 0,
+) -> None:
+    """Append one job and its values per record, in order; raise for the first unusable record."""
     append = jobs.append
+    append_values = values.append
+    start = len(jobs) - first  # the place in the whole document of the record at index 0
+    old_values = reuse.values if reuse is not None else []
+    old_jobs = reuse.jobs if reuse is not None else []
+    known = len(old_values)
     index = 0
     try:
-        for index, raw in enumerate(records):
+        for index, raw in enumerate(records, first):
             if type(raw) is not dict:
                 raise _diagnose(raw, f"{prefix}[{index}]", path)
             job_id = raw["job_id"] if "job_id" in raw else raw.get("id")
@@ -164,7 +363,21 @@ def _collect(records: Sequence[object], prefix: str, jobs: list[JobStatus], path
                 and (task_name is None or type(task_name) is str)
             ):
                 raise _diagnose(raw, f"{prefix}[{index}]", path)
-            append(JobStatus(job_id, task_id, state, stage, job_type, assignee, updated, task_name))
+            # Checked values equal to the last parse's (ints equal only ints, strings only
+            # strings) make an equal job: hand out the same object instead of building one.
+            key = (job_id, task_id, state, stage, job_type, assignee, updated, task_name)
+            place = start + index
+            job = None
+            if place < known and key == old_values[place]:
+                job = old_jobs[place]
+            elif reuse is not None:
+                reuse.misses += 1
+                if reuse.misses > _MATCH_AFTER:
+                    job = reuse.by_values().get(key)
+            if job is None:
+                job = JobStatus(job_id, task_id, state, stage, job_type, assignee, updated, task_name)
+            append(job)
+            append_values(key)
     except ValueError as error:
         # str() of an integer id beyond Python's digit limit; only possible for a document
         # built in code, since json.loads refuses such a number first.
@@ -184,10 +397,14 @@ def _without_repeats(
     first: dict[str, tuple[JobStatus, str]] = {}
     unique: list[JobStatus] = []
     for job, place in zip(jobs, places, strict=True):
-        earlier, earlier_place = first.setdefault(job.job_id, (job, place))
-        if earlier is job:
+        # By place, not identity: a JobStatusParser may hand out one object for two identical records.
+        seen = first.get(job.job_id)
+        if seen is None:
+            first[job.job_id] = (job, place)
             unique.append(job)
-        elif earlier != job:
+            continue
+        earlier, earlier_place = seen
+        if earlier != job:
             differing = ", ".join(
                 field.name
                 for field in attrs.fields(JobStatus)

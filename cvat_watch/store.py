@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import json
+import operator
 import os
 import sqlite3
 import threading
@@ -28,7 +30,7 @@ import attrs
 
 from cvat_watch.errors import StateError
 from cvat_watch.events import Event
-from cvat_watch.snapshot import Snapshot
+from cvat_watch.snapshot import Snapshot, TaskState
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "Delivery", "DeliveryStatus", "Store"]
 
@@ -163,6 +165,8 @@ class Store:
     _connection: sqlite3.Connection = attrs.field(alias="connection", repr=False)
     _lock: threading.RLock = attrs.field(factory=threading.RLock, init=False, repr=False)
     _closed: bool = attrs.field(default=False, init=False)
+    # Per watch, what the last commit wrote, to serialise only what changed (see _BaselineText).
+    _texts: dict[str, _BaselineText] = attrs.field(factory=dict, init=False, repr=False)
 
     @property
     def path(self) -> Path:
@@ -292,8 +296,13 @@ class Store:
         # Routing is the caller's code: run it before the transaction so that its failure
         # leaves nothing half-written and never holds the write lock.
         routed = [(event, list(targets(event))) for event in events]
-        baseline = json.dumps(snapshot.to_dict(), ensure_ascii=False, separators=(",", ":"))
-        counters = json.dumps(dict(generations), sort_keys=True, separators=(",", ":"))
+        # The text is exactly json.dumps(snapshot.to_dict()), built from cached pieces: between
+        # two reloads most TaskState objects are carried over, and serialising ten thousand tasks
+        # again would cost a third of a second. Updating the cache outside the transaction is
+        # safe: it maps values to their JSON, whether or not this commit succeeds.
+        text = self._texts.get(watch) or _BaselineText()
+        baseline, counters = text.update(snapshot, generations)
+        self._texts[watch] = text
         with self._transaction(f"commit a reload of watch {watch!r}") as connection:
             gone = {
                 key
@@ -464,6 +473,58 @@ class Store:
 
     def __repr__(self) -> str:
         return f"<Store {str(self._path)!r}{' closed' if self._closed else ''}>"
+
+
+def _dumps(data: object) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+# What the snapshot without tasks ends with; the tasks' own JSON goes between the brackets.
+_EMPTY_TASKS_TAIL = '"tasks":[]}'
+
+
+@attrs.define
+class _BaselineText:
+    """The JSON of one watch's last baseline, kept in pieces: one per task object, and the counters.
+
+    A task is recognised by identity: the snapshot builder carries unchanged TaskState objects
+    from one reload to the next, and a frozen object's JSON cannot change. Each memory is one
+    attribute, replaced whole, so that two threads committing the same watch could only cost
+    each other a re-serialisation, never pair a task with another task's JSON.
+    """
+
+    # The tasks of the last text, and the JSON of each, at the same places.
+    _pieces: tuple[tuple[TaskState, ...], list[str]] = attrs.field(factory=lambda: ((), []))
+    _counters: tuple[dict[str, int], str] | None = None
+
+    def update(self, snapshot: Snapshot, generations: Mapping[str, int]) -> tuple[str, str]:
+        """``snapshot`` and ``generations`` as the baseline row's JSON texts; remembers their pieces."""
+        from cvat_watch.converter import to_dict
+
+        counters = dict(generations)
+        known_counters = self._counters
+        if known_counters is None or known_counters[0] != counters:
+            known_counters = (counters, json.dumps(counters, sort_keys=True, separators=(",", ":")))
+            self._counters = known_counters
+        head = _dumps(to_dict(attrs.evolve(snapshot, tasks=())))
+        if not head.endswith(_EMPTY_TASKS_TAIL):  # a field after "tasks": no way to splice
+            return _dumps(snapshot.to_dict()), known_counters[1]
+        tasks = snapshot.tasks
+        old_tasks, old_parts = self._pieces
+        if len(tasks) == len(old_tasks):
+            # The same tasks in the same places, most of them the same objects: find the others in C.
+            parts = old_parts.copy()
+            for index in itertools.compress(itertools.count(), map(operator.is_not, tasks, old_tasks)):
+                parts[index] = _dumps(to_dict(tasks[index]))
+        else:
+            known = {task.id: (task, part) for task, part in zip(old_tasks, old_parts, strict=True)}
+            parts = []
+            for task in tasks:
+                piece = known.get(task.id)
+                parts.append(piece[1] if piece is not None and piece[0] is task else _dumps(to_dict(task)))
+        self._pieces = (tasks, parts)
+        # head ends with "[]}": the tasks go between its brackets.
+        return f"{head[:-2]}{','.join(parts)}]}}", known_counters[1]
 
 
 def _prepare_schema(connection: sqlite3.Connection, path: Path) -> None:

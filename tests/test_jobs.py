@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cvat_watch.errors import JobStatusError
-from cvat_watch.jobs import job_records, load_job_status, parse_job_status
+from cvat_watch.jobs import JobStatusParser, job_records, load_job_status, parse_job_status
 from cvat_watch.model import JobStatus
 
 CORPUS_JOBS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "cvat-api-jobs.json"
@@ -526,3 +526,167 @@ def test_example_job_status_matches_the_example_export() -> None:
         for segment in task.iter("segment")
     }
     assert {job.job_id: job.task_id for job in load_job_status(EXAMPLE)} == segments
+
+
+# -- one file, version after version ---------------------------------------------------------------
+
+
+def _fresh(data: str) -> object:
+    """What parse_job_status makes of ``data``: the records, or the error's place and message."""
+    try:
+        return parse_job_status(data)
+    except JobStatusError as error:
+        return (error.where, error.message)
+
+
+def _parsed(parser: JobStatusParser, data: str) -> object:
+    try:
+        return parser.parse(data)
+    except JobStatusError as error:
+        return (error.where, error.message)
+
+
+# Values a record of next-cvat's flat list may hold, mostly valid ones, sometimes ones that equal a
+# valid id without being one (true == 1, 1.0 == 1) or that are refused.
+def _rarely(valid: st.SearchStrategy[Any], invalid: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.integers(0, 19).flatmap(lambda n: invalid if n == 0 else valid)
+
+
+_flat_ids = _rarely(st.sampled_from([1, 2, 3, "1", "2", "x"]), st.sampled_from([True, 1.0, None, ""]))
+_flat_texts = _rarely(st.sampled_from([None, "new", "completed", "annotation", "acceptance"]), st.just(3))
+_flat_fields = {
+    "job_id": _flat_ids, "id": _flat_ids, "task_id": _flat_ids,
+    "stage": _flat_texts, "task_name": _flat_texts,
+    "state": _rarely(st.sampled_from(["new", "completed"]), st.sampled_from([None, 3])),
+    "type": st.sampled_from([None, "annotation", "ground_truth"]),
+    "assignee": _rarely(st.sampled_from([None, "ann", {"username": "bob"}]), st.just({"username": 5})),
+    "updated": _flat_texts, "updated_date": _flat_texts, "unread": st.integers(0, 2),
+}
+
+
+@st.composite
+def _versions(draw: st.DrawFn) -> list[str]:
+    """Successive texts of one job-status file: records with one set of keys, then edits of them."""
+    keys = ["job_id" if draw(st.booleans()) else "id", "task_id", "state"]
+    keys += draw(st.lists(st.sampled_from(sorted(set(_flat_fields) - set(keys))), unique=True, max_size=3))
+
+    def record() -> dict[str, Any]:
+        return {key: draw(_flat_fields[key]) for key in keys}
+
+    records = [record() for _ in range(draw(st.integers(1, 6)))]
+    page = draw(st.booleans())
+    texts = [json.dumps({"results": records} if page else records)]
+    for _ in range(draw(st.integers(1, 5))):
+        edit = draw(st.sampled_from(["value", "value", "key", "key", "unkey", "insert", "remove", "same"]))
+        place = draw(st.integers(0, len(records) - 1))
+        if edit == "value":
+            key = draw(st.sampled_from(keys))
+            records[place][key] = draw(_flat_fields[key])
+        elif edit == "key":
+            key = draw(st.sampled_from(sorted(_flat_fields)))
+            records[place][key] = draw(_flat_fields[key])
+        elif edit == "unkey" and records[place]:
+            del records[place][draw(st.sampled_from(sorted(records[place])))]
+        elif edit == "insert":
+            records.insert(place, record())
+        elif edit == "remove" and len(records) > 1:
+            del records[place]
+        texts.append(json.dumps({"results": records} if page else records))
+    return texts
+
+
+@settings(max_examples=300, deadline=None)
+@given(_versions())
+def test_a_parser_reads_every_version_as_a_fresh_parse_would(texts: list[str]) -> None:
+    """Version after version, a JobStatusParser gives the records (or the error) of parse_job_status."""
+    parser = JobStatusParser()
+    for text in texts:
+        assert _parsed(parser, text) == _fresh(text)
+
+
+@settings(max_examples=100, deadline=None)
+@given(_versions())
+def test_a_parser_of_decoded_documents_reads_like_job_records(texts: list[str]) -> None:
+    """JobStatusParser.records on decoded documents agrees with job_records, version after version."""
+    parser = JobStatusParser()
+    for text in texts:
+        document = json.loads(text)
+        try:
+            expected: object = job_records(document)
+        except JobStatusError as error:
+            expected = (error.where, error.message)
+        try:
+            got: object = parser.records(document)
+        except JobStatusError as error:
+            got = (error.where, error.message)
+        assert got == expected
+
+
+@pytest.mark.parametrize("shape", ["flat", "rest"])
+def test_unchanged_records_come_back_as_the_same_objects(shape: str) -> None:
+    """A record whose values did not change gives the same JobStatus object, also after records were
+    added or removed before it; a changed record gives a new one."""
+    if shape == "flat":
+        records = [{"job_id": n, "task_id": "1", "state": "new", "assignee": None} for n in range(100)]
+    else:
+        records = [_rest_job(n, 1, "new") for n in range(100)]
+    parser = JobStatusParser()
+    first = parser.parse(json.dumps(records))
+    records[2]["state"] = "completed"
+    if shape == "rest":
+        records[4]["url"] = "http://elsewhere/"  # not read: the job stays the same
+    second = parser.parse(json.dumps(records))
+    assert second == parse_job_status(json.dumps(records))
+    assert [index for index, (a, b) in enumerate(zip(first, second, strict=True)) if a is not b] == [2]
+    del records[0]
+    third = parser.parse(json.dumps(records))
+    assert third == parse_job_status(json.dumps(records))
+    assert all(job is second[index + 1] for index, job in enumerate(third))
+    records.insert(50, records[0] | {"job_id" if shape == "flat" else "id": 100})
+    fourth = parser.parse(json.dumps(records))
+    assert fourth == parse_job_status(json.dumps(records))
+    assert all(job is third[index] for index, job in enumerate(fourth[:50]))
+    assert all(job is third[index + 50] for index, job in enumerate(fourth[51:]))
+    assert fourth[50] not in third
+
+
+@pytest.mark.parametrize("shape", ["flat", "rest"])
+def test_identical_repeats_are_read_once_after_records_moved(shape: str) -> None:
+    """Records matched by their values after a shift still give one job per id when a job is repeated."""
+    if shape == "flat":
+        records = [{"job_id": n, "task_id": "1", "state": "new"} for n in range(100)]
+    else:
+        records = [_rest_job(n, 1, "new") for n in range(100)]
+    parser = JobStatusParser()
+    parser.parse(json.dumps(records))
+    records = [*records[50:], *records[:50], dict(records[0]), dict(records[1])]
+    assert parser.parse(json.dumps(records)) == parse_job_status(json.dumps(records))
+    records = [*records[1:], records[0]]  # the same count, every place shifted
+    assert parser.parse(json.dumps(records)) == parse_job_status(json.dumps(records))
+
+
+@pytest.mark.parametrize("value", [True, 1.0])
+@pytest.mark.parametrize("key", ["job_id", "task_id"])
+def test_a_value_equal_to_an_id_is_still_refused(key: str, value: object) -> None:
+    """true and 1.0 equal the id 1 they replace, yet are refused as ids, as a fresh parse refuses them."""
+    records = [{"job_id": 1, "task_id": 1, "state": "new"}, {"job_id": 2, "task_id": 1, "state": "new"}]
+    parser = JobStatusParser()
+    parser.parse(json.dumps(records))
+    records[0][key] = value
+    with pytest.raises(JobStatusError, match=f"'{key}' must be a non-empty string or an integer") as caught:
+        parser.parse(json.dumps(records))
+    assert caught.value.where == "[0]"
+
+
+def test_a_failed_parse_keeps_the_memory_of_the_last_good_one() -> None:
+    """After a file that fails, the next good one still gets the unchanged jobs of the last good one back."""
+    records = [{"job_id": n, "task_id": "1", "state": "new"} for n in range(1, 4)]
+    parser = JobStatusParser()
+    first = parser.parse(json.dumps(records))
+    with pytest.raises(JobStatusError, match="truncated"):
+        parser.parse(json.dumps(records)[:-5])
+    records[1]["state"] = "completed"
+    second = parser.parse(json.dumps(records))
+    assert (second[0] is first[0], second[1] is first[1], second[2] is first[2]) == (True, False, True)
+    parser.forget()
+    assert all(a is not b for a, b in zip(parser.parse(json.dumps(records)), second, strict=True))

@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from collections.abc import Mapping
 
+import attrs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cvat_watch.diff import DiffResult, diff
 from cvat_watch.events import JOB_STATE_CHANGED, TASK_COMPLETED, TASK_REOPENED, Event, event_id
 from cvat_watch.model import ExportSummary, JobStatus, Project, Segment, Task
-from cvat_watch.snapshot import JobState, Snapshot, TaskState, build_snapshot, id_sort_key
+from cvat_watch.snapshot import (
+    JobState,
+    Snapshot,
+    SnapshotBuilder,
+    TaskState,
+    build_snapshot,
+    id_sort_key,
+)
 
 TS = "2024-05-01T10:00:00.000000Z"
 
@@ -119,6 +130,112 @@ def test_snapshot_json_round_trip() -> None:
     assert Snapshot.from_dict(json.loads(json.dumps(snapshot.to_dict()))) == snapshot
     assert snapshot.project_id == "3"
     assert snapshot.project_name == "roads"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="0123456789٣߂a-", max_size=8))
+def test_id_sort_key_reads_digit_runs_as_numbers(value: str) -> None:
+    """The key is the id cut into runs of digits (as numbers, any decimal digits) and of other text."""
+    pieces = tuple(
+        (0, int(run), run) if run[0].isdecimal() else (1, 0, run) for run in re.findall(r"\d+|\D+", value)
+    )
+    assert id_sort_key(value) == pieces
+
+
+# -- building snapshot after snapshot ----------------------------------------------------------------
+
+_TASK_IDS = ("1", "2", "3", "10", "x4")
+
+
+@st.composite
+def _builds(draw: st.DrawFn) -> list[tuple[ExportSummary, tuple[JobStatus, ...], str]]:
+    """Successive (summary, jobs, rule) of one watch, as the runner passes them: the same summary object
+    while the export is unchanged, and the same JobStatus object for a record that did not change."""
+
+    def summary() -> ExportSummary:
+        ids = draw(st.lists(st.sampled_from((*_TASK_IDS, None)), max_size=5))
+        tasks = tuple(Task(id=i, name=draw(st.sampled_from(["a", "b", None]))) for i in ids)
+        counts = {i: draw(st.integers(0, 2)) for i in ids}
+        return ExportSummary(kind="project", project=None, tasks=tasks, image_counts=counts, shape_counts={})
+
+    def job() -> JobStatus:
+        return JobStatus(
+            job_id=draw(st.sampled_from(["5", "6", "7", "8", "9", "11"])),
+            task_id=draw(st.sampled_from((*_TASK_IDS, "99"))),
+            state=draw(st.sampled_from(["new", "completed"])),
+            stage=draw(st.sampled_from([None, "acceptance"])),
+            type=draw(st.sampled_from([None, "annotation", "ground_truth"])),
+        )
+
+    current = summary()
+    rule = draw(st.sampled_from(["completed", "accepted"]))
+    jobs = [job() for _ in range(draw(st.integers(0, 8)))]
+    builds = [(current, tuple(jobs), rule)]
+    for _ in range(draw(st.integers(1, 8))):
+        edits = ["state", "state", "state", "move", "insert", "remove", "summary", "rule", "none"]
+        edit = draw(st.sampled_from(edits))
+        if edit == "summary":
+            current = summary()
+        elif edit == "rule":
+            rule = draw(st.sampled_from(["completed", "accepted"]))
+        elif edit == "insert":
+            jobs.insert(draw(st.integers(0, len(jobs))), job())
+        elif jobs and edit == "remove":
+            del jobs[draw(st.integers(0, len(jobs) - 1))]
+        elif jobs and edit in ("state", "move"):
+            place = draw(st.integers(0, len(jobs) - 1))
+            if edit == "state":
+                jobs[place] = attrs.evolve(jobs[place], state=draw(st.sampled_from(["new", "completed"])))
+            else:
+                jobs[place] = attrs.evolve(jobs[place], task_id=draw(st.sampled_from(_TASK_IDS)))
+        builds.append((current, tuple(jobs), rule))
+    return builds
+
+
+@settings(max_examples=300, deadline=None)
+@given(_builds())
+def test_a_builder_builds_what_build_snapshot_builds(
+    builds: list[tuple[ExportSummary, tuple[JobStatus, ...], str]],
+) -> None:
+    """Build after build, a SnapshotBuilder returns exactly the snapshot build_snapshot returns."""
+    builder = SnapshotBuilder()
+    for summary, jobs, rule in builds:
+        expected = build_snapshot(watch="w", summary=summary, jobs=jobs, rule=rule)  # type: ignore[arg-type]
+        assert builder.build(watch="w", summary=summary, jobs=jobs, rule=rule) == expected  # type: ignore[arg-type]
+
+
+def test_tasks_and_jobs_given_as_tuples_are_sorted_too() -> None:
+    """A snapshot's tasks and a task's jobs come out sorted by id whatever sequence they are given in."""
+    jobs = (JobState(id="10", state="new"), JobState(id="9", state="new"))
+    task = TaskState(id="1", jobs=jobs)
+    assert [job.id for job in task.jobs] == ["9", "10"]
+    snapshot = Snapshot(watch="w", tasks=(TaskState(id="10"), task))
+    assert [t.id for t in snapshot.tasks] == ["1", "10"]
+    assert type(snapshot.tasks) is tuple
+
+
+def test_a_builder_keeps_the_task_states_whose_inputs_did_not_change() -> None:
+    """Changing one record rebuilds its task only; a new summary with the same tasks rebuilds none."""
+    export = summary(*(Task(id=str(i), name=f"t{i}") for i in range(1, 5)))
+    jobs = [
+        JobStatus(job_id=str(10 * t + j), task_id=str(t), state="new") for t in range(1, 5) for j in range(3)
+    ]
+    builder = SnapshotBuilder()
+    first = builder.build(watch="w", summary=export, jobs=jobs)
+    jobs[4] = attrs.evolve(jobs[4], state="completed")
+    second = builder.build(watch="w", summary=export, jobs=jobs)
+    assert [a is b for a, b in zip(first.tasks, second.tasks, strict=True)] == [True, False, True, True]
+    assert second == build_snapshot(watch="w", summary=export, jobs=jobs)
+    same_export = summary(*(Task(id=str(i), name=f"t{i}") for i in range(1, 5)))
+    third = builder.build(watch="w", summary=same_export, jobs=jobs)
+    assert all(a is b for a, b in zip(second.tasks, third.tasks, strict=True))
+    renamed = summary(*(Task(id=str(i), name="other" if i == 3 else f"t{i}") for i in range(1, 5)))
+    fourth = builder.build(watch="w", summary=renamed, jobs=jobs)
+    assert [a is b for a, b in zip(third.tasks, fourth.tasks, strict=True)] == [True, True, False, True]
+    assert fourth.tasks[2].name == "other"
+    builder.forget()
+    fresh = builder.build(watch="w", summary=renamed, jobs=jobs)
+    assert all(a is not b for a, b in zip(fourth.tasks, fresh.tasks, strict=True))
 
 
 # -- the diff --------------------------------------------------------------------------------

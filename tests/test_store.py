@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -148,6 +149,43 @@ def test_reopen_after_close_keeps_everything(tmp_path: Path) -> None:
         assert second.load_baseline("w") == (snapshot("1", "2"), {"task:1": 1, "task:2": 1})
         assert second.deliveries() == before
         assert second.handler_status() == {"a": "active", "b": "gone: HTTP 410"}
+
+
+def _stored(store: Store, watch: str) -> tuple[str, str]:
+    connection = sqlite3.connect(store.path)
+    try:
+        row = connection.execute(
+            "SELECT snapshot, generations FROM baselines WHERE watch = ?", (watch,)
+        ).fetchone()
+    finally:
+        connection.close()
+    return row[0], row[1]
+
+
+def test_the_stored_baseline_is_the_snapshots_json_through_reused_and_changed_tasks(store: Store) -> None:
+    """Commit after commit, with task objects kept, replaced, added and removed, the row holds exactly the
+    snapshot's JSON and the sorted counters, and load_baseline returns the snapshot."""
+    rng = random.Random(7)
+    tasks = {str(t): TaskState(id=str(t), jobs=[JobState(id=f"{t}0", state="new")]) for t in range(30)}
+    for round_ in range(25):
+        for _ in range(rng.randint(0, 3)):
+            task_id = str(rng.randrange(40))
+            if rng.random() < 0.2:
+                tasks.pop(task_id, None)
+            else:
+                state = rng.choice(["new", "completed"])
+                tasks[task_id] = TaskState(
+                    id=task_id, name="ä" * rng.randint(0, 2), completed=state == "completed",
+                    jobs=[JobState(id=f"{task_id}0", state=state)],
+                )
+        base_url = None if round_ % 2 else "http://c"
+        snap = Snapshot(watch="w", project_id="3", base_url=base_url, tasks=tasks.values())
+        generations = {f"task:{t}": rng.randint(1, 3) for t in rng.sample(sorted(tasks), 3)}
+        store.commit_reload("w", snap, generations, [], both, now=float(round_))
+        text, counters = _stored(store, "w")
+        assert text == json.dumps(snap.to_dict(), ensure_ascii=False, separators=(",", ":"))
+        assert counters == json.dumps(generations, sort_keys=True, separators=(",", ":"))
+        assert store.load_baseline("w") == (snap, generations)
 
 
 # -- the dispatcher's side -------------------------------------------------------------------
