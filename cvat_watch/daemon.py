@@ -386,6 +386,7 @@ class WatchRunner:
         if self._baseline is None:
             self._baseline = self.store.load_baseline(self.name)
         baseline, generations = self._baseline
+        snapshot = _keep_absent_tasks(baseline, snapshot)
         result = diff(
             baseline,
             snapshot,
@@ -414,6 +415,21 @@ class WatchRunner:
             "committed", events=result.events, first_start=baseline is None, completed=completed
         )
 
+
+
+def _keep_absent_tasks(baseline: Snapshot | None, snapshot: Snapshot) -> Snapshot:
+    """The new snapshot plus the baseline's tasks that this export does not mention.
+
+    An export that leaves a task out (a partial export, a task moved out and back) says nothing
+    about it; forgetting it would announce its return as a new completion under a new id.
+    """
+    if baseline is None:
+        return snapshot
+    present = {task.id for task in snapshot.tasks}
+    absent = tuple(task for task in baseline.tasks if task.id not in present)
+    if not absent:
+        return snapshot
+    return attrs.evolve(snapshot, tasks=snapshot.tasks + absent)
 
 def _read(path: Path, error: type[AnnotationsError | JobStatusError]) -> bytes:
     """The file's bytes, refusing what is not a regular file at the configured path."""

@@ -188,7 +188,7 @@ class Store:
         connection: sqlite3.Connection | None = None
         try:
             if not in_memory:
-                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                _make_private_dirs(path.parent)
                 # Create the file ourselves so that its mode never depends on SQLite's defaults;
                 # SQLite gives the -wal and -shm files the mode of the database file.
                 os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
@@ -526,6 +526,26 @@ class _BaselineText:
         # head ends with "[]}": the tasks go between its brackets.
         return f"{head[:-2]}{','.join(parts)}]}}", known_counters[1]
 
+
+
+def _make_private_dirs(folder: Path) -> None:
+    """Create ``folder`` and any missing parents as 0700 whatever the umask.
+
+    ``Path.mkdir(parents=True)`` gives only the last folder the requested mode; the parents
+    would get 0777 minus the umask, which is everything under ``umask 000``.
+    """
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:
+            continue  # made meanwhile by someone else: leave its mode alone
+        os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
 
 def _prepare_schema(connection: sqlite3.Connection, path: Path) -> None:
     """Create the schema in a new file; refuse a file that is not ours or is from a newer version."""

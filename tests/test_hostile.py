@@ -310,8 +310,6 @@ def test_a_file_emptied_of_every_task_or_job_keeps_the_last_good_state(
     assert runner.reload(force=True).events == ()
 
 
-@pytest.mark.xfail(strict=True, reason="diff/_commit: the new baseline forgets tasks missing from the "
-                   "export, so their return is announced as a new completion (reported to the lead)")
 def test_an_export_missing_some_tasks_does_not_make_their_return_a_new_completion(runner: WatchRunner) -> None:
     """An export without task 13 (completed), then the full export again: task 13 is not announced a second time."""
     path = runner.config.annotations

@@ -352,8 +352,6 @@ def test_state_database_is_owner_only_even_with_umask_0(workspace: Workspace) ->
     assert {path.name: _mode(path) for path in files} == {path.name: 0o600 for path in files}
 
 
-@pytest.mark.xfail(strict=True, reason="store.py: Path.mkdir(parents=True) creates missing parents with "
-                                       "0777 & ~umask, not 0700 (reported to the lead)")
 def test_every_new_state_folder_is_owner_only_even_with_umask_0(workspace: Workspace) -> None:
     """Under umask 000, every folder created for a nested state_dir is 0700, not only the last one."""
     workspace.write_config(handlers=['[[handler]]\ntype = "log"'])
