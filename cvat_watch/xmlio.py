@@ -90,6 +90,10 @@ PathLike = str | os.PathLike[str]
 #: quadratic in practice with 64 KiB (a 50 MB value: ~30 s) and ~2 s with 1 MiB.
 CHUNK_SIZE = 1 << 20
 
+#: The deepest nesting accepted. CVAT's own elements go six levels deep; beyond a few hundred the
+#: model's ==, hash() and to_dict() would recurse too far, and every open level costs memory.
+MAX_DEPTH = 256
+
 # ---------------------------------------------------------------------------------------------
 # Vocabulary shared by the reader and the writer
 # ---------------------------------------------------------------------------------------------
@@ -370,6 +374,8 @@ class _ReaderBase:
         self.install(self.capture_start, self.capture_end, self.capture_text)
 
     def capture_start(self, name: str, attrs: list[str]) -> None:
+        if len(self._stack) >= MAX_DEPTH:
+            raise self.error(f"elements nested more than {MAX_DEPTH} levels deep")
         parser = self.parser
         node = _Node(name, attrs, parser.CurrentLineNumber, parser.CurrentColumnNumber + 1)
         self._stack[-1].children.append(node)
@@ -402,6 +408,8 @@ class _ReaderBase:
 
     def skip_start(self, name: str, attrs: list[str]) -> None:
         self._skip_depth += 1
+        if self._skip_depth >= MAX_DEPTH:
+            raise self.error(f"elements nested more than {MAX_DEPTH} levels deep")
 
     def skip_end(self, name: str) -> None:
         self._skip_depth -= 1
@@ -1175,6 +1183,8 @@ class _SummaryReader(_ReaderBase):
 
     def start(self, name: str, attrs: list[str]) -> None:
         depth = self.depth = self.depth + 1
+        if depth > 3 and depth >= MAX_DEPTH:
+            raise self.error(f"elements nested more than {MAX_DEPTH} levels deep")
         if depth == 3:
             if name in self.counting:
                 self.count += 1

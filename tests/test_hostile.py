@@ -96,7 +96,7 @@ UTF16_STALE_DECLARATION = EXAMPLE_XML.decode().encode("utf-16")
 UTF32 = with_declaration("utf-32").encode("utf-32")
 NUL_BYTES = EXAMPLE_XML.replace(b"<version>", b"<version>\x00", 1)
 UNKNOWN_ENCODING = with_declaration("x-no-such-codec").encode()
-TASKLESS = b"<annotations>" + nested(100_000) + b"</annotations>"
+TASKLESS = b"<annotations>" + nested(200) + b"</annotations>"
 
 
 @pytest.fixture
@@ -171,7 +171,7 @@ def test_network_reference_to_a_closed_port_is_refused_the_same_way(tmp_path: Pa
         (UTF32, ""),
         (NUL_BYTES, "malformed XML"),
         (UNKNOWN_ENCODING, "encoding"),
-        (b"<annotations>" + b"<x>" * 200_000, "truncated XML"),
+        (b"<annotations>" + b"<x>" * 200_000, "nested more than 256 levels deep"),
     ],
     ids=["invalid-utf8", "utf16-declared-utf8", "utf32", "nul-byte", "unknown-encoding", "deep-unclosed"],
 )
@@ -444,7 +444,7 @@ def scenario(tmp_path: Path, receiver: Receiver) -> Iterator[_Scenario]:
 def test_daemon_refuses_hostile_exports_and_then_sends_exactly_the_next_change(
     scenario: _Scenario, tmp_path: Path
 ) -> None:
-    """Entity bombs, external entities, a DTD, bad encodings, a taskless export, symlinks, a FIFO and a directory in place of the export: one warning each, nothing sent, the next change sent once."""
+    """Entity bombs, external entities, a DTD, bad encodings, deep nesting, a taskless export, symlinks, a FIFO and a directory in place of the export: one warning each, nothing sent, the next change sent once."""
     path = scenario.workspace.annotations
     dtd_server = Receiver().start()
     elsewhere = tmp_path / "elsewhere.xml"
@@ -466,7 +466,8 @@ def test_daemon_refuses_hostile_exports_and_then_sends_exactly_the_next_change(
         scenario.hostile(path, lambda: _replace_with_symlink(path, Path("/etc/passwd")), "is a symbolic link")
         scenario.hostile(path, lambda: _replace_with_fifo(path), "is not a regular file")
         scenario.hostile(path, lambda: _replace_with_directory(path), "is not a regular file")
-        for data in (UTF16, UTF8_BOM, DEEP_IN_META):
+        scenario.hostile(path, lambda: Workspace.write(path, DEEP_IN_META), "nested more than", position=True)
+        for data in (UTF16, UTF8_BOM):
             scenario.accepted(path, data)
         assert dtd_server.requests == []
         assert "root:x:0" not in scenario.daemon.log

@@ -473,17 +473,26 @@ def test_names_xml_cannot_carry_back_are_refused_on_write(annotations: Annotatio
         xmlio.dumps(annotations)
 
 
-def test_deeply_nested_unknown_elements_load_and_refuse_to_write_cleanly() -> None:
-    """Ten thousand nested unknown elements load; writing them is an AnnotationsError, not a crash."""
+def test_deeply_nested_unknown_elements_are_refused_with_line_and_column() -> None:
+    """Ten thousand nested unknown elements are refused at the first level past the limit."""
     depth = 10_000
+    data = b"<annotations><meta>" + b"<x>" * depth + b"</x>" * depth + b"</meta></annotations>"
+    with pytest.raises(AnnotationsError, match="nested more than 256 levels deep") as caught:
+        xmlio.loads(data)
+    assert caught.value.line == 1
+    assert caught.value.column is not None and 3 * 250 < caught.value.column < 3 * 260 + 20
+
+
+def test_nesting_within_the_limit_loads_and_round_trips() -> None:
+    """Two hundred nested unknown elements are kept, written back and read again equal."""
+    depth = 200
     data = b"<annotations><meta>" + b"<x>" * depth + b"</x>" * depth + b"</meta></annotations>"
     annotations = xmlio.loads(data)
     element = annotations.meta_extra[0]
     for _ in range(depth - 1):
         element = element.children[0]
     assert element == XmlElement("x")
-    with pytest.raises(AnnotationsError, match="nested too deeply"):
-        xmlio.dumps(annotations)
+    assert xmlio.loads(xmlio.dumps(annotations)) == annotations
 
 
 # -- losslessness details ---------------------------------------------------------------------------
