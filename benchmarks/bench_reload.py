@@ -54,7 +54,15 @@ from benchmarks.expat_baseline import CHUNK_SIZE, parse_noop
 from benchmarks.generate import GENERATOR_VERSION, generate_export, generate_job_status
 from cvat_watch import jobs, xmlio
 from cvat_watch.config import WatchConfig
-from cvat_watch.daemon import _SETTLE_NS, ReloadOutcome, WatchRunner, _read_unless, _signature, utc_timestamp
+from cvat_watch.daemon import (
+    _SETTLE_NS,
+    ReloadOutcome,
+    WatchRunner,
+    _file_digest,
+    _read_unless,
+    _signature,
+    utc_timestamp,
+)
 from cvat_watch.diff import diff
 from cvat_watch.events import Event
 from cvat_watch.model import ExportSummary, JobStatus
@@ -97,21 +105,11 @@ STEPS = (
 _BEFORE_COMMIT = STEPS[:-1]
 
 
-def _runner_io() -> tuple[Callable[[Path, Any], bytes], Callable[[bytes], str]]:
-    """The runner's own read and hash, so the breakdown times exactly what it does."""
-    try:
-        from cvat_watch.daemon import _file_digest, _read
-    except ImportError:  # renamed since: an equivalent that reads and hashes the same way
-        import hashlib
-
-        return (
-            lambda path, _error: path.read_bytes(),
-            lambda data: hashlib.blake2b(data, digest_size=16).hexdigest(),
-        )
-    return _read, _file_digest
-
-
-_read, _file_digest = _runner_io()
+def _read(path: Path, error: Any) -> bytes:
+    """The runner's own read, without its unchanged-status shortcut: the breakdown times a real read."""
+    data = _read_unless(path, error, None)[1]
+    assert data is not None
+    return data
 
 
 def _progress(line: str) -> None:

@@ -431,13 +431,6 @@ def _keep_absent_tasks(baseline: Snapshot | None, snapshot: Snapshot) -> Snapsho
         return snapshot
     return attrs.evolve(snapshot, tasks=snapshot.tasks + absent)
 
-def _read(path: Path, error: type[AnnotationsError | JobStatusError]) -> bytes:
-    """The file's bytes, refusing what is not a regular file at the configured path."""
-    data = _read_unless(path, error, None)[1]
-    assert data is not None
-    return data
-
-
 def _read_unless(
     path: Path, error: type[AnnotationsError | JobStatusError], signature: _Signature | None
 ) -> tuple[os.stat_result, bytes | None]:

@@ -14,6 +14,8 @@ from typing import Any
 
 import attrs
 
+from cvat_watch.model import job_url, task_url  # re-exported: the model owns the link rules
+
 __all__ = [
     "EVENT_TYPES",
     "JOB_STATE_CHANGED",
@@ -32,16 +34,6 @@ TASK_COMPLETED = "task.completed"
 TASK_REOPENED = "task.reopened"
 JOB_STATE_CHANGED = "job.state_changed"
 EVENT_TYPES = frozenset({TASK_COMPLETED, TASK_REOPENED, JOB_STATE_CHANGED})
-
-
-def task_url(base_url: str | None, task_id: str) -> str | None:
-    """``{base}/tasks/{id}``: where CVAT opens the task; None without a base URL."""
-    return f"{base_url.rstrip('/')}/tasks/{task_id}" if base_url else None
-
-
-def job_url(base_url: str | None, task_id: str, job_id: str) -> str | None:
-    """``{base}/tasks/{task}/jobs/{job}``; None without a base URL."""
-    return f"{base_url.rstrip('/')}/tasks/{task_id}/jobs/{job_id}" if base_url else None
 
 
 def event_id(

@@ -54,7 +54,10 @@ __all__ = [
     "TrackedShape",
     "User",
     "XmlElement",
+    "base_url_of",
     "job_id_from_url",
+    "job_url",
+    "task_url",
 ]
 
 #: The one job state that counts as done. CVAT's states are new, in progress, completed, rejected.
@@ -163,6 +166,27 @@ def job_id_from_url(url: str | None) -> str | None:
         if match:
             return match.group(1)
     return None
+
+
+def base_url_of(tasks: Iterable[Task]) -> str | None:
+    """Scheme and host of the first job URL among ``tasks`` (``http://localhost:8080``), or None."""
+    for task in tasks:
+        for segment in task.segments:
+            if segment.url:
+                parts = urlsplit(segment.url)
+                if parts.scheme and parts.netloc:
+                    return f"{parts.scheme}://{parts.netloc}"
+    return None
+
+
+def task_url(base_url: str | None, task_id: str | int) -> str | None:
+    """``{base}/tasks/{id}``: where CVAT opens the task; None without a base URL."""
+    return f"{base_url.rstrip('/')}/tasks/{task_id}" if base_url else None
+
+
+def job_url(base_url: str | None, task_id: str | int, job_id: str | int) -> str | None:
+    """``{base}/tasks/{task}/jobs/{job}``; None without a base URL."""
+    return f"{base_url.rstrip('/')}/tasks/{task_id}/jobs/{job_id}" if base_url else None
 
 
 @attrs.frozen
@@ -673,6 +697,14 @@ class Annotations:
         wanted = str(task_id)
         return [job for job in self.job_status if job.task_id == wanted and job.counts]
 
+    def jobs_by_task(self) -> dict[str, list[JobStatus]]:
+        """Task id → its counting jobs in file order, in one pass (for questions about every task)."""
+        grouped: dict[str, list[JobStatus]] = {}
+        for job in self.job_status:
+            if job.counts:
+                grouped.setdefault(job.task_id, []).append(job)
+        return grouped
+
     def get_task_status(self, task_id: str | int) -> dict[str, str]:
         """Job id → state for the task's counting jobs, e.g. ``{"5678": "completed", "5679": "new"}``."""
         return {job.job_id: job.state for job in self.jobs_of_task(task_id)}
@@ -692,12 +724,11 @@ class Annotations:
         return [task for task in self.tasks if task.id is not None and task.id in done]
 
     def _done_task_ids(self, rule: CompletionRule) -> set[str]:
-        # One pass over the jobs: a task is done until one of its counting jobs says otherwise.
-        verdict: dict[str, bool] = {}
-        for job in self.job_status:
-            if job.counts:
-                verdict[job.task_id] = verdict.get(job.task_id, True) and job.is_done(rule)
-        return {task_id for task_id, done in verdict.items() if done}
+        return {
+            task_id
+            for task_id, jobs in self.jobs_by_task().items()
+            if all(job.is_done(rule) for job in jobs)
+        }
 
     # -- images -------------------------------------------------------------------------------
 
@@ -755,22 +786,14 @@ class Annotations:
 
     def task_url(self, task_id: str | int, base_url: str | None = None) -> str | None:
         """``{base}/tasks/{task_id}``, or None where no base URL is known."""
-        base = base_url.rstrip("/") if base_url else self.default_base_url()
-        return f"{base}/tasks/{task_id}" if base else None
+        return task_url(base_url or self.default_base_url(), task_id)
 
     def job_url(self, task_id: str | int, job_id: str | int, base_url: str | None = None) -> str | None:
-        base = base_url.rstrip("/") if base_url else self.default_base_url()
-        return f"{base}/tasks/{task_id}/jobs/{job_id}" if base else None
+        return job_url(base_url or self.default_base_url(), task_id, job_id)
 
     def default_base_url(self) -> str | None:
         """Scheme and host of the export's job URLs (``http://localhost:8080``), if it has any."""
-        for task in self.tasks:
-            for segment in task.segments:
-                if segment.url:
-                    parts = urlsplit(segment.url)
-                    if parts.scheme and parts.netloc:
-                        return f"{parts.scheme}://{parts.netloc}"
-        return None
+        return base_url_of(self.tasks)
 
     def _base_url(self, base_url: str | None, image_name: str) -> str:
         if base_url:

@@ -33,12 +33,12 @@ def task_reports(
 ) -> list[TaskReport]:
     """One report per task of the export that has an id, in file order."""
     summary = annotations.summary()
-    done = set(annotations.get_completed_task_ids(rule=rule))
+    jobs_by_task = annotations.jobs_by_task()
     reports = []
     for task in annotations.tasks:
         if task.id is None:
             continue
-        jobs = annotations.jobs_of_task(task.id)
+        jobs = jobs_by_task.get(task.id, [])
         reports.append(
             TaskReport(
                 id=task.id,
@@ -47,7 +47,7 @@ def task_reports(
                 images=summary.image_counts.get(task.id, 0),
                 jobs_completed=sum(job.is_done(rule) for job in jobs),
                 jobs_total=len(jobs),
-                completed=task.id in done,
+                completed=bool(jobs) and all(job.is_done(rule) for job in jobs),
                 link=annotations.task_url(task.id, base_url),
             )
         )

@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from cvat_watch.model import Annotations, CompletionRule, ExportSummary, JobStatus, Task
+from cvat_watch.model import CompletionRule, ExportSummary, JobStatus, Task, base_url_of
 
 __all__ = [
     "JobState",
@@ -315,9 +315,7 @@ def _regrouped(
     elif base_url:
         resolved_base_url = base_url.rstrip("/")
     else:
-        # The model owns the rule for an export's own base URL; a shapeless Annotations of the
-        # summary's tasks is enough to ask it.
-        resolved_base_url = Annotations(tasks=summary.tasks).default_base_url()
+        resolved_base_url = base_url_of(summary.tasks)
     project = summary.project
     snapshot = Snapshot(
         watch=watch,
