@@ -222,9 +222,7 @@ def _sizes(text: str) -> list[float]:
     try:
         sizes = [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected sizes in MB separated by commas, got {text!r}"
-        ) from None
+        raise argparse.ArgumentTypeError(f"expected sizes in MB separated by commas, got {text!r}") from None
     if not sizes or any(size <= 0 for size in sizes):
         raise argparse.ArgumentTypeError("sizes must be positive")
     return sizes
@@ -237,9 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sizes", type=_sizes, default=list(DEFAULT_SIZES), help="MB, comma-separated")
     parser.add_argument("--repeat", type=int, default=3, help="rounds; the median is reported")
     parser.add_argument("--quick", action="store_true", help=f"sizes {QUICK_SIZES}, one round (CI smoke)")
-    parser.add_argument(
-        "--cache-dir", type=Path, default=CACHE_DIR, help="where generated exports are kept"
-    )
+    parser.add_argument("--cache-dir", type=Path, default=CACHE_DIR, help="where generated exports are kept")
     args = parser.parse_args(argv)
     sizes, repeat = (list(QUICK_SIZES), 1) if args.quick else (args.sizes, args.repeat)
     if repeat < 1:

@@ -49,9 +49,6 @@ from typing import Any
 from xml.parsers import expat
 
 import attrs
-
-from benchmarks.expat_baseline import CHUNK_SIZE, parse_noop
-from benchmarks.generate import GENERATOR_VERSION, generate_export, generate_job_status
 from cvat_watch import jobs, xmlio
 from cvat_watch.config import WatchConfig
 from cvat_watch.daemon import (
@@ -68,6 +65,9 @@ from cvat_watch.events import Event
 from cvat_watch.model import ExportSummary, JobStatus
 from cvat_watch.snapshot import Snapshot, SnapshotBuilder
 from cvat_watch.store import Store
+
+from benchmarks.expat_baseline import CHUNK_SIZE, parse_noop
+from benchmarks.generate import GENERATOR_VERSION, generate_export, generate_job_status
 
 __all__ = [
     "CACHE_DIR",
@@ -536,9 +536,7 @@ def _bench_job_status(setup: _Setup, *, repeat: int, flips: int, seed: int) -> l
     rows.append(Row(f"**whole runner.reload()** ({flips} tasks flipped, {flips} events)", tuple(whole)))
     rows.append(Row("floor: json.loads of the job-status bytes alone", tuple(floor)))
     rows.append(Row("floor, collector paused (as in the runner)", tuple(floor_paused)))
-    totals = [
-        sum(breakdown[name][i] for name in _BEFORE_COMMIT) for i in range(len(breakdown["diff"]))
-    ]
+    totals = [sum(breakdown[name][i] for name in _BEFORE_COMMIT) for i in range(len(breakdown["diff"]))]
     rest = [total - paused for total, paused in zip(totals, floor_paused, strict=True)]
     ratio = statistics.median(totals) / statistics.median(floor_paused)
     rows.append(

@@ -63,8 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("target", choices=sorted(TARGETS))
     parser.add_argument("--seconds", type=int, default=60, help="stop after this long (default 60)")
-    parser.add_argument("--runs", type=int, default=-1, help="stop after this many inputs (default: no limit)")
-    parser.add_argument("--corpus", type=Path, help="a folder to keep the corpus in (default: a temporary one)")
+    parser.add_argument(
+        "--runs", type=int, default=-1, help="stop after this many inputs (default: no limit)"
+    )
+    parser.add_argument(
+        "--corpus", type=Path, help="a folder to keep the corpus in (default: a temporary one)"
+    )
     parser.add_argument("--max-len", type=int, default=64 * 1024, help="largest input in bytes")
     args = parser.parse_args(argv)
 

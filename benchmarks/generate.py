@@ -190,9 +190,7 @@ def plan_tasks(
     # Video jobs overlap by a few frames, as CVAT's default for video tasks does.
     overlap = 5 if media == "video" else 0
     segment_offset = 0 if first_segment_id is None else first_segment_id - first_job_id
-    job_ids = job_ids_for(
-        [first_task_id + i for i in range(tasks)], jobs_per_task, first_job_id=first_job_id
-    )
+    job_ids = job_ids_for([first_task_id + i for i in range(tasks)], jobs_per_task, first_job_id=first_job_id)
     plans = []
     for i in range(tasks):
         task_id = first_task_id + i
@@ -499,8 +497,7 @@ class _Shapes:
         self.kinds = _weighted_table(mix)
         self.labels = {
             kind: [
-                (quoteattr(name), _attribute_blocks(rng, _LABEL_BY_NAME[name], "\n      "))
-                for name in names
+                (quoteattr(name), _attribute_blocks(rng, _LABEL_BY_NAME[name], "\n      ")) for name in names
             ]
             for kind, names in _LABELS_FOR_KIND.items()
         }
@@ -1114,9 +1111,7 @@ def _rest_job(row: Mapping[str, object]) -> dict[str, object]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.generate", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.generate", description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, type=Path, help="XML file to write")
     parser.add_argument("--kind", choices=("project", "task"), default="project")
     parser.add_argument("--media", choices=("images", "video"), default="images")

@@ -50,6 +50,8 @@ if str(ROOT / "tests") not in sys.path:
     # The end-to-end support code (real daemon, real receiver) lives with the tests.
     sys.path.insert(0, str(ROOT / "tests"))
 
+from cvat_watch.events import TASK_COMPLETED, TASK_REOPENED, event_id  # noqa: E402
+
 from daemon_support import (  # noqa: E402
     DaemonRig,
     GeneratedExport,
@@ -62,8 +64,6 @@ from daemon_support import (  # noqa: E402
     write_file,
 )
 from receiver import Recorded, Reply, free_port  # noqa: E402
-
-from cvat_watch.events import TASK_COMPLETED, TASK_REOPENED, event_id  # noqa: E402
 
 __all__ = [
     "Receipts",
@@ -179,8 +179,10 @@ class Tally:
         )
 
     def row(self) -> str:
-        return (f"| {self.scenario} | {self.runs} | {self.expected} | {self.delivered} | {self.lost} |"
-                f" {self.duplicated} | {self.notes} |")
+        return (
+            f"| {self.scenario} | {self.runs} | {self.expected} | {self.delivered} | {self.lost} |"
+            f" {self.duplicated} | {self.notes} |"
+        )
 
 
 def _at_least(count: int, measure: Callable[[], int]) -> Callable[[], bool]:
@@ -219,9 +221,13 @@ class RecoveryRun:
     down_seconds: float
 
     def tally(self) -> Tally:
-        return Tally.of("receiver down (connection refused) then back", [e[0] for e in self.expected],
-                        self.receipts, f"{self.attempts_while_down} refused attempts on the first event,"
-                        f" down {self.down_seconds:.1f} s; first answer after recovery 503")
+        return Tally.of(
+            "receiver down (connection refused) then back",
+            [e[0] for e in self.expected],
+            self.receipts,
+            f"{self.attempts_while_down} refused attempts on the first event,"
+            f" down {self.down_seconds:.1f} s; first answer after recovery 503",
+        )
 
 
 def receiver_down(root: Path, *, refused: int = 5) -> RecoveryRun:
@@ -245,15 +251,20 @@ def receiver_down(root: Path, *, refused: int = 5) -> RecoveryRun:
             wanted = len(expected_events("w", states))
             wait_until(_at_least(wanted, lambda: len(db.events())), what=f"{wanted} events committed")
         # Down for a while: several refused attempts (0.2 s apart) on the oldest row.
-        first = wait_until(lambda: [r for r in db.deliveries() if r["attempts"] >= refused],
-                           what=f"{refused} refused attempts")[0]
+        first = wait_until(
+            lambda: [r for r in db.deliveries() if r["attempts"] >= refused],
+            what=f"{refused} refused attempts",
+        )[0]
         attempts_while_down = max(row["attempts"] for row in db.deliveries() if row["id"] == first["id"])
         receiver = rig.receiver(port=port)
         down_seconds = time.monotonic() - started
         receiver.script(Reply(503))
         wanted = len(expected_events("w", states))
-        wait_until(lambda: _quiescent(db, lambda: Receipts(tuple(receiver.requests)), wanted),
-                   timeout=30, what="every event delivered after recovery")
+        wait_until(
+            lambda: _quiescent(db, lambda: Receipts(tuple(receiver.requests)), wanted),
+            timeout=30,
+            what="every event delivered after recovery",
+        )
         assert daemon.stop() == 0, daemon.log
         return RecoveryRun(
             expected=tuple(expected_events("w", states)),
@@ -285,9 +296,13 @@ class GoneRun:
         deliverable = [e[0] for e in self.expected[1:]]
         gone_requests = len(self.gone.requests)
         bad_first = sum(r.headers["webhook-id"] == self.expected[0][0] for r in self.bad.requests)
-        return Tally.of("410 Gone / 400 Bad Request", deliverable, self.bad,
-                        f"410 handler: {gone_requests} request, then nothing queued (`deliveries`: gone);"
-                        f" 400: dead letter after {bad_first} attempt")
+        return Tally.of(
+            "410 Gone / 400 Bad Request",
+            deliverable,
+            self.bad,
+            f"410 handler: {gone_requests} request, then nothing queued (`deliveries`: gone);"
+            f" 400: dead letter after {bad_first} attempt",
+        )
 
 
 def gone_and_bad_request(root: Path) -> GoneRun:
@@ -300,8 +315,10 @@ def gone_and_bad_request(root: Path) -> GoneRun:
         config = write_daemon_config(
             root / "cvat-watch.toml",
             watches=[export.watch("w")],
-            handlers=[Workspace.webhook(gone.url(), name="gone", retry_delays=retry_delays(0.2, 10)),
-                      Workspace.webhook(bad.url(), name="bad", retry_delays=retry_delays(0.2, 10))],
+            handlers=[
+                Workspace.webhook(gone.url(), name="gone", retry_delays=retry_delays(0.2, 10)),
+                Workspace.webhook(bad.url(), name="bad", retry_delays=retry_delays(0.2, 10)),
+            ],
         )
         db = StateDatabase(root / STATE_DB)
         daemon = rig.start(config)
@@ -316,11 +333,15 @@ def gone_and_bad_request(root: Path) -> GoneRun:
             wanted = len(expected_events("w", states))
             # Each step waits until the event is settled for both handlers (delivered, dead or
             # gone, or never queued for the gone one), so the order of outcomes is fixed.
-            wait_until(_at_least(wanted, lambda: len(db.events()) if db.unsettled() == 0 else -1),
-                       what=f"event {wanted} settled")
+            wait_until(
+                _at_least(wanted, lambda: len(db.events()) if db.unsettled() == 0 else -1),
+                what=f"event {wanted} settled",
+            )
         expected = expected_events("w", states)
-        wait_until(lambda: {e[0] for e in expected[1:]} <= Receipts(tuple(bad.requests)).ids,
-                   what="the later events at the 400 handler")
+        wait_until(
+            lambda: {e[0] for e in expected[1:]} <= Receipts(tuple(bad.requests)).ids,
+            what="the later events at the 400 handler",
+        )
         listing = run_cli("deliveries", "--config", str(config))
         listing_failed = run_cli("deliveries", "--failed", "--config", str(config))
         assert daemon.stop() == 0, daemon.log
@@ -355,8 +376,12 @@ class KillRun:
 
     def tally(self) -> Tally:
         points = ", ".join(f"{point} {count}" for point, count in sorted(self.kill_points.items()))
-        tally = Tally.of("SIGKILL at random points", [e[0] for e in self.expected], self.receipts,
-                         f"{self.kills} kills ({points})")
+        tally = Tally.of(
+            "SIGKILL at random points",
+            [e[0] for e in self.expected],
+            self.receipts,
+            f"{self.kills} kills ({points})",
+        )
         return attrs.evolve(tally, runs=self.kills)
 
 
@@ -370,8 +395,12 @@ def sigkill_loop(root: Path, *, kills: int = 10, tasks: int = 6, seed: int = 0) 
     """
     began = time.monotonic()
     rng = random.Random(seed)
-    export = GeneratedExport(root / "export", tasks=tasks, jobs_per_task=2,
-                             completed=[t for t in map(str, range(11, 11 + tasks)) if rng.random() < 0.5])
+    export = GeneratedExport(
+        root / "export",
+        tasks=tasks,
+        jobs_per_task=2,
+        completed=[t for t in map(str, range(11, 11 + tasks)) if rng.random() < 0.5],
+    )
     db = StateDatabase(root / STATE_DB)
     states: list[frozenset[str]] = [export.completed]
     points: Counter[str] = Counter()
@@ -420,8 +449,11 @@ def sigkill_loop(root: Path, *, kills: int = 10, tasks: int = 6, seed: int = 0) 
                 write_next()
         daemon = rig.start(config)
         wanted = len(expected_events("w", states))
-        wait_until(lambda: observed() and _quiescent(db, received, wanted),
-                   timeout=60, what="quiescence after the last start")
+        wait_until(
+            lambda: observed() and _quiescent(db, received, wanted),
+            timeout=60,
+            what="quiescence after the last start",
+        )
         exit_code = daemon.stop()
         return KillRun(
             kills=kills,
@@ -483,10 +515,14 @@ class ChurnRun:
         # Which intermediate states the daemon saw depends on timing; what it must deliver is
         # every event it committed, and a consistent story per task (checked separately).
         ids = [event[0] for event in self.store_events]
-        tally = Tally.of("churn", ids, self.receipts,
-                         f"{self.rewrites} rewrites (XML and job status, atomic and in place);"
-                         f" {len(self.inconsistent_tasks())} inconsistent tasks;"
-                         f" RSS {self.rss_before_kib / 1024:.0f} → {self.rss_after_kib / 1024:.0f} MiB")
+        tally = Tally.of(
+            "churn",
+            ids,
+            self.receipts,
+            f"{self.rewrites} rewrites (XML and job status, atomic and in place);"
+            f" {len(self.inconsistent_tasks())} inconsistent tasks;"
+            f" RSS {self.rss_before_kib / 1024:.0f} → {self.rss_after_kib / 1024:.0f} MiB",
+        )
         return tally
 
 
@@ -494,8 +530,13 @@ def churn(root: Path, *, rewrites: int = 300, tasks: int = 12, seed: int = 0) ->
     """Rewrite the export's XML and job status ``rewrites`` times in quick succession, then check."""
     began = time.monotonic()
     rng = random.Random(seed)
-    export = GeneratedExport(root / "export", tasks=tasks, jobs_per_task=2, shapes_per_image=2,
-                             completed=[str(t) for t in range(11, 11 + tasks, 2)])
+    export = GeneratedExport(
+        root / "export",
+        tasks=tasks,
+        jobs_per_task=2,
+        shapes_per_image=2,
+        completed=[str(t) for t in range(11, 11 + tasks, 2)],
+    )
     initial = export.completed
     variants = [export.annotations.read_bytes()] + [export.xml_variant(s) for s in (1, 2)]
     churned = export.task_ids[: tasks * 2 // 3]
@@ -526,9 +567,14 @@ def churn(root: Path, *, rewrites: int = 300, tasks: int = 12, seed: int = 0) ->
         # The last word, whole and atomic: the state the daemon must end in.
         write_file(export.annotations, variants[0], atomic=True)
         export.write_jobs(final)
-        wait_until(lambda: db.baseline_completed("w") == final
-                   and _quiescent(db, lambda: Receipts(tuple(receiver.requests))),
-                   timeout=30, what="the final state committed and delivered")
+        wait_until(
+            lambda: (
+                db.baseline_completed("w") == final
+                and _quiescent(db, lambda: Receipts(tuple(receiver.requests)))
+            ),
+            timeout=30,
+            what="the final state committed and delivered",
+        )
         rss_after = rss_kib(daemon.process.pid)
         exit_code = daemon.stop()
         leftover = run_cli("once", "--dry-run", "--config", str(config))
@@ -564,9 +610,13 @@ class ManyRun:
     rss_kib: int
 
     def tally(self) -> Tally:
-        return Tally.of(f"{self.exports} exports, one daemon", self.expected, self.receipts,
-                        f"every watch changed at once; all delivered in {self.seconds_to_deliver:.1f} s;"
-                        f" RSS {self.rss_kib / 1024:.0f} MiB")
+        return Tally.of(
+            f"{self.exports} exports, one daemon",
+            self.expected,
+            self.receipts,
+            f"every watch changed at once; all delivered in {self.seconds_to_deliver:.1f} s;"
+            f" RSS {self.rss_kib / 1024:.0f} MiB",
+        )
 
 
 def many_exports(root: Path, *, exports: int = 20, tasks: int = 4) -> ManyRun:
@@ -587,14 +637,23 @@ def many_exports(root: Path, *, exports: int = 20, tasks: int = 4) -> ManyRun:
             state = frozenset(export.task_ids[:2])
             expected += [e[0] for e in expected_events(f"w{i:02d}", [frozenset(), state])]
             export.write_jobs(state)
-        wait_until(lambda: set(expected) <= Receipts(tuple(receiver.requests)).ids, timeout=60,
-                   what="an event from every watch")
+        wait_until(
+            lambda: set(expected) <= Receipts(tuple(receiver.requests)).ids,
+            timeout=60,
+            what="an event from every watch",
+        )
         seconds = time.monotonic() - began
         wait_until(lambda: _quiescent(db, lambda: Receipts(tuple(receiver.requests))), what="quiescence")
         rss = rss_kib(daemon.process.pid)
         assert daemon.stop() == 0, daemon.log
-        return ManyRun(exports, tuple(expected), Receipts(tuple(receiver.requests)),
-                       frozenset(db.event_ids()), seconds, rss)
+        return ManyRun(
+            exports,
+            tuple(expected),
+            Receipts(tuple(receiver.requests)),
+            frozenset(db.event_ids()),
+            seconds,
+            rss,
+        )
 
 
 @attrs.frozen
@@ -618,7 +677,8 @@ class BigRun:
     def tally(self) -> Tally:
         return Tally.of(
             f"{self.tasks:,} tasks / {self.jobs:,} jobs, {self.completing:,} complete at once",
-            [*self.expected, self.other_event], self.receipts,
+            [*self.expected, self.other_event],
+            self.receipts,
             f"first of the burst received {self.reload_seconds:.1f} s after the rewrite, all in"
             f" {self.burst_seconds:.1f} s (receiver: {self.reply_delay * 1000:.0f} ms a request);"
             f" another watch's event arrived {self.other_latency:.2f} s"
@@ -626,8 +686,9 @@ class BigRun:
         )
 
 
-def big_export(root: Path, *, tasks: int = 1000, completing: int = 100, jobs_per_task: int = 5,
-               reply_delay: float = 0.01) -> BigRun:
+def big_export(
+    root: Path, *, tasks: int = 1000, completing: int = 100, jobs_per_task: int = 5, reply_delay: float = 0.01
+) -> BigRun:
     """``completing`` of ``tasks`` tasks complete in one rewrite; a small watch changes meanwhile.
 
     The receiver takes ``reply_delay`` seconds per request, as a real one does, so the burst takes
@@ -654,10 +715,16 @@ def big_export(root: Path, *, tasks: int = 1000, completing: int = 100, jobs_per
         small.write_jobs({small.task_ids[0]})
         other_written = time.monotonic()
         (other,) = (e[0] for e in expected_events("small", [frozenset(), frozenset({small.task_ids[0]})]))
-        arrived = wait_until(lambda: [r for r in receiver.requests if r.headers["webhook-id"] == other],
-                             timeout=120, what="the other watch's event")[0]
-        wait_until(lambda: set(expected) <= Receipts(tuple(receiver.requests)).ids, timeout=600,
-                   what="every event of the burst")
+        arrived = wait_until(
+            lambda: [r for r in receiver.requests if r.headers["webhook-id"] == other],
+            timeout=120,
+            what="the other watch's event",
+        )[0]
+        wait_until(
+            lambda: set(expected) <= Receipts(tuple(receiver.requests)).ids,
+            timeout=600,
+            what="every event of the burst",
+        )
         burst_seconds = max(r.at for r in receiver.requests) - first
         wait_until(lambda: _quiescent(db, lambda: Receipts(tuple(receiver.requests))), what="quiescence")
         burst_ids = set(expected)
@@ -694,8 +761,9 @@ def _repeat(times: int, run: Callable[[Path, int], Tally], notes: Callable[[list
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.reliability",
-                                     description=(__doc__ or "").split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.reliability", description=(__doc__ or "").split("\n")[0]
+    )
     add = parser.add_argument
     add("--repeat", type=int, default=3, help="runs of scenarios 1, 3, 6 and 7a (default 3)")
     add("--kills", type=int, default=100, help="SIGKILLs in scenario 4 (default 100)")
@@ -712,11 +780,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     began = time.monotonic()
 
     if "1" in only:
-        rows.append(_repeat(args.repeat, lambda root, _i: receiver_down(root).tally(),
-                            lambda ts: ts[0].notes))
+        rows.append(
+            _repeat(args.repeat, lambda root, _i: receiver_down(root).tally(), lambda ts: ts[0].notes)
+        )
     if "3" in only:
-        rows.append(_repeat(args.repeat, lambda root, _i: gone_and_bad_request(root).tally(),
-                            lambda ts: ts[0].notes))
+        rows.append(
+            _repeat(args.repeat, lambda root, _i: gone_and_bad_request(root).tally(), lambda ts: ts[0].notes)
+        )
     if "4" in only:
         kill_runs: list[KillRun] = []
 
@@ -731,10 +801,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             extra = sum(len(run.receipts.ids - {e[0] for e in run.expected}) for run in kill_runs)
             store_mismatch = sum(run.store_ids != {e[0] for e in run.expected} for run in kill_runs)
             integrity = {run.integrity for run in kill_runs}
-            return (f"kills at: {', '.join(f'{p} {n}' for p, n in sorted(points.items()))};"
-                    f" invented events {extra}; store ≠ expected in {store_mismatch} runs;"
-                    f" integrity_check {'/'.join(sorted(integrity))};"
-                    f" {sum(r.seconds for r in kill_runs) / sum(r.kills for r in kill_runs):.2f} s per kill")
+            return (
+                f"kills at: {', '.join(f'{p} {n}' for p, n in sorted(points.items()))};"
+                f" invented events {extra}; store ≠ expected in {store_mismatch} runs;"
+                f" integrity_check {'/'.join(sorted(integrity))};"
+                f" {sum(r.seconds for r in kill_runs) / sum(r.kills for r in kill_runs):.2f} s per kill"
+            )
 
         rows.append(_repeat(args.kill_runs, one_kill_run, kill_notes))
     if "6" in only:
@@ -749,16 +821,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             leftovers = sum(len(run.leftover_events) for run in churn_runs)
             growth = max(run.rss_after_kib - run.rss_before_kib for run in churn_runs) / 1024
             rss = max(run.rss_after_kib for run in churn_runs) / 1024
-            return (f"{args.rewrites} rewrites per run, mixed atomic/in place; inconsistent tasks"
-                    f" {inconsistent}; leftover diff {leftovers}; RSS at most {rss:.0f} MiB"
-                    f" (+{growth:.1f} MiB over a run)")
+            return (
+                f"{args.rewrites} rewrites per run, mixed atomic/in place; inconsistent tasks"
+                f" {inconsistent}; leftover diff {leftovers}; RSS at most {rss:.0f} MiB"
+                f" (+{growth:.1f} MiB over a run)"
+            )
 
         rows.append(_repeat(args.repeat, one_churn, churn_notes))
     if "7" in only:
-        rows.append(_repeat(args.repeat, lambda root, _i: many_exports(root, exports=args.exports).tally(),
-                            lambda ts: ts[-1].notes))
-        rows.append(_repeat(1, lambda root, _i: big_export(
-            root, tasks=args.big_tasks, completing=args.big_completing).tally(), lambda ts: ts[0].notes))
+        rows.append(
+            _repeat(
+                args.repeat,
+                lambda root, _i: many_exports(root, exports=args.exports).tally(),
+                lambda ts: ts[-1].notes,
+            )
+        )
+        rows.append(
+            _repeat(
+                1,
+                lambda root, _i: big_export(
+                    root, tasks=args.big_tasks, completing=args.big_completing
+                ).tally(),
+                lambda ts: ts[0].notes,
+            )
+        )
 
     print("| scenario | runs | events expected | delivered | lost | duplicated | notes |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | --- |")

@@ -27,6 +27,7 @@ if str(ROOT / "tests") not in sys.path:
     # The end-to-end support code (real daemon, real receiver) lives with the tests.
     sys.path.insert(0, str(ROOT / "tests"))
 
+from benchmarks.reliability import STATE_DB, Receipts, retry_delays  # noqa: E402
 from daemon_support import (  # noqa: E402
     DaemonRig,
     GeneratedExport,
@@ -37,8 +38,6 @@ from daemon_support import (  # noqa: E402
     wait_until,
     write_daemon_config,
 )
-
-from benchmarks.reliability import STATE_DB, Receipts, retry_delays  # noqa: E402
 
 __all__ = ["main", "slope"]
 
@@ -86,8 +85,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"the daemon exited with {daemon.process.returncode}:\n{daemon.log}", file=sys.stderr)
                 return 1
             if now >= next_sample:
-                samples.append((now - began, rss_kib(pid), open_fds(pid), len(db.event_ids()),
-                                len(Receipts(tuple(receiver.requests)).ids)))
+                samples.append(
+                    (
+                        now - began,
+                        rss_kib(pid),
+                        open_fds(pid),
+                        len(db.event_ids()),
+                        len(Receipts(tuple(receiver.requests)).ids),
+                    )
+                )
                 next_sample += args.sample
             if now >= next_write:
                 writes += 1
@@ -97,15 +103,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             time.sleep(max(0.0, min(next_write, next_sample) - time.monotonic()))
         settled = wait_until(
             lambda: db.unsettled() == 0 and db.event_ids() <= Receipts(tuple(receiver.requests)).ids,
-            timeout=60, what="the outbox to drain")
-        samples.append((time.monotonic() - began, rss_kib(pid), open_fds(pid), len(db.event_ids()),
-                        len(Receipts(tuple(receiver.requests)).ids)))
+            timeout=60,
+            what="the outbox to drain",
+        )
+        samples.append(
+            (
+                time.monotonic() - began,
+                rss_kib(pid),
+                open_fds(pid),
+                len(db.event_ids()),
+                len(Receipts(tuple(receiver.requests)).ids),
+            )
+        )
         exit_code = daemon.stop()
         receipts = Receipts(tuple(receiver.requests))
         committed = db.event_ids()
 
-    print(f"soak: {args.seconds:.0f} s, {writes} rewrites ({args.rate:g}/s), {args.tasks} tasks,"
-          f" sample every {args.sample:g} s\n")
+    print(
+        f"soak: {args.seconds:.0f} s, {writes} rewrites ({args.rate:g}/s), {args.tasks} tasks,"
+        f" sample every {args.sample:g} s\n"
+    )
     print("| t (s) | RSS (MiB) | open fds | events committed | events received |")
     print("| ---: | ---: | ---: | ---: | ---: |")
     for t, rss, fds, events, received in samples:
@@ -113,13 +130,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     half = [s for s in samples if s[0] >= samples[-1][0] / 2]
     per_minute = 60.0
     print()
-    print(f"RSS slope: {slope([(s[0], s[1]) for s in samples]) * per_minute:+.1f} KiB/min over the run,"
-          f" {slope([(s[0], s[1]) for s in half]) * per_minute:+.1f} KiB/min over the second half")
-    print(f"open fds slope: {slope([(s[0], s[2]) for s in samples]) * per_minute:+.2f}/min over the run,"
-          f" {slope([(s[0], s[2]) for s in half]) * per_minute:+.2f}/min over the second half")
+    print(
+        f"RSS slope: {slope([(s[0], s[1]) for s in samples]) * per_minute:+.1f} KiB/min over the run,"
+        f" {slope([(s[0], s[1]) for s in half]) * per_minute:+.1f} KiB/min over the second half"
+    )
+    print(
+        f"open fds slope: {slope([(s[0], s[2]) for s in samples]) * per_minute:+.2f}/min over the run,"
+        f" {slope([(s[0], s[2]) for s in half]) * per_minute:+.2f}/min over the second half"
+    )
     lost = committed - receipts.ids
-    print(f"events: {len(committed)} committed, {len(receipts.ids & committed)} delivered, {len(lost)} lost,"
-          f" {receipts.duplicated} duplicated; outbox drained: {bool(settled)}; daemon exit code {exit_code}")
+    print(
+        f"events: {len(committed)} committed, {len(receipts.ids & committed)} delivered, {len(lost)} lost,"
+        f" {receipts.duplicated} duplicated; outbox drained: {bool(settled)}; daemon exit code {exit_code}"
+    )
     return 0 if not lost and exit_code == 0 else 1
 
 

@@ -27,10 +27,14 @@ def describe_config(config: Config) -> tuple[list[str], list[str]]:
     lines = [f"config: {config.path}", f"state: {config.state_dir}"]
     problems: list[str] = []
     for watch in config.watches:
-        lines.append(f"watch {watch.name}: {watch.annotations}"
-                     + (f" + {watch.job_status}" if watch.job_status else " (no job-status file)"))
-        lines.append(f"  completion={watch.completion} notify_existing={watch.notify_existing}"
-                     f" poll={watch.poll} debounce={watch.debounce}s")
+        lines.append(
+            f"watch {watch.name}: {watch.annotations}"
+            + (f" + {watch.job_status}" if watch.job_status else " (no job-status file)")
+        )
+        lines.append(
+            f"  completion={watch.completion} notify_existing={watch.notify_existing}"
+            f" poll={watch.poll} debounce={watch.debounce}s"
+        )
         for path in (watch.annotations, watch.job_status):
             if path is not None and not path.exists():
                 lines.append(f"  note: {path} does not exist yet; the daemon waits for it")
@@ -68,8 +72,9 @@ def _handler_problems(handler: HandlerConfig) -> list[str]:
             ssl.create_default_context(cafile=handler.ca_file)
         except (OSError, ssl.SSLError) as error:
             reason = getattr(error, "reason", None) or error.strerror or type(error).__name__
-            problems.append(f"handler {handler.key}: CA file {handler.ca_file} holds no usable certificate"
-                            f" ({reason})")
+            problems.append(
+                f"handler {handler.key}: CA file {handler.ca_file} holds no usable certificate ({reason})"
+            )
     if isinstance(handler, CommandHandlerConfig):
         program = handler.command[0]
         if shutil.which(program) is None:
@@ -94,13 +99,17 @@ def _when(timestamp: float | None) -> str:
 
 def format_deliveries(rows: Sequence[Delivery], handlers: Mapping[str, str]) -> str:
     """A table of deliveries, newest first as the store returns them, and the gone handlers."""
-    lines = [f"{'ID':>6}  {'STATUS':<9} {'TRIES':>5}  {'HANDLER':<16} {'EVENT':<16} {'TASK':<8} "
-             f"{'NEXT / DONE':<20}  ERROR"]
+    lines = [
+        f"{'ID':>6}  {'STATUS':<9} {'TRIES':>5}  {'HANDLER':<16} {'EVENT':<16} {'TASK':<8} "
+        f"{'NEXT / DONE':<20}  ERROR"
+    ]
     for row in rows:
         when = _when(row.delivered_at if row.status == "delivered" else row.next_attempt_at)
         error = (row.last_error or "").replace("\n", " ")
-        lines.append(f"{row.id:>6}  {row.status:<9} {row.attempts:>5}  {row.handler_key:<16} "
-                     f"{row.event_type:<16} {row.task_id:<8} {when:<20}  {error[:80]}")
+        lines.append(
+            f"{row.id:>6}  {row.status:<9} {row.attempts:>5}  {row.handler_key:<16} "
+            f"{row.event_type:<16} {row.task_id:<8} {when:<20}  {error[:80]}"
+        )
     if not rows:
         lines.append("(no deliveries)")
     for key, status in sorted(handlers.items()):

@@ -67,8 +67,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     _setup_logging(args)
     if os.geteuid() == 0 and not args.allow_root:
-        print("cvat-watch: error: refusing to run as root: use a dedicated user or systemd's "
-              "DynamicUser=yes (or pass --allow-root)", file=sys.stderr)
+        print(
+            "cvat-watch: error: refusing to run as root: use a dedicated user or systemd's "
+            "DynamicUser=yes (or pass --allow-root)",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     return Daemon(Path(args.config)).run()
 
@@ -131,8 +134,10 @@ def _cmd_redeliver(args: argparse.Namespace) -> int:
         row = store.redeliver(args.delivery_id, time.time())
     finally:
         store.close()
-    print(f"delivery {row.id} ({row.event_type} {row.event_id} → {row.handler_key}) is due now;"
-          " a running daemon sends it within a few seconds, or run `cvat-watch once`")
+    print(
+        f"delivery {row.id} ({row.event_type} {row.event_id} → {row.handler_key}) is due now;"
+        " a running daemon sends it within a few seconds, or run `cvat-watch once`"
+    )
     return EXIT_OK
 
 
@@ -161,18 +166,28 @@ def _add_daemon_commands(commands: Any) -> None:
         return parser
 
     def with_logging(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        parser.add_argument("--log-format", choices=("text", "json"), default="text",
-                            help="log lines as text (default) or one JSON object per line")
+        parser.add_argument(
+            "--log-format",
+            choices=("text", "json"),
+            default="text",
+            help="log lines as text (default) or one JSON object per line",
+        )
         parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
         return parser
 
-    run = with_logging(with_config(commands.add_parser(
-        "run", help="run the daemon in the foreground (systemd: Type=notify)")))
+    run = with_logging(
+        with_config(
+            commands.add_parser("run", help="run the daemon in the foreground (systemd: Type=notify)")
+        )
+    )
     run.add_argument("--allow-root", action="store_true", help="run even as root (not recommended)")
     run.set_defaults(func=_cmd_run)
 
-    once = with_logging(with_config(commands.add_parser(
-        "once", help="one pass: load, diff against the saved state, deliver, exit")))
+    once = with_logging(
+        with_config(
+            commands.add_parser("once", help="one pass: load, diff against the saved state, deliver, exit")
+        )
+    )
     once.add_argument("--dry-run", action="store_true", help="print the events as JSON; change nothing")
     once.set_defaults(func=_cmd_once)
 

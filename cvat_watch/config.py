@@ -277,9 +277,7 @@ def _type_error(cls: type[Any], message: str) -> ClassValidationError:
     return ClassValidationError(f"While structuring {cls.__name__}", [exc], cls)
 
 
-def _tagged_structure(
-    classes: Mapping[str, type[Any]], *, keep_tag: bool
-) -> Callable[[Any, Any], Any]:
+def _tagged_structure(classes: Mapping[str, type[Any]], *, keep_tag: bool) -> Callable[[Any, Any], Any]:
     choices = ", ".join(classes)
 
     def structure(value: Any, union: Any) -> Any:
@@ -576,8 +574,11 @@ class _Resolver:
         if not _is_http_url(raw.url):
             self.fail(f"{key}.url", "must be an http:// or https:// URL with a host")
         if urlsplit(raw.url).username is not None:
-            self.warn(f"{key}.url", "contains credentials, which are shown in logs and output; "
-                      "prefer secret_env or secret_file with a signed webhook")
+            self.warn(
+                f"{key}.url",
+                "contains credentials, which are shown in logs and output; "
+                "prefer secret_env or secret_file with a signed webhook",
+            )
         secret = self.webhook_secret(key, raw)
         if raw.cvat_signature and secret is None:
             self.fail(f"{key}.cvat_signature", "needs a secret (secret_env, secret_file or secret)")
@@ -597,8 +598,11 @@ class _Resolver:
             if "\r" in value or "\n" in value:
                 self.fail(f'{key}.headers."{name}"', "must not contain line breaks")
             if _SENSITIVE_HEADER.search(name):
-                self.warn(f"{key}.headers.{name}", "looks like a credential; header values are "
-                          "shown in output and logs: prefer a signed webhook with secret_env")
+                self.warn(
+                    f"{key}.headers.{name}",
+                    "looks like a credential; header values are "
+                    "shown in output and logs: prefer a signed webhook with secret_env",
+                )
             headers.append((name, value))
         return WebhookHandlerConfig(
             key=handler_key,
@@ -644,8 +648,9 @@ class _Resolver:
                 self.fail(source, "must list at least one Apprise URL")
             suspicious = [f"urls[{i}]" for i, url in enumerate(urls) if _looks_like_credentials(url)]
             if suspicious:
-                self.warn(source, f"{', '.join(suspicious)} may contain credentials; "
-                          "prefer urls_env/urls_file")
+                self.warn(
+                    source, f"{', '.join(suspicious)} may contain credentials; prefer urls_env/urls_file"
+                )
         elif raw.urls_env is not None:
             source = f"{key}.urls_env"
             urls = _URL_LIST_SEPARATORS.split(self.env(source, raw.urls_env))

@@ -318,9 +318,7 @@ class WatchRunner:
         settled = max(status.st_mtime_ns, status.st_ctime_ns) < started_ns - _SETTLE_NS
         return _FileState(signature, _file_digest(data), time.monotonic(), settled), data
 
-    def _remember(
-        self, annotations: _FileState, job_status: tuple[_FileState, bytes | None] | None
-    ) -> None:
+    def _remember(self, annotations: _FileState, job_status: tuple[_FileState, bytes | None] | None) -> None:
         self._files[self.config.annotations] = annotations
         if job_status is not None and self.config.job_status is not None:
             self._files[self.config.job_status] = job_status[0]
@@ -416,7 +414,6 @@ class WatchRunner:
         )
 
 
-
 def _keep_absent_tasks(baseline: Snapshot | None, snapshot: Snapshot) -> Snapshot:
     """The new snapshot plus the baseline's tasks that this export does not mention.
 
@@ -430,6 +427,7 @@ def _keep_absent_tasks(baseline: Snapshot | None, snapshot: Snapshot) -> Snapsho
     if not absent:
         return snapshot
     return attrs.evolve(snapshot, tasks=snapshot.tasks + absent)
+
 
 def _read_unless(
     path: Path, error: type[AnnotationsError | JobStatusError], signature: _Signature | None
@@ -527,6 +525,7 @@ class Daemon:
 
     def _watch(self, runner: WatchRunner) -> FileWatcher:
         watch = runner.config
+
         def changed(_paths: frozenset[Path], name: str = runner.name) -> None:
             self._inbox.put(("changed", name))
 

@@ -260,9 +260,7 @@ class Dispatcher:
             )
         return True
 
-    def next_attempt_at(
-        self, route: Route, attempts: int, error: DeliveryError, now: float
-    ) -> float | None:
+    def next_attempt_at(self, route: Route, attempts: int, error: DeliveryError, now: float) -> float | None:
         """When to try again after failed attempt number ``attempts``; None once the delays are used up."""
         if attempts > len(route.retry_delays):
             return None

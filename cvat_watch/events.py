@@ -36,9 +36,7 @@ JOB_STATE_CHANGED = "job.state_changed"
 EVENT_TYPES = frozenset({TASK_COMPLETED, TASK_REOPENED, JOB_STATE_CHANGED})
 
 
-def event_id(
-    watch: str, task_id: str, transition: str, generation: int, job_id: str | None = None
-) -> str:
+def event_id(watch: str, task_id: str, transition: str, generation: int, job_id: str | None = None) -> str:
     """``evt_`` and 32 hex digits derived from what the event is about, never from when.
 
     The same (watch, task, transition, generation) gives the same id on every retry and after
@@ -124,11 +122,7 @@ class Event:
             "id": self.id,
             "timestamp": self.timestamp,
             "watch": self.watch,
-            "project": (
-                None
-                if self.project is None
-                else {"id": self.project.id, "name": self.project.name}
-            ),
+            "project": (None if self.project is None else {"id": self.project.id, "name": self.project.name}),
             "task": self.task.to_payload(),
         }
         if self.type == JOB_STATE_CHANGED:

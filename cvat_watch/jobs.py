@@ -71,9 +71,7 @@ def parse_job_status(
     return _records(_decode(data, path), path, None)
 
 
-def job_records(
-    document: object, *, path: str | os.PathLike[str] | None = None
-) -> tuple[JobStatus, ...]:
+def job_records(document: object, *, path: str | os.PathLike[str] | None = None) -> tuple[JobStatus, ...]:
     """The records of an already-decoded job-status document, in file order, one per job id."""
     return _records(document, path, None)
 
@@ -203,7 +201,16 @@ def _records(
 
 # The keys _collect reads from a record, the job id's first and the task id's next.
 _READ_KEYS = (
-    "job_id", "id", "task_id", "state", "stage", "type", "assignee", "updated_date", "updated", "task_name"
+    "job_id",
+    "id",
+    "task_id",
+    "state",
+    "stage",
+    "type",
+    "assignee",
+    "updated_date",
+    "updated",
+    "task_name",
 )
 _READ_KEY_SET = frozenset(_READ_KEYS)
 
@@ -487,7 +494,9 @@ def _warn_if_partial(
         logger.warning(
             "%s holds %d of the %d jobs CVAT counted: pages of the listing are missing,"
             " so a task with jobs there may look completed",
-            name, jobs, count,
+            name,
+            jobs,
+            count,
         )
     elif last.get("next") is not None:
         logger.warning(

@@ -670,8 +670,11 @@ class Annotations:
             task_id = track.task_id if track.task_id is not None else single
             shapes[task_id] = shapes.get(task_id, 0) + len(track.shapes)
         return ExportSummary(
-            kind=self.kind, project=self.project, tasks=self.tasks,
-            image_counts=images, shape_counts=shapes,
+            kind=self.kind,
+            project=self.project,
+            tasks=self.tasks,
+            image_counts=images,
+            shape_counts=shapes,
         )
 
     def __repr__(self) -> str:
@@ -725,9 +728,7 @@ class Annotations:
 
     def _done_task_ids(self, rule: CompletionRule) -> set[str]:
         return {
-            task_id
-            for task_id, jobs in self.jobs_by_task().items()
-            if all(job.is_done(rule) for job in jobs)
+            task_id for task_id, jobs in self.jobs_by_task().items() if all(job.is_done(rule) for job in jobs)
         }
 
     # -- images -------------------------------------------------------------------------------
@@ -736,9 +737,7 @@ class Annotations:
         wanted = str(task_id)
         return [image for image in self.images if image.task_id == wanted]
 
-    def get_images_from_completed_tasks(
-        self, *, rule: CompletionRule = "completed"
-    ) -> list[ImageAnnotation]:
+    def get_images_from_completed_tasks(self, *, rule: CompletionRule = "completed") -> list[ImageAnnotation]:
         """The images whose task is completed, in file order."""
         done = set(self.get_completed_task_ids(rule=rule))
         return [image for image in self.images if image.task_id in done]
@@ -778,8 +777,7 @@ class Annotations:
         segment = task.segment_for_frame(frame)
         if segment is None:
             raise LookupError(
-                f"no job of task {task.id} covers frame {frame} of image {image_name!r}"
-                f" in {self._describe()}"
+                f"no job of task {task.id} covers frame {frame} of image {image_name!r} in {self._describe()}"
             )
         base = self._base_url(base_url, image_name)
         return f"{base}/tasks/{task.id}/jobs/{segment.job_id}?frame={frame}"
@@ -801,8 +799,7 @@ class Annotations:
         base = self.default_base_url()
         if base is None:
             raise ValueError(
-                f"cannot link image {image_name!r}: {self._describe()} has no job URLs;"
-                " pass base_url"
+                f"cannot link image {image_name!r}: {self._describe()} has no job URLs; pass base_url"
             )
         return base
 

@@ -304,10 +304,7 @@ class Store:
         baseline, counters = text.update(snapshot, generations)
         self._texts[watch] = text
         with self._transaction(f"commit a reload of watch {watch!r}") as connection:
-            gone = {
-                key
-                for (key,) in connection.execute("SELECT key FROM handlers WHERE status = 'gone'")
-            }
+            gone = {key for (key,) in connection.execute("SELECT key FROM handlers WHERE status = 'gone'")}
             for event, keys in routed:
                 connection.execute(
                     "INSERT OR IGNORE INTO events (id, type, watch, task_id, payload, created_at)"
@@ -325,8 +322,7 @@ class Store:
                     if key in gone:
                         continue
                     connection.execute(
-                        "INSERT OR IGNORE INTO handlers (key, status, changed_at)"
-                        " VALUES (?, 'active', ?)",
+                        "INSERT OR IGNORE INTO handlers (key, status, changed_at) VALUES (?, 'active', ?)",
                         (key, now),
                     )
                     connection.execute(
@@ -383,9 +379,7 @@ class Store:
                 (now, now, delivery_id),
             )
 
-    def record_failure(
-        self, delivery_id: int, error: str, now: float, next_attempt_at: float | None
-    ) -> None:
+    def record_failure(self, delivery_id: int, error: str, now: float, next_attempt_at: float | None) -> None:
         """Count a failed attempt; ``next_attempt_at`` None gives up: the row becomes a dead letter."""
         with self._transaction(f"record a failed attempt of delivery {delivery_id}") as connection:
             connection.execute(
@@ -527,7 +521,6 @@ class _BaselineText:
         return f"{head[:-2]}{','.join(parts)}]}}", known_counters[1]
 
 
-
 def _make_private_dirs(folder: Path) -> None:
     """Create ``folder`` and any missing parents as 0700 whatever the umask.
 
@@ -546,6 +539,7 @@ def _make_private_dirs(folder: Path) -> None:
         except FileExistsError:
             continue  # made meanwhile by someone else: leave its mode alone
         os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
+
 
 def _prepare_schema(connection: sqlite3.Connection, path: Path) -> None:
     """Create the schema in a new file; refuse a file that is not ours or is from a newer version."""

@@ -233,8 +233,9 @@ class FileWatcher:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
             if thread.is_alive():
-                logger.warning("%s: on_change still running after %.1f s; not waiting",
-                               self._label(), timeout)
+                logger.warning(
+                    "%s: on_change still running after %.1f s; not waiting", self._label(), timeout
+                )
         self._stop_observer(timeout)
 
     def _stop_observer(self, timeout: float) -> None:
@@ -243,8 +244,9 @@ class FileWatcher:
         # moment could outlive the observer; its thread is a daemon thread at worst.
         locked = self._schedule_lock.acquire(timeout=timeout)
         if not locked:
-            logger.warning("%s: directory check still busy after %.1f s; stopping anyway",
-                           self._label(), timeout)
+            logger.warning(
+                "%s: directory check still busy after %.1f s; stopping anyway", self._label(), timeout
+            )
         try:
             observer, self._observer = self._observer, None
             self._scheduled.clear()
@@ -264,8 +266,12 @@ class FileWatcher:
         try:
             return Observer()
         except OSError as exc:
-            logger.warning("%s: inotify is not available (%s); polling every %.1f s instead",
-                           self._label(), exc, self.poll_interval)
+            logger.warning(
+                "%s: inotify is not available (%s); polling every %.1f s instead",
+                self._label(),
+                exc,
+                self.poll_interval,
+            )
             return PollingObserver(timeout=self.poll_interval)
 
     def _label(self) -> str:
@@ -404,8 +410,9 @@ class FileWatcher:
                         )
                 elif location != before or location[0] in replaced:
                     if location[1] is None:
-                        logger.info("%s: directory %s is gone; waiting for it to reappear",
-                                    self._label(), directory)
+                        logger.info(
+                            "%s: directory %s is gone; waiting for it to reappear", self._label(), directory
+                        )
                     changed.update(path for paths in names.values() for path in paths)
 
             self._locations = locations
@@ -427,8 +434,13 @@ class FileWatcher:
             message = f"{type(exc).__name__}: {exc.strerror or exc}"
             if self._schedule_errors.get(resolved) != message:
                 self._schedule_errors[resolved] = message
-                logger.warning("%s: cannot watch %s (%s); retrying every %.1f s",
-                               self._label(), resolved, message, self.poll_interval)
+                logger.warning(
+                    "%s: cannot watch %s (%s); retrying every %.1f s",
+                    self._label(),
+                    resolved,
+                    message,
+                    self.poll_interval,
+                )
             return False
         if self._schedule_errors.pop(resolved, None) is not None:
             logger.info("%s: watching %s now", self._label(), resolved)
@@ -442,4 +454,3 @@ class FileWatcher:
         except Exception:
             # The emitter may already be gone with its directory; nothing is left to undo.
             logger.debug("%s: unscheduling %s failed", self._label(), resolved, exc_info=True)
-

@@ -402,7 +402,9 @@ class _ReaderBase:
         self._skip_depth = 1
         parser = self.parser
         self._skip_resume = (
-            parser.StartElementHandler, parser.EndElementHandler, parser.CharacterDataHandler
+            parser.StartElementHandler,
+            parser.EndElementHandler,
+            parser.CharacterDataHandler,
         )
         self.install(self.skip_start, self.skip_end, None)
 
@@ -758,9 +760,7 @@ def _factory(
             value = "T"  # an image without task_id belongs to a task export's own task
         elif name == "values":
             pairs = [
-                f"({constant(item)}, {converted(item)})"
-                for item in _TRACKED_VALUES[tag]
-                if item in position
+                f"({constant(item)}, {converted(item)})" for item in _TRACKED_VALUES[tag] if item in position
             ]
             value = f"({', '.join(pairs)},)" if pairs else "()"
         elif name == "extra_attributes":

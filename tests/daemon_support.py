@@ -49,9 +49,15 @@ def job_page(states: Mapping[str, str], *, stage: str = "annotation") -> dict[st
     """A CVAT REST page for the example's jobs: the example's states, overridden by ``states``."""
     states = {**EXAMPLE_STATES, **states}
     results = [
-        {"id": int(job), "task_id": int(task), "state": states[job],
-         "stage": "acceptance" if states.get(job) == "completed" else stage,
-         "type": "annotation", "assignee": None, "updated_date": "2026-11-25T10:00:00Z"}
+        {
+            "id": int(job),
+            "task_id": int(task),
+            "state": states[job],
+            "stage": "acceptance" if states.get(job) == "completed" else stage,
+            "type": "annotation",
+            "assignee": None,
+            "updated_date": "2026-11-25T10:00:00Z",
+        }
         for job, task in EXAMPLE_JOBS.items()
     ]
     return {"count": len(results), "next": None, "previous": None, "results": results}
@@ -101,8 +107,9 @@ recheck_interval = 2.0
         return self.config
 
     @staticmethod
-    def webhook(url: str, *, retry_delays: str = "[0.2, 0.2, 0.2]", extra: str = "",
-                name: str = "hook") -> str:
+    def webhook(
+        url: str, *, retry_delays: str = "[0.2, 0.2, 0.2]", extra: str = "", name: str = "hook"
+    ) -> str:
         return f"""[[handler]]
 type = "webhook"
 name = "{name}"
@@ -172,7 +179,10 @@ class DaemonProcess:
         environment = {**os.environ, "CVAT_WATCH_TEST_SECRET": SECRET, **(env or {})}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "cvat_watch", "run", "--config", str(config), "--allow-root", *args],
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=environment,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=environment,
         )
 
     @property
@@ -198,8 +208,9 @@ class DaemonProcess:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=10)
@@ -213,7 +224,11 @@ def run_cli(
     environment = {**os.environ, "CVAT_WATCH_TEST_SECRET": SECRET, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "cvat_watch", *args],
-        capture_output=True, text=True, timeout=timeout, env=environment, stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=environment,
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -227,8 +242,16 @@ class GeneratedExport:
     ``acceptance``; a task that is not completed has its first job ``in progress``.
     """
 
-    def __init__(self, folder: Path, *, tasks: int, jobs_per_task: int = 1, seed: int = 0,
-                 shapes_per_image: int = 1, completed: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        tasks: int,
+        jobs_per_task: int = 1,
+        seed: int = 0,
+        shapes_per_image: int = 1,
+        completed: Iterable[str] = (),
+    ) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
         self.annotations = folder / "annotations.xml"
@@ -246,8 +269,14 @@ class GeneratedExport:
     def _generate(self, path: Path, seed: int) -> Any:
         from benchmarks.generate import generate_export
 
-        return generate_export(path, seed=seed, shapes_per_image=self.shapes_per_image, tasks=self._tasks,
-                               jobs_per_task=self._jobs_per_task, images=self._tasks * self._jobs_per_task)
+        return generate_export(
+            path,
+            seed=seed,
+            shapes_per_image=self.shapes_per_image,
+            tasks=self._tasks,
+            jobs_per_task=self._jobs_per_task,
+            images=self._tasks * self._jobs_per_task,
+        )
 
     def xml_variant(self, seed: int) -> bytes:
         """The bytes of the same tasks and jobs generated with another seed (other shapes and dates)."""
@@ -267,9 +296,15 @@ class GeneratedExport:
         for task in self.task_ids:
             for index, job in enumerate(self.jobs[task]):
                 finished = task in done or index > 0
-                rows.append({"task_id": task, "job_id": int(job),
-                             "state": "completed" if finished else "in progress",
-                             "stage": "acceptance" if finished else "annotation", "assignee": None})
+                rows.append(
+                    {
+                        "task_id": task,
+                        "job_id": int(job),
+                        "state": "completed" if finished else "in progress",
+                        "stage": "acceptance" if finished else "annotation",
+                        "assignee": None,
+                    }
+                )
         return json.dumps(rows, separators=(",", ":")).encode()
 
     def write_jobs(self, completed: Iterable[str], *, atomic: bool = True, chunk: int | None = None) -> None:
@@ -294,20 +329,31 @@ def write_file(path: Path, data: bytes, *, atomic: bool = True, chunk: int | Non
         return
     with path.open("wb") as file:
         for start in range(0, len(data), chunk):
-            file.write(data[start:start + chunk])
+            file.write(data[start : start + chunk])
             file.flush()
 
 
-def watch_table(name: str, annotations: Path, job_status: Path | None, *, debounce: float = 0.1,
-                max_wait: float = 1.0, recheck_interval: float = 2.0, extra: str = "") -> str:
+def watch_table(
+    name: str,
+    annotations: Path,
+    job_status: Path | None,
+    *,
+    debounce: float = 0.1,
+    max_wait: float = 1.0,
+    recheck_interval: float = 2.0,
+    extra: str = "",
+) -> str:
     """One ``[[watch]]`` table with test-friendly timings."""
     jobs = f'job_status = "{job_status}"\n' if job_status is not None else ""
-    return (f'[[watch]]\nname = "{name}"\nannotations = "{annotations}"\n{jobs}'
-            f"debounce = {debounce}\nmax_wait = {max_wait}\nrecheck_interval = {recheck_interval}\n{extra}\n")
+    return (
+        f'[[watch]]\nname = "{name}"\nannotations = "{annotations}"\n{jobs}'
+        f"debounce = {debounce}\nmax_wait = {max_wait}\nrecheck_interval = {recheck_interval}\n{extra}\n"
+    )
 
 
-def write_daemon_config(path: Path, *, watches: Sequence[str], handlers: Sequence[str],
-                        state_dir: Path | str = "state") -> Path:
+def write_daemon_config(
+    path: Path, *, watches: Sequence[str], handlers: Sequence[str], state_dir: Path | str = "state"
+) -> Path:
     """A configuration of the given watch and handler tables."""
     path.write_text(f'state_dir = "{state_dir}"\n' + "\n".join([*watches, *handlers]) + "\n")
     return path
@@ -394,16 +440,25 @@ class DaemonRig:
         self.receivers.append(receiver)
         return receiver
 
-    def start(self, config: Path, *, ready: bool = True, timeout: float = 30.0,
-              args: Sequence[str] = ("--log-level", "warning"),
-              env: Mapping[str, str] | None = None) -> DaemonProcess:
+    def start(
+        self,
+        config: Path,
+        *,
+        ready: bool = True,
+        timeout: float = 30.0,
+        args: Sequence[str] = ("--log-level", "warning"),
+        env: Mapping[str, str] | None = None,
+    ) -> DaemonProcess:
         """Start ``cvat-watch run``; with ``ready``, wait for its READY=1 (or fail if it exits)."""
         before = self.notify.count("READY=1")
         daemon = DaemonProcess(config, env={"NOTIFY_SOCKET": str(self.notify.path), **(env or {})}, args=args)
         self.daemons.append(daemon)
         if ready:
-            wait_until(lambda: self.notify.count("READY=1") > before or daemon.process.poll() is not None,
-                       timeout=timeout, what="READY=1")
+            wait_until(
+                lambda: self.notify.count("READY=1") > before or daemon.process.poll() is not None,
+                timeout=timeout,
+                what="READY=1",
+            )
             if daemon.process.poll() is not None:
                 raise AssertionError(f"the daemon exited with {daemon.process.returncode}:\n{daemon.log}")
         return daemon

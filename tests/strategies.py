@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import strategies as st
-
 from cvat_watch.model import (
     CUBOID_COORDINATES,
     Annotations,
@@ -37,6 +35,7 @@ from cvat_watch.model import (
     User,
     XmlElement,
 )
+from hypothesis import strategies as st
 
 # XML 1.0 characters: tab, newline, carriage return and everything from space up, minus the
 # surrogates and U+FFFE/U+FFFF.

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import attrs
 import pytest
-
 from cvat_watch.config import (
     ALL_EVENTS,
     DEFAULT_EVENTS,
@@ -81,7 +80,10 @@ def test_full_config_resolves_into_the_public_classes(tmp_path: Path) -> None:
     """Every key of every handler type ends up in the matching public class."""
     write(tmp_path, "-----BEGIN CERTIFICATE-----\n", "ca.pem")
     (tmp_path / "work").mkdir()
-    config = load(tmp_path, WATCH + """
+    config = load(
+        tmp_path,
+        WATCH
+        + """
 job_status = "exports/street/job_status.json"
 completion = "accepted"
 notify_existing = true
@@ -121,7 +123,9 @@ cwd = "work"
 type = "log"
 format = "json"
 events = ["job.state_changed"]
-""", {"HOOK_SECRET": SECRET, "APPRISE_URLS": "json://127.0.0.1:9/a"})
+""",
+        {"HOOK_SECRET": SECRET, "APPRISE_URLS": "json://127.0.0.1:9/a"},
+    )
     assert config.watches[0] == WatchConfig(
         name="street",
         annotations=tmp_path / "exports/street/annotations.xml",
@@ -150,12 +154,20 @@ events = ["job.state_changed"]
         headers=(("X-Team", "ml"), ("X-Env", "prod")),
     )
     assert apprise == AppriseHandlerConfig(
-        key="apprise-1", events=DEFAULT_EVENTS, urls=(Secret("json://127.0.0.1:9/a"),),
-        title="{task_name}", body="{task_url}", retry_delays=DEFAULT_RETRY_DELAYS,
+        key="apprise-1",
+        events=DEFAULT_EVENTS,
+        urls=(Secret("json://127.0.0.1:9/a"),),
+        title="{task_name}",
+        body="{task_url}",
+        retry_delays=DEFAULT_RETRY_DELAYS,
     )
     assert command == CommandHandlerConfig(
-        key="command-1", events=DEFAULT_EVENTS, command=("/usr/local/bin/start-training", "--task"),
-        timeout=5.0, retry_delays=DEFAULT_RETRY_DELAYS, cwd=tmp_path / "work",
+        key="command-1",
+        events=DEFAULT_EVENTS,
+        command=("/usr/local/bin/start-training", "--task"),
+        timeout=5.0,
+        retry_delays=DEFAULT_RETRY_DELAYS,
+        cwd=tmp_path / "work",
     )
     assert log == LogHandlerConfig(key="log-1", events=("job.state_changed",), format="json")
     assert config.warnings == ()
@@ -176,9 +188,12 @@ def test_config_is_frozen(tmp_path: Path) -> None:
     [
         ('stat_dir = "x"\n' + WATCH, "stat_dir", "did you mean 'state_dir'?"),
         ('[[watch]]\nname = "a"\nanotations = "x"\n', "watch[0].anotations", "did you mean 'annotations'?"),
-        (WATCH + '[[handler]]\ntype = "log"\n'
-         '[[handler]]\ntype = "webhook"\nurl = "https://h"\nsecrte = "x"\n',
-         "handler[1].secrte", "did you mean 'secret'?"),
+        (
+            WATCH + '[[handler]]\ntype = "log"\n'
+            '[[handler]]\ntype = "webhook"\nurl = "https://h"\nsecrte = "x"\n',
+            "handler[1].secrte",
+            "did you mean 'secret'?",
+        ),
         (WATCH + '[[handler]]\ntype = "log"\nurl = "https://h"\n', "handler[0].url", ""),
     ],
 )
@@ -214,14 +229,26 @@ def test_wrong_type_in_watch_is_named(tmp_path: Path, extra: str, key: str, expe
     [
         ('type = "command"\ncommand = "ls -l"', "handler[0].command", "expected a list, got a string"),
         ('type = "log"\nevents = "task.completed"', "handler[0].events", "expected a list, got a string"),
-        ('type = "webhook"\nurl = "https://h"\nretry_delays = [5, "x"]', "handler[0].retry_delays[1]",
-         "expected a number, got a string"),
-        ('type = "webhook"\nurl = "https://h"\nheaders = ["X-A"]', "handler[0].headers",
-         "expected a table, got a list"),
-        ('type = "webhook"\nurl = "https://h"\nheaders = { "X A" = 1 }', 'handler[0].headers."X A"',
-         "expected a string, got an integer"),
-        ('type = "webhook"\nurl = "https://h"\nverify_tls = "no"', "handler[0].verify_tls",
-         "expected a boolean"),
+        (
+            'type = "webhook"\nurl = "https://h"\nretry_delays = [5, "x"]',
+            "handler[0].retry_delays[1]",
+            "expected a number, got a string",
+        ),
+        (
+            'type = "webhook"\nurl = "https://h"\nheaders = ["X-A"]',
+            "handler[0].headers",
+            "expected a table, got a list",
+        ),
+        (
+            'type = "webhook"\nurl = "https://h"\nheaders = { "X A" = 1 }',
+            'handler[0].headers."X A"',
+            "expected a string, got an integer",
+        ),
+        (
+            'type = "webhook"\nurl = "https://h"\nverify_tls = "no"',
+            "handler[0].verify_tls",
+            "expected a boolean",
+        ),
     ],
 )
 def test_wrong_type_in_handler_is_named(tmp_path: Path, handler: str, key: str, expected: str) -> None:
@@ -312,10 +339,13 @@ def test_relative_paths_resolve_against_the_config_folder(
     write(folder, "s3cret\n", "secret.txt")
     write(folder, "pem", "certs/ca.pem")
     (folder / "run").mkdir()
-    write(folder, 'state_dir = "state"\n' + WATCH + 'job_status = "/abs/job_status.json"\n'
-          '[[handler]]\ntype = "webhook"\nurl = "https://h"\n'
-          'secret_file = "secret.txt"\nca_file = "certs/ca.pem"\n'
-          '[[handler]]\ntype = "command"\ncommand = ["true"]\ncwd = "run"\n')
+    write(
+        folder,
+        'state_dir = "state"\n' + WATCH + 'job_status = "/abs/job_status.json"\n'
+        '[[handler]]\ntype = "webhook"\nurl = "https://h"\n'
+        'secret_file = "secret.txt"\nca_file = "certs/ca.pem"\n'
+        '[[handler]]\ntype = "command"\ncommand = ["true"]\ncwd = "run"\n',
+    )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
@@ -378,7 +408,10 @@ def test_watch_rules(tmp_path: Path, text: str, key: str, message: str) -> None:
 
 def test_default_handler_keys_count_per_type(tmp_path: Path) -> None:
     """Unnamed handlers are keyed <type>-<n>, n counting every handler of that type from 1."""
-    config = load(tmp_path, WATCH + """
+    config = load(
+        tmp_path,
+        WATCH
+        + """
 [[handler]]
 type = "log"
 [[handler]]
@@ -393,44 +426,81 @@ type = "log"
 [[handler]]
 type = "command"
 command = ["true"]
-""")
+""",
+    )
     assert [h.key for h in config.handlers] == ["log-1", "ops-hook", "webhook-2", "log-2", "command-1"]
 
 
 @pytest.mark.parametrize(
     ("handlers", "key", "message"),
     [
-        ('[[handler]]\ntype = "log"\n[[handler]]\ntype = "log"\nname = "log-1"\n',
-         "handler[1].name", "duplicate handler key 'log-1'"),
+        (
+            '[[handler]]\ntype = "log"\n[[handler]]\ntype = "log"\nname = "log-1"\n',
+            "handler[1].name",
+            "duplicate handler key 'log-1'",
+        ),
         ('[[handler]]\ntype = "log"\nname = "a/b"\n', "handler[0].name", "letters, digits"),
-        ('[[handler]]\ntype = "log"\nevents = ["task.completed", "task.done"]\n',
-         "handler[0].events[1]", "unknown event"),
+        (
+            '[[handler]]\ntype = "log"\nevents = ["task.completed", "task.done"]\n',
+            "handler[0].events[1]",
+            "unknown event",
+        ),
         ('[[handler]]\ntype = "log"\nevents = []\n', "handler[0].events", "at least one event"),
         ('[[handler]]\ntype = "log"\nformat = "xml"\n', "handler[0].format", "text, json"),
-        ('[[handler]]\ntype = "command"\ncommand = ["true"]\nretry_delays = []\n',
-         "handler[0].retry_delays", "at least one delay"),
-        ('[[handler]]\ntype = "command"\ncommand = ["true"]\nretry_delays = [5, -1]\n',
-         "handler[0].retry_delays[1]", "at least 0"),
-        ('[[handler]]\ntype = "command"\ncommand = ["true"]\ntimeout = 0\n',
-         "handler[0].timeout", "greater than 0"),
+        (
+            '[[handler]]\ntype = "command"\ncommand = ["true"]\nretry_delays = []\n',
+            "handler[0].retry_delays",
+            "at least one delay",
+        ),
+        (
+            '[[handler]]\ntype = "command"\ncommand = ["true"]\nretry_delays = [5, -1]\n',
+            "handler[0].retry_delays[1]",
+            "at least 0",
+        ),
+        (
+            '[[handler]]\ntype = "command"\ncommand = ["true"]\ntimeout = 0\n',
+            "handler[0].timeout",
+            "greater than 0",
+        ),
         ('[[handler]]\ntype = "command"\ncommand = []\n', "handler[0].command", "non-empty list"),
         ('[[handler]]\ntype = "command"\ncommand = [""]\n', "handler[0].command", "non-empty list"),
-        ('[[handler]]\ntype = "command"\ncommand = ["true"]\ncwd = "nowhere"\n',
-         "handler[0].cwd", "not found"),
-        ('[[handler]]\ntype = "webhook"\nurl = "https://h"\nconnect_timeout = 0\n',
-         "handler[0].connect_timeout", "greater than 0"),
-        ('[[handler]]\ntype = "webhook"\nurl = "https://h"\nread_timeout = -1\n',
-         "handler[0].read_timeout", "greater than 0"),
+        (
+            '[[handler]]\ntype = "command"\ncommand = ["true"]\ncwd = "nowhere"\n',
+            "handler[0].cwd",
+            "not found",
+        ),
+        (
+            '[[handler]]\ntype = "webhook"\nurl = "https://h"\nconnect_timeout = 0\n',
+            "handler[0].connect_timeout",
+            "greater than 0",
+        ),
+        (
+            '[[handler]]\ntype = "webhook"\nurl = "https://h"\nread_timeout = -1\n',
+            "handler[0].read_timeout",
+            "greater than 0",
+        ),
         ('[[handler]]\ntype = "webhook"\nurl = "ftp://h/x"\n', "handler[0].url", "http:// or https://"),
         ('[[handler]]\ntype = "webhook"\nurl = "https://"\n', "handler[0].url", "with a host"),
-        ('[[handler]]\ntype = "webhook"\nurl = "https://h"\nca_file = "ca.pem"\n', "handler[0].ca_file",
-         "not found"),
-        ('[[handler]]\ntype = "webhook"\nurl = "https://h"\ncvat_signature = true\n',
-         "handler[0].cvat_signature", "needs a secret"),
-        ('[[handler]]\ntype = "webhook"\nurl = "https://h"\nheaders = { "X:A" = "1" }\n',
-         'handler[0].headers."X:A"', "not a valid HTTP header name"),
-        ('[[handler]]\ntype = "webhook"\nurl = "https://h"\nheaders = { "X-A" = "1\\r\\nX-B: 2" }\n',
-         'handler[0].headers."X-A"', "line breaks"),
+        (
+            '[[handler]]\ntype = "webhook"\nurl = "https://h"\nca_file = "ca.pem"\n',
+            "handler[0].ca_file",
+            "not found",
+        ),
+        (
+            '[[handler]]\ntype = "webhook"\nurl = "https://h"\ncvat_signature = true\n',
+            "handler[0].cvat_signature",
+            "needs a secret",
+        ),
+        (
+            '[[handler]]\ntype = "webhook"\nurl = "https://h"\nheaders = { "X:A" = "1" }\n',
+            'handler[0].headers."X:A"',
+            "not a valid HTTP header name",
+        ),
+        (
+            '[[handler]]\ntype = "webhook"\nurl = "https://h"\nheaders = { "X-A" = "1\\r\\nX-B: 2" }\n',
+            'handler[0].headers."X-A"',
+            "line breaks",
+        ),
     ],
 )
 def test_handler_rules(tmp_path: Path, handlers: str, key: str, message: str) -> None:
@@ -442,8 +512,13 @@ def test_handler_rules(tmp_path: Path, handlers: str, key: str, message: str) ->
 
 def test_events_default_and_all_are_accepted(tmp_path: Path) -> None:
     """Handlers get the default events unless told, and accept every known event."""
-    config = load(tmp_path, WATCH + '[[handler]]\ntype = "log"\n[[handler]]\ntype = "log"\nevents = '
-                  + json.dumps(list(ALL_EVENTS)) + "\n")
+    config = load(
+        tmp_path,
+        WATCH
+        + '[[handler]]\ntype = "log"\n[[handler]]\ntype = "log"\nevents = '
+        + json.dumps(list(ALL_EVENTS))
+        + "\n",
+    )
     assert [h.events for h in config.handlers] == [DEFAULT_EVENTS, ALL_EVENTS]
 
 
@@ -481,15 +556,27 @@ def test_secret_from_file_is_stripped(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("line", "environ", "key", "message"),
     [
-        ('secret_env = "HOOK_SECRET"', {}, "handler[0].secret_env",
-         "environment variable HOOK_SECRET is not set"),
-        ('secret_env = "HOOK_SECRET"', {"HOOK_SECRET": "  "}, "handler[0].secret_env",
-         "HOOK_SECRET is empty"),
+        (
+            'secret_env = "HOOK_SECRET"',
+            {},
+            "handler[0].secret_env",
+            "environment variable HOOK_SECRET is not set",
+        ),
+        (
+            'secret_env = "HOOK_SECRET"',
+            {"HOOK_SECRET": "  "},
+            "handler[0].secret_env",
+            "HOOK_SECRET is empty",
+        ),
         ('secret_env = ""', {}, "handler[0].secret_env", "must name an environment variable"),
         ('secret_file = "missing-secret"', {}, "handler[0].secret_file", "missing-secret not found"),
         ('secret = ""', {}, "handler[0].secret", "must not be empty"),
-        (f'secret = "{SECRET}"\nsecret_env = "HOOK_SECRET"', {"HOOK_SECRET": SECRET}, "handler[0].secret_env",
-         "only one of secret, secret_env and secret_file"),
+        (
+            f'secret = "{SECRET}"\nsecret_env = "HOOK_SECRET"',
+            {"HOOK_SECRET": SECRET},
+            "handler[0].secret_env",
+            "only one of secret, secret_env and secret_file",
+        ),
     ],
 )
 def test_secret_problems_are_errors(
@@ -568,8 +655,11 @@ def test_apprise_urls_from_environment_split_on_spaces_and_commas(tmp_path: Path
     environ = {"APPRISE_URLS": " tgram://bot/chat,  json://127.0.0.1:9/x\nmailto://u:p@example.com "}
     handler = load(tmp_path, APPRISE + 'urls_env = "APPRISE_URLS"\n', environ).handlers[0]
     assert isinstance(handler, AppriseHandlerConfig)
-    assert [u.reveal() for u in handler.urls] == ["tgram://bot/chat", "json://127.0.0.1:9/x",
-                                                   "mailto://u:p@example.com"]
+    assert [u.reveal() for u in handler.urls] == [
+        "tgram://bot/chat",
+        "json://127.0.0.1:9/x",
+        "mailto://u:p@example.com",
+    ]
 
 
 def test_apprise_urls_from_file_skip_comments(tmp_path: Path) -> None:
@@ -582,8 +672,11 @@ def test_apprise_urls_from_file_skip_comments(tmp_path: Path) -> None:
 
 def test_inline_apprise_urls_with_credentials_warn(tmp_path: Path) -> None:
     """Inline Apprise URLs with a user, path or query warn; a bare scheme://host does not."""
-    config = load(tmp_path, APPRISE + f'urls = ["json://127.0.0.1:8080", "tgram://{SECRET}/chat", '
-                  f'"mailto://me:{SECRET}@example.com"]\n')
+    config = load(
+        tmp_path,
+        APPRISE + f'urls = ["json://127.0.0.1:8080", "tgram://{SECRET}/chat", '
+        f'"mailto://me:{SECRET}@example.com"]\n',
+    )
     assert len(config.warnings) == 1
     assert "urls[1], urls[2]" in config.warnings[0]
     assert "prefer urls_env/urls_file" in config.warnings[0]
@@ -600,8 +693,12 @@ def test_inline_apprise_urls_with_credentials_warn(tmp_path: Path) -> None:
         (f'urls = ["json://h", "{SECRET}"]', {}, "handler[0].urls[1]", "not an Apprise URL"),
         ('urls_env = "U"', {}, "handler[0].urls_env", "environment variable U is not set"),
         ('urls_env = "U"', {"U": " , "}, "handler[0].urls_env", "holds no Apprise URL"),
-        ('urls_env = "U"', {"U": f"json://h {SECRET}"}, "handler[0].urls_env",
-         "entry 2 is not an Apprise URL"),
+        (
+            'urls_env = "U"',
+            {"U": f"json://h {SECRET}"},
+            "handler[0].urls_env",
+            "entry 2 is not an Apprise URL",
+        ),
         ('urls_file = "nope"', {}, "handler[0].urls_file", "not found"),
     ],
 )
@@ -621,7 +718,10 @@ def test_repr_and_to_dict_never_show_secrets(tmp_path: Path, caplog: pytest.LogC
     environ = {"HOOK_SECRET": SECRET + "-env", "APPRISE_URLS": f"tgram://{SECRET}-envurl/chat"}
     write(tmp_path, SECRET + "-file", "secret")
     with caplog.at_level(logging.DEBUG):
-        config = load(tmp_path, WATCH + f"""
+        config = load(
+            tmp_path,
+            WATCH
+            + f"""
 [[handler]]
 type = "webhook"
 url = "http://h/a"
@@ -640,7 +740,9 @@ urls = ["tgram://{SECRET}-inlineurl/chat"]
 [[handler]]
 type = "apprise"
 urls_env = "APPRISE_URLS"
-""", environ)
+""",
+            environ,
+        )
     data = to_dict(config)
     shown = "\n".join([repr(config), str(config), json.dumps(data), caplog.text, *config.warnings])
     assert SECRET not in shown
@@ -655,9 +757,13 @@ urls_env = "APPRISE_URLS"
 
 def test_to_dict_round_trips_with_type_tags(tmp_path: Path) -> None:
     """to_dict tags each handler with its type, and from_dict rebuilds the same tree (secrets redacted)."""
-    config = load(tmp_path, WATCH + '[[handler]]\ntype = "webhook"\nurl = "https://h"\nsecret_env = "S"\n'
-                  'headers = { "X-Team" = "ml" }\n[[handler]]\ntype = "log"\n'
-                  '[[handler]]\ntype = "command"\ncommand = ["true"]\n', {"S": SECRET})
+    config = load(
+        tmp_path,
+        WATCH + '[[handler]]\ntype = "webhook"\nurl = "https://h"\nsecret_env = "S"\n'
+        'headers = { "X-Team" = "ml" }\n[[handler]]\ntype = "log"\n'
+        '[[handler]]\ntype = "command"\ncommand = ["true"]\n',
+        {"S": SECRET},
+    )
     data = to_dict(config)
     assert [h["type"] for h in data["handlers"]] == ["webhook", "log", "command"]
     assert data["watches"][0]["annotations"] == str(tmp_path / "exports/street/annotations.xml")
@@ -768,10 +874,20 @@ def test_unit_file_has_the_essential_directives() -> None:
     """The systemd unit is a notify service with watchdog, reload, state directory and hardening."""
     lines = {line.strip() for line in UNIT.read_text(encoding="utf-8").splitlines()}
     for directive in (
-        "Type=notify", "NotifyAccess=main", "ExecReload=/bin/kill -HUP $MAINPID", "Restart=on-failure",
-        "RestartSec=5", "WatchdogSec=30", "StateDirectory=cvat-watch", "DynamicUser=yes", "UMask=0077",
-        "EnvironmentFile=-/etc/cvat-watch/env", "TimeoutStopSec=30", "ProtectSystem=strict",
-        "NoNewPrivileges=yes", "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+        "Type=notify",
+        "NotifyAccess=main",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "Restart=on-failure",
+        "RestartSec=5",
+        "WatchdogSec=30",
+        "StateDirectory=cvat-watch",
+        "DynamicUser=yes",
+        "UMask=0077",
+        "EnvironmentFile=-/etc/cvat-watch/env",
+        "TimeoutStopSec=30",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
         "WantedBy=multi-user.target",
         "ExecStart=/usr/local/bin/cvat-watch run --config /etc/cvat-watch/cvat-watch.toml",
     ):
@@ -785,8 +901,9 @@ def test_unit_file_passes_systemd_analyze_verify(tmp_path: Path) -> None:
         pytest.skip("systemd-analyze is not installed")
     text = UNIT.read_text(encoding="utf-8")
     unit = write(tmp_path, re.sub(r"(?m)^ExecStart=.*$", "ExecStart=/bin/true", text), "cvat-watch.service")
-    result = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60,
-                            check=False)
+    result = subprocess.run(
+        [analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60, check=False
+    )
     ours = [line for line in (result.stdout + result.stderr).splitlines() if "cvat-watch" in line]
     assert result.returncode == 0, result.stdout + result.stderr
     assert ours == []

@@ -10,7 +10,6 @@ from typing import Any
 import attrs
 import pytest
 from cattrs.errors import ClassValidationError
-
 from cvat_watch.converter import REDACTED, Secret, converter, error_paths, from_dict, to_dict
 
 

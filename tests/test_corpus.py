@@ -9,10 +9,9 @@ from typing import Any
 
 import attrs
 import pytest
-from defusedxml import ElementTree
-
 from cvat_watch import xmlio
 from cvat_watch.model import Annotations, ImageAnnotation
+from defusedxml import ElementTree
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 PROJECT = "datumaro-project-export.xml"

@@ -10,9 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from standardwebhooks.webhooks import Webhook
+
 from daemon_support import SECRET, DaemonProcess, NotifySocket, Workspace, run_cli, wait_until
 from receiver import Receiver, Reply
-from standardwebhooks.webhooks import Webhook
 
 
 @pytest.fixture
@@ -101,8 +102,10 @@ def test_malformed_or_missing_files_keep_the_last_good_state(
     workspace.write_config(handlers=[workspace.webhook(receiver.url())])
     with _start(workspace, notify) as daemon:
         workspace.write(workspace.job_status, b'{"count": 4, "results": [{"id": 21, "task_')
-        wait_until(lambda: "job_status.json" in daemon.log and "keeping the last good state" in daemon.log,
-                   what="a warning naming the file")
+        wait_until(
+            lambda: "job_status.json" in daemon.log and "keeping the last good state" in daemon.log,
+            what="a warning naming the file",
+        )
         workspace.job_status.unlink()
         wait_until(lambda: "missing" in daemon.log, what="a warning that the file is missing")
         workspace.write(workspace.job_status, b"", atomic=False)
@@ -120,13 +123,22 @@ def test_non_atomic_rewrite_is_read_once_complete(
     """A file rewritten in place, in pieces, is read after the quiet window and announced once."""
     workspace.write_config(handlers=[workspace.webhook(receiver.url())])
     with _start(workspace, notify) as daemon:
-        data = json.dumps({"count": 4, "next": None, "previous": None, "results": [
-            {"id": 21, "task_id": 11, "state": "completed"}, {"id": 22, "task_id": 11, "state": "completed"},
-            {"id": 23, "task_id": 12, "state": "completed"}, {"id": 24, "task_id": 13, "state": "completed"},
-        ]}).encode()
+        data = json.dumps(
+            {
+                "count": 4,
+                "next": None,
+                "previous": None,
+                "results": [
+                    {"id": 21, "task_id": 11, "state": "completed"},
+                    {"id": 22, "task_id": 11, "state": "completed"},
+                    {"id": 23, "task_id": 12, "state": "completed"},
+                    {"id": 24, "task_id": 13, "state": "completed"},
+                ],
+            }
+        ).encode()
         with workspace.job_status.open("wb") as file:
             for start in range(0, len(data), 64):
-                file.write(data[start:start + 64])
+                file.write(data[start : start + 64])
                 file.flush()
         receiver.wait_for(1)
         daemon.stop()

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from cvat_watch.dispatch import Dispatcher, Route
 from cvat_watch.errors import DeliveryError
 from cvat_watch.events import JOB_STATE_CHANGED, TASK_COMPLETED, TASK_REOPENED, Event, TaskInfo, event_id
@@ -170,7 +169,10 @@ def test_retry_after_is_honoured(store: Store, caplog: pytest.LogCaptureFixture)
         assert dispatcher.run_once(now=100.0) == 1
     (row,) = rows(store, "a")
     assert (row.status, row.attempts, row.next_attempt_at, row.last_error) == (
-        "pending", 1, 130.0, "HTTP 429 from http://hook/x",
+        "pending",
+        1,
+        130.0,
+        "HTTP 429 from http://hook/x",
     )
     (record,) = caplog.records
     message = record.getMessage()
@@ -180,8 +182,10 @@ def test_retry_after_is_honoured(store: Store, caplog: pytest.LogCaptureFixture)
 def test_retry_delay_is_jittered_within_bounds(store: Store) -> None:
     """The next attempt is the configured delay spread by at most ± jitter."""
     dispatcher = Dispatcher(
-        store, [route("a", Recording(*[DeliveryError("down", retry=True)] * 20), delays=(10.0,))],
-        jitter=0.1, rng=random.Random(7),
+        store,
+        [route("a", Recording(*[DeliveryError("down", retry=True)] * 20), delays=(10.0,))],
+        jitter=0.1,
+        rng=random.Random(7),
     )
     commit(store, dispatcher, *[event(str(t)) for t in range(20)], now=0.0)
     assert dispatcher.run_once(now=0.0) == 20
@@ -297,7 +301,8 @@ def test_stop_finishes_the_in_flight_attempt_and_keeps_pending_rows(store: Store
     assert not stopper.is_alive()
     assert len(handler.received) == 1
     assert [(r.task_id, r.status, r.attempts) for r in rows(store, "a")] == [
-        ("1", "delivered", 1), ("2", "pending", 0),
+        ("1", "delivered", 1),
+        ("2", "pending", 0),
     ]
     with Store.open(tmp_path / "state.db") as reopened:
         assert [r.task_id for r in reopened.due_deliveries("a", now=time.time())] == ["2"]
@@ -391,7 +396,9 @@ def test_receiver_failing_twice_then_recovering_gets_the_event_once(
         dispatcher.stop()
     assert dispatcher.run_once() == 0
     assert [(event_key, status) for event_key, status, _ in receiver.requests] == [
-        (e.id, 500), (e.id, 500), (e.id, 200),
+        (e.id, 500),
+        (e.id, 500),
+        (e.id, 200),
     ]
     assert len({body for _, _, body in receiver.requests}) == 1
     (row,) = rows(store, "hook")

@@ -6,7 +6,6 @@ import json
 import re
 
 import pytest
-
 from cvat_watch.events import (
     JOB_STATE_CHANGED,
     TASK_COMPLETED,
@@ -111,7 +110,9 @@ def test_task_event_payload_has_exactly_the_documented_keys() -> None:
 
 def test_job_event_payload_adds_job_and_previous_state() -> None:
     """A job.state_changed payload carries the job and its previous state as well."""
-    job = JobInfo(id="70", state="completed", stage="acceptance", assignee=None, url="http://x/tasks/7/jobs/70")
+    job = JobInfo(
+        id="70", state="completed", stage="acceptance", assignee=None, url="http://x/tasks/7/jobs/70"
+    )
     event = Event(
         type=JOB_STATE_CHANGED,
         id="evt_2",

@@ -16,12 +16,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from cvat_watch import jobs, xmlio
 from cvat_watch.errors import AnnotationsError, JobStatusError
 from cvat_watch.model import Annotations, ExportSummary, JobStatus
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_XML = (ROOT / "config" / "example" / "annotations.xml").read_bytes()
@@ -42,15 +41,59 @@ XML_TOKENS = [
     b'<!DOCTYPE x [<!ENTITY % p SYSTEM "file:///etc/passwd"> %p;]>',
     b'<!ENTITY e SYSTEM "file:///etc/passwd">',
     b"<!DOCTYPE",
-    b"&", b"&a;", b"&b;", b"&e;", b"&amp;", b"&#0;", b"&#x110000;", b"&#65;", b"&#xD800;",
-    b"<![CDATA[", b"]]>", b"<!--", b"-->", b"<?pi data?>", b"<?xml version='1.0'?>",
-    b"<", b">", b"/>", b"</", b'"', b"'", b"=", b" ", b"\n",
-    b"\x00", b"\xff", b"\xc3", b"\xe2\x82", b"\xef\xbb\xbf", b"\xfe\xff", b"\xed\xa0\x80",
-    b'xmlns:x="urn:x"', b"<x:y/>", b"<a:b xmlns:a='u'/>",
-    b"<image/>", b"<track/>", b"<box/>", b"<meta/>", b"<task/>", b"<segment/>", b"</annotations>",
-    b' id=""', b' id="x"', b' width="-1"', b' frame="1e400"', b' points="nan,inf;1"',
-    b' label=""', b' occluded="2"', b' rle="1, 2, x"',
-    b"99999999999999999999999999999999999999", b"-0", b"1e309", b"NaN",
+    b"&",
+    b"&a;",
+    b"&b;",
+    b"&e;",
+    b"&amp;",
+    b"&#0;",
+    b"&#x110000;",
+    b"&#65;",
+    b"&#xD800;",
+    b"<![CDATA[",
+    b"]]>",
+    b"<!--",
+    b"-->",
+    b"<?pi data?>",
+    b"<?xml version='1.0'?>",
+    b"<",
+    b">",
+    b"/>",
+    b"</",
+    b'"',
+    b"'",
+    b"=",
+    b" ",
+    b"\n",
+    b"\x00",
+    b"\xff",
+    b"\xc3",
+    b"\xe2\x82",
+    b"\xef\xbb\xbf",
+    b"\xfe\xff",
+    b"\xed\xa0\x80",
+    b'xmlns:x="urn:x"',
+    b"<x:y/>",
+    b"<a:b xmlns:a='u'/>",
+    b"<image/>",
+    b"<track/>",
+    b"<box/>",
+    b"<meta/>",
+    b"<task/>",
+    b"<segment/>",
+    b"</annotations>",
+    b' id=""',
+    b' id="x"',
+    b' width="-1"',
+    b' frame="1e400"',
+    b' points="nan,inf;1"',
+    b' label=""',
+    b' occluded="2"',
+    b' rle="1, 2, x"',
+    b"99999999999999999999999999999999999999",
+    b"-0",
+    b"1e309",
+    b"NaN",
 ]
 
 
@@ -64,9 +107,9 @@ def mutated(draw: st.DrawFn, seed: bytes, tokens: list[bytes]) -> bytes:
     data = bytearray(seed)
     for _ in range(draw(st.integers(1, 8))):
         position = draw(st.integers(0, len(data)))
-        operation = draw(st.sampled_from(
-            ["flip", "set", "token", "bytes", "delete", "truncate", "duplicate", "nest"]
-        ))
+        operation = draw(
+            st.sampled_from(["flip", "set", "token", "bytes", "delete", "truncate", "duplicate", "nest"])
+        )
         if operation == "flip" and position < len(data):
             data[position] ^= 1 << draw(st.integers(0, 7))
         elif operation == "set" and position < len(data):
@@ -153,20 +196,67 @@ def test_summary_and_full_reader_agree_on_what_is_valid(data: bytes) -> None:
 
 
 JSON_TOKENS = [
-    b"{", b"}", b"[", b"]", b",", b":", b'"', b"\\", b"\\u", b"\\ud800", b"null", b"true", b"-",
-    b"1e400", b"NaN", b"Infinity", b"-Infinity", b"9" * 5000, b'"results"', b'"id"', b'"task_id"',
-    b'"state"', b'"assignee"', b'{"username": 5}', b"[" * 3000, b"{" * 50, b"\xff", b"\xef\xbb\xbf",
-    b"\x00", b"\xc3", b'"\xed\xa0\x80"', b"[{}]", b'{"results": {}}', b'[{"results": []}, 1]',
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b",",
+    b":",
+    b'"',
+    b"\\",
+    b"\\u",
+    b"\\ud800",
+    b"null",
+    b"true",
+    b"-",
+    b"1e400",
+    b"NaN",
+    b"Infinity",
+    b"-Infinity",
+    b"9" * 5000,
+    b'"results"',
+    b'"id"',
+    b'"task_id"',
+    b'"state"',
+    b'"assignee"',
+    b'{"username": 5}',
+    b"[" * 3000,
+    b"{" * 50,
+    b"\xff",
+    b"\xef\xbb\xbf",
+    b"\x00",
+    b"\xc3",
+    b'"\xed\xa0\x80"',
+    b"[{}]",
+    b'{"results": {}}',
+    b'[{"results": []}, 1]',
 ]
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(
-        st.sampled_from(["id", "job_id", "task_id", "state", "stage", "type", "assignee",
-                         "username", "results", "count", "next", "updated_date", "x"]),
-        children,
-        max_size=6,
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "id",
+                    "job_id",
+                    "task_id",
+                    "state",
+                    "stage",
+                    "type",
+                    "assignee",
+                    "username",
+                    "results",
+                    "count",
+                    "next",
+                    "updated_date",
+                    "x",
+                ]
+            ),
+            children,
+            max_size=6,
+        )
     ),
     max_leaves=30,
 )
@@ -263,9 +353,12 @@ def _run_children(kinds: list[str], *, parallel: int = 2) -> dict[str, dict[str,
                 kind = waiting.pop(0)
                 running[kind] = subprocess.Popen(
                     [sys.executable, "-c", CHILD, kind],
-                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    stdin=subprocess.DEVNULL,
                     # Only setrlimit runs between fork and exec; no thread of this test holds a lock it needs.
-                    preexec_fn=_limit_memory, cwd=ROOT,
+                    preexec_fn=_limit_memory,
+                    cwd=ROOT,
                 )
             kind, child = next(iter(running.items()))
             stdout, stderr = child.communicate(timeout=90)
@@ -281,7 +374,9 @@ def _run_children(kinds: list[str], *, parallel: int = 2) -> dict[str, dict[str,
 
 def test_big_adversarial_inputs_end_cleanly_under_a_memory_cap() -> None:
     """100k-deep nesting, 300k unclosed elements, a 50 MB attribute and 50 MB of text end in a model or an AnnotationsError, in bounded time and memory."""
-    results = _run_children(["attribute", "nested-unclosed", "nested-root", "nested-meta", "nested-image", "text"])
+    results = _run_children(
+        ["attribute", "nested-unclosed", "nested-root", "nested-meta", "nested-image", "text"]
+    )
     for kind, report in results.items():
         for reader in ("loads_summary", "loads"):
             outcome, seconds = report[reader]  # type: ignore[misc]

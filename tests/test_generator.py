@@ -11,7 +11,6 @@ from xml.parsers import expat
 
 import defusedxml.ElementTree as DefusedET
 import pytest
-
 from benchmarks import bench_load, generate
 from benchmarks.expat_baseline import parse_bare, parse_noop
 from benchmarks.generate import ExportInfo, generate_export, generate_job_status, job_ids_for
@@ -20,9 +19,7 @@ SHAPE_KINDS = {"box", "polygon", "polyline", "points", "ellipse", "cuboid", "mas
 TWO_DECIMALS = re.compile(r"-?\d+\.\d\d")
 POINTS = re.compile(r"-?\d+\.\d\d,-?\d+\.\d\d(;-?\d+\.\d\d,-?\d+\.\d\d)*")
 CUBOID_CORNERS = [
-    f"{corner}{face}"
-    for face in "12"
-    for corner in ("xtl", "ytl", "xbl", "ybl", "xtr", "ytr", "xbr", "ybr")
+    f"{corner}{face}" for face in "12" for corner in ("xtl", "ytl", "xbl", "ybl", "xtr", "ytr", "xbr", "ybr")
 ]
 COORDINATE_ATTRIBUTES = {"xtl", "ytl", "xbr", "ybr", "rotation", "cx", "cy", "rx", "ry", *CUBOID_CORNERS}
 # Attribute order of each element kind in CVAT's exporter, without the optional rotation and group_id.
@@ -244,9 +241,7 @@ def test_flat_job_status_lists_string_task_ids(project: ExportInfo, tmp_path: Pa
     status = generate_job_status(tmp_path / "flat.json", export=project, shape="flat", seed=2)
     rows = json.loads(status.path.read_text(encoding="utf-8"))
     assert isinstance(rows, list)
-    assert all(
-        list(row) == ["task_id", "job_id", "task_name", "stage", "state", "assignee"] for row in rows
-    )
+    assert all(list(row) == ["task_id", "job_id", "task_name", "stage", "state", "assignee"] for row in rows)
     assert all(isinstance(row["task_id"], str) and isinstance(row["job_id"], int) for row in rows)
     assert {(int(row["task_id"]), row["job_id"]) for row in rows} == {
         (task, job) for task, jobs in project.jobs.items() for job in jobs
@@ -274,9 +269,7 @@ def test_same_seed_gives_the_same_bytes(tmp_path: Path) -> None:
 
 def test_task_video_export_writes_every_frame_of_each_track(tmp_path: Path) -> None:
     """A video task export has CVAT's task meta with original_size, and tracks with one shape per frame."""
-    info = generate_export(
-        tmp_path / "video.xml", kind="task", media="video", images=150, shapes_per_image=6
-    )
+    info = generate_export(tmp_path / "video.xml", kind="task", media="video", images=150, shapes_per_image=6)
     root = _parse(info.path)
     task = root.find("meta/task")
     assert task is not None and task.findtext("mode") == "interpolation"
@@ -289,9 +282,7 @@ def test_task_video_export_writes_every_frame_of_each_track(tmp_path: Path) -> N
         assert list(track.attrib)[:3] == ["id", "label", "source"]
         frames = [int(shape.attrib["frame"]) for shape in track]
         assert frames == list(range(frames[0], frames[0] + len(frames))) and frames[-1] < 150
-        assert all(
-            list(shape.attrib)[:4] == ["frame", "keyframe", "outside", "occluded"] for shape in track
-        )
+        assert all(list(shape.attrib)[:4] == ["frame", "keyframe", "outside", "occluded"] for shape in track)
         assert track[0].attrib["keyframe"] == "1"
         outside = [shape.attrib["outside"] for shape in track]
         assert "1" not in outside[:-1], "only the closing keyframe is outside"

@@ -8,12 +8,12 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from receiver import Receiver, Reply, free_port, sample_event
-
 from cvat_watch.errors import ConfigError, DeliveryError
 from cvat_watch.handlers import AppriseHandler, Handler
 from cvat_watch.handlers.apprise import DEFAULT_BODY, DEFAULT_TITLE, TEMPLATE_FIELDS, validate_template
 from cvat_watch.handlers.base import event_fields
+
+from receiver import Receiver, Reply, free_port, sample_event
 
 
 @pytest.fixture

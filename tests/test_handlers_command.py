@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
-from receiver import sample_event
-
 from cvat_watch.errors import ConfigError, DeliveryError
 from cvat_watch.handlers import CommandHandler, Handler, event_body
+
+from receiver import sample_event
 
 # Writes its stdin and its CVAT_WATCH_* variables to the file named by argv[1].
 RECORDER = """

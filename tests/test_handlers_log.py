@@ -8,10 +8,10 @@ import os
 import sys
 
 import pytest
-from receiver import sample_event
-
 from cvat_watch.errors import DeliveryError
 from cvat_watch.handlers import Handler, LogHandler, event_body
+
+from receiver import sample_event
 
 
 def test_is_a_handler() -> None:
@@ -34,8 +34,13 @@ def test_human_line_without_project_or_url() -> None:
     event = sample_event(
         type="task.reopened",
         project=None,
-        task={"id": "7", "name": "solo", "url": None, "image_count": 1,
-              "jobs": [{"id": "1", "state": "annotation"}, {"id": "2", "state": "completed"}]},
+        task={
+            "id": "7",
+            "name": "solo",
+            "url": None,
+            "image_count": 1,
+            "jobs": [{"id": "1", "state": "annotation"}, {"id": "2", "state": "completed"}],
+        },
     )
     stream = io.StringIO()
     LogHandler(stream=stream).deliver(event)

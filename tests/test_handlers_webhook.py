@@ -14,12 +14,12 @@ from typing import Any
 
 import httpx
 import pytest
-from receiver import Receiver, Reply, free_port, sample_event
-from standardwebhooks.webhooks import Webhook
-
 from cvat_watch.errors import ConfigError, DeliveryError
 from cvat_watch.handlers import Handler, WebhookHandler, event_body, redact_url
 from cvat_watch.handlers.webhook import parse_retry_after, signing_key
+from standardwebhooks.webhooks import Webhook
+
+from receiver import Receiver, Reply, free_port, sample_event
 
 RAW_KEY = b"0123456789abcdef0123456789abcdef"
 WHSEC = "whsec_" + base64.b64encode(RAW_KEY).decode()
@@ -128,8 +128,9 @@ def test_extra_headers_are_sent_but_cannot_replace_ours(
     receiver: Receiver, make_webhook: MakeWebhook
 ) -> None:
     """Configured headers are sent; they cannot override the content type or the webhook id."""
-    handler = make_webhook(headers={"Authorization": "Bearer t", "Content-Type": "text/plain",
-                                    "webhook-id": "forged"})
+    handler = make_webhook(
+        headers={"Authorization": "Bearer t", "Content-Type": "text/plain", "webhook-id": "forged"}
+    )
     handler.deliver(sample_event())
     (request,) = receiver.wait_for(1)
     assert request.headers["authorization"] == "Bearer t"
@@ -250,8 +251,13 @@ def test_errors_and_repr_never_show_credentials_or_query(
     handler = make_webhook(url=url, secret="s3cr3t-value")
     receiver.script(Reply(400), Reply(503))
     refused = make_webhook(url=f"http://user:hunter2pass@127.0.0.1:{free_port()}/hook?token=SECRET123")
-    texts = [str(deliver_error(handler)), str(deliver_error(handler)), str(deliver_error(refused)),
-             repr(handler), repr(refused)]
+    texts = [
+        str(deliver_error(handler)),
+        str(deliver_error(handler)),
+        str(deliver_error(refused)),
+        repr(handler),
+        repr(refused),
+    ]
     for text in texts:
         assert "SECRET123" not in text
         assert "hunter2pass" not in text

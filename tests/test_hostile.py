@@ -17,6 +17,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from cvat_watch import jobs, xmlio
+from cvat_watch.config import WatchConfig
+from cvat_watch.daemon import WatchRunner
+from cvat_watch.errors import AnnotationsError, JobStatusError
+from cvat_watch.store import Store
+
 from daemon_support import (
     EXAMPLE,
     DaemonProcess,
@@ -28,17 +34,11 @@ from daemon_support import (
 )
 from receiver import Receiver, free_port
 
-from cvat_watch import jobs, xmlio
-from cvat_watch.config import WatchConfig
-from cvat_watch.daemon import WatchRunner
-from cvat_watch.errors import AnnotationsError, JobStatusError
-from cvat_watch.store import Store
-
 EXAMPLE_XML = (EXAMPLE / "annotations.xml").read_bytes()
 EXAMPLE_JOBS = (EXAMPLE / "job_status.json").read_bytes()
 DECLARATION = b'<?xml version="1.0" encoding="utf-8"?>'
 assert EXAMPLE_XML.startswith(DECLARATION)
-BODY = EXAMPLE_XML[len(DECLARATION):]
+BODY = EXAMPLE_XML[len(DECLARATION) :]
 
 BILLION_LAUGHS = b"""<?xml version="1.0"?>
 <!DOCTYPE annotations [
@@ -56,8 +56,12 @@ BILLION_LAUGHS = b"""<?xml version="1.0"?>
 <annotations><version>&lol9;</version></annotations>
 """
 QUADRATIC = (
-    b'<?xml version="1.0"?>\n<!DOCTYPE annotations [<!ENTITY a "' + b"x" * 50_000 + b'">]>\n'
-    + b"<annotations><version>" + b"&a;" * 50_000 + b"</version></annotations>\n"
+    b'<?xml version="1.0"?>\n<!DOCTYPE annotations [<!ENTITY a "'
+    + b"x" * 50_000
+    + b'">]>\n'
+    + b"<annotations><version>"
+    + b"&a;" * 50_000
+    + b"</version></annotations>\n"
 )
 EXTERNAL_FILE = b"""<?xml version="1.0"?>
 <!DOCTYPE annotations [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>
@@ -66,13 +70,19 @@ EXTERNAL_FILE = b"""<?xml version="1.0"?>
 
 
 def external_url(url: str) -> bytes:
-    return (b'<?xml version="1.0"?>\n<!DOCTYPE annotations [<!ENTITY xxe SYSTEM "' + url.encode()
-            + b'">]>\n<annotations><version>&xxe;</version></annotations>\n')
+    return (
+        b'<?xml version="1.0"?>\n<!DOCTYPE annotations [<!ENTITY xxe SYSTEM "'
+        + url.encode()
+        + b'">]>\n<annotations><version>&xxe;</version></annotations>\n'
+    )
 
 
 def parameter_entity(url: str) -> bytes:
-    return (b'<?xml version="1.0"?>\n<!DOCTYPE annotations [<!ENTITY % dtd SYSTEM "' + url.encode()
-            + b'"> %dtd;]>\n<annotations/>\n')
+    return (
+        b'<?xml version="1.0"?>\n<!DOCTYPE annotations [<!ENTITY % dtd SYSTEM "'
+        + url.encode()
+        + b'"> %dtd;]>\n<annotations/>\n'
+    )
 
 
 def dtd_alone(url: str) -> bytes:
@@ -109,8 +119,12 @@ def _refused(data: bytes, path: Path) -> AnnotationsError:
     """Both readers, from bytes and from the file, refuse ``data`` with the same error."""
     path.write_bytes(data)
     errors = []
-    for read in (xmlio.load, xmlio.load_summary, lambda p: xmlio.loads(data, path=p),
-                 lambda p: xmlio.loads_summary(data, path=p)):
+    for read in (
+        xmlio.load,
+        xmlio.load_summary,
+        lambda p: xmlio.loads(data, path=p),
+        lambda p: xmlio.loads_summary(data, path=p),
+    ):
         with pytest.raises(AnnotationsError) as caught:
             read(path)
         errors.append(caught.value)
@@ -144,8 +158,11 @@ def test_entity_declarations_are_refused_before_expansion(tmp_path: Path, data: 
     assert "root:" not in str(error) and "lol" not in str(error).replace("lolz", "")
 
 
-@pytest.mark.parametrize("make", [external_url, parameter_entity, dtd_alone],
-                         ids=["external-entity", "parameter-entity", "dtd-alone"])
+@pytest.mark.parametrize(
+    "make",
+    [external_url, parameter_entity, dtd_alone],
+    ids=["external-entity", "parameter-entity", "dtd-alone"],
+)
 def test_network_references_are_refused_and_never_fetched(
     tmp_path: Path, receiver: Receiver, make: Callable[[str], bytes]
 ) -> None:
@@ -175,7 +192,9 @@ def test_network_reference_to_a_closed_port_is_refused_the_same_way(tmp_path: Pa
     ],
     ids=["invalid-utf8", "utf16-declared-utf8", "utf32", "nul-byte", "unknown-encoding", "deep-unclosed"],
 )
-def test_undecodable_or_broken_files_name_file_line_and_column(tmp_path: Path, data: bytes, message: str) -> None:
+def test_undecodable_or_broken_files_name_file_line_and_column(
+    tmp_path: Path, data: bytes, message: str
+) -> None:
     """Bad bytes and encodings are an AnnotationsError with file, line and column, and no traceback text."""
     error = _refused(data, tmp_path / "bad.xml")
     _parser_position(error)
@@ -229,7 +248,9 @@ def test_huge_attribute_value_is_kept_whole(tmp_path: Path) -> None:
     ],
     ids=["deep-nesting", "invalid-utf8", "utf16", "nan-id", "huge-integer", "xml-instead"],
 )
-def test_hostile_job_status_is_a_job_status_error_naming_the_file(tmp_path: Path, data: bytes, message: str) -> None:
+def test_hostile_job_status_is_a_job_status_error_naming_the_file(
+    tmp_path: Path, data: bytes, message: str
+) -> None:
     """Deep nesting, bad encodings, NaN and overlong numbers in a job-status file are a JobStatusError naming it."""
     path = tmp_path / "job_status.json"
     path.write_bytes(data)
@@ -265,7 +286,9 @@ def runner(tmp_path: Path) -> Iterator[WatchRunner]:
 
 
 def _warnings(caplog: pytest.LogCaptureFixture, needle: str) -> int:
-    return sum(needle in record.getMessage() for record in caplog.records if record.levelno == logging.WARNING)
+    return sum(
+        needle in record.getMessage() for record in caplog.records if record.levelno == logging.WARNING
+    )
 
 
 def test_the_same_bad_file_is_reported_again_after_the_good_one_came_back(
@@ -290,8 +313,11 @@ def test_the_same_bad_file_is_reported_again_after_the_good_one_came_back(
         ("annotations", TASKLESS, "holds no task"),
         ("annotations", b"<annotations/>", "holds no task"),
         ("job_status", b"[]", "holds no job"),
-        ("job_status", json.dumps({"count": 0, "next": None, "previous": None, "results": []}).encode(),
-         "holds no job"),
+        (
+            "job_status",
+            json.dumps({"count": 0, "next": None, "previous": None, "results": []}).encode(),
+            "holds no job",
+        ),
     ],
     ids=["deep-nesting-only", "empty-root", "empty-list", "empty-page"],
 )
@@ -310,7 +336,9 @@ def test_a_file_emptied_of_every_task_or_job_keeps_the_last_good_state(
     assert runner.reload(force=True).events == ()
 
 
-def test_an_export_missing_some_tasks_does_not_make_their_return_a_new_completion(runner: WatchRunner) -> None:
+def test_an_export_missing_some_tasks_does_not_make_their_return_a_new_completion(
+    runner: WatchRunner,
+) -> None:
     """An export without task 13 (completed), then the full export again: task 13 is not announced a second time."""
     path = runner.config.annotations
     good = path.read_bytes()
@@ -343,7 +371,9 @@ KEEPING = "keeping the last good state"
 class _Scenario:
     """One daemon, one receiver, and a running list of the events that must have been sent."""
 
-    def __init__(self, workspace: Workspace, receiver: Receiver, notify: NotifySocket, daemon: DaemonProcess) -> None:
+    def __init__(
+        self, workspace: Workspace, receiver: Receiver, notify: NotifySocket, daemon: DaemonProcess
+    ) -> None:
         self.workspace = workspace
         self.receiver = receiver
         self.notify = notify
@@ -352,7 +382,9 @@ class _Scenario:
         self.task12_completed = False
 
     def warnings_about(self, path: Path, since: int) -> list[str]:
-        return [line for line in self.daemon.log[since:].splitlines() if KEEPING in line and str(path) in line]
+        return [
+            line for line in self.daemon.log[since:].splitlines() if KEEPING in line and str(path) in line
+        ]
 
     def hostile(self, path: Path, put: Callable[[], None], needle: str, *, position: bool = False) -> None:
         """Put a hostile file in place; wait for its one warning; check nothing was sent."""
@@ -396,10 +428,12 @@ class _Scenario:
 
 # A job id that carries a whole log line: quoted in the error, it must not become a line of its own.
 _FORGED_ID = "7\n2026-01-01 00:00:00,000 ERROR cvat_watch.daemon: FORGED entry"
-FORGED_LOG_LINE = json.dumps([
-    {"id": _FORGED_ID, "task_id": 11, "state": "completed"},
-    {"id": _FORGED_ID, "task_id": 11, "state": "rejected"},
-]).encode()
+FORGED_LOG_LINE = json.dumps(
+    [
+        {"id": _FORGED_ID, "task_id": 11, "state": "completed"},
+        {"id": _FORGED_ID, "task_id": 11, "state": "rejected"},
+    ]
+).encode()
 
 
 def _event(request: object) -> dict:
@@ -429,8 +463,10 @@ def scenario(tmp_path: Path, receiver: Receiver) -> Iterator[_Scenario]:
     workspace = Workspace(tmp_path)
     workspace.write_jobs({"21": "completed", "22": "completed", "23": "in progress"})
     workspace.write_config(handlers=[workspace.webhook(receiver.url())])
-    with NotifySocket(tmp_path / "notify.sock") as notify, \
-            DaemonProcess(workspace.config, env={"NOTIFY_SOCKET": str(notify.path)}) as daemon:
+    with (
+        NotifySocket(tmp_path / "notify.sock") as notify,
+        DaemonProcess(workspace.config, env={"NOTIFY_SOCKET": str(notify.path)}) as daemon,
+    ):
         notify.wait_for("READY=1")
         running = _Scenario(workspace, receiver, notify, daemon)
         yield running
@@ -498,7 +534,17 @@ def test_daemon_refuses_hostile_job_status_files_and_then_sends_exactly_the_next
     scenario.hostile(path, lambda: _replace_with_symlink(path, Path("/etc/passwd")), "is a symbolic link")
     scenario.hostile(path, lambda: _replace_with_fifo(path), "is not a regular file")
     scenario.hostile(path, lambda: _replace_with_directory(path), "is not a regular file")
-    bom = b"\xef\xbb\xbf" + json.dumps(job_page({"21": "completed", "22": "completed", "23": (
-        "completed" if scenario.task12_completed else "in progress")})).encode()
+    bom = (
+        b"\xef\xbb\xbf"
+        + json.dumps(
+            job_page(
+                {
+                    "21": "completed",
+                    "22": "completed",
+                    "23": ("completed" if scenario.task12_completed else "in progress"),
+                }
+            )
+        ).encode()
+    )
     scenario.accepted(path, bom)
     assert "root:x:0" not in scenario.daemon.log

@@ -9,13 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from defusedxml import ElementTree
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from cvat_watch.errors import JobStatusError
 from cvat_watch.jobs import JobStatusParser, job_records, load_job_status, parse_job_status
 from cvat_watch.model import JobStatus
+from defusedxml import ElementTree
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 CORPUS_JOBS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "cvat-api-jobs.json"
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "example" / "job_status.json"
@@ -69,18 +68,44 @@ def test_flat_next_cvat_list(tmp_path: Path) -> None:
     path = _write(
         tmp_path,
         [
-            {"task_id": "12", "job_id": 34, "task_name": "cars", "stage": "annotation",
-             "state": "completed", "assignee": None},
-            {"task_id": 12, "job_id": "35", "task_name": "cars", "stage": "validation",
-             "state": "in progress", "assignee": "alice", "updated": "2024-05-01T10:00:00Z"},
-            {"task_id": "13", "job_id": 36, "task_name": "bikes", "stage": "acceptance",
-             "state": "completed", "assignee": {"username": "bob", "id": 7}},
+            {
+                "task_id": "12",
+                "job_id": 34,
+                "task_name": "cars",
+                "stage": "annotation",
+                "state": "completed",
+                "assignee": None,
+            },
+            {
+                "task_id": 12,
+                "job_id": "35",
+                "task_name": "cars",
+                "stage": "validation",
+                "state": "in progress",
+                "assignee": "alice",
+                "updated": "2024-05-01T10:00:00Z",
+            },
+            {
+                "task_id": "13",
+                "job_id": 36,
+                "task_name": "bikes",
+                "stage": "acceptance",
+                "state": "completed",
+                "assignee": {"username": "bob", "id": 7},
+            },
         ],
     )
     assert load_job_status(path) == (
         JobStatus("34", "12", "completed", stage="annotation", task_name="cars"),
-        JobStatus("35", "12", "in progress", stage="validation", assignee="alice",
-                  updated="2024-05-01T10:00:00Z", task_name="cars"),
+        JobStatus(
+            "35",
+            "12",
+            "in progress",
+            stage="validation",
+            assignee="alice",
+            updated="2024-05-01T10:00:00Z",
+            task_name="cars",
+        ),
         JobStatus("36", "13", "completed", stage="acceptance", assignee="bob", task_name="bikes"),
     )
 
@@ -95,8 +120,15 @@ def test_rest_page(tmp_path: Path) -> None:
         ),
     )
     assert load_job_status(path) == (
-        JobStatus("5", "2", "completed", stage="annotation", type="annotation", assignee="worker2",
-                  updated="2024-07-15T15:34:53.594000Z"),
+        JobStatus(
+            "5",
+            "2",
+            "completed",
+            stage="annotation",
+            type="annotation",
+            assignee="worker2",
+            updated="2024-07-15T15:34:53.594000Z",
+        ),
         JobStatus("6", "2", "new", stage="acceptance", type="ground_truth"),
     )
 
@@ -112,7 +144,9 @@ def test_list_of_pages_concatenates_results(tmp_path: Path) -> None:
     )
     records = load_job_status(path)
     assert [(job.job_id, job.task_id, job.state) for job in records] == [
-        ("1", "1", "completed"), ("2", "1", "completed"), ("3", "2", "in progress"),
+        ("1", "1", "completed"),
+        ("2", "1", "completed"),
+        ("3", "2", "in progress"),
     ]
 
 
@@ -120,7 +154,8 @@ def test_plain_list_of_cvat_jobs(tmp_path: Path) -> None:
     """A bare list of CVAT job objects (``id``, not ``job_id``) is read like a page's results."""
     path = _write(tmp_path, [_rest_job(8, 4, "rejected"), _rest_job(9, 4)])
     assert [(job.job_id, job.task_id, job.state) for job in load_job_status(path)] == [
-        ("8", "4", "rejected"), ("9", "4", "completed"),
+        ("8", "4", "rejected"),
+        ("9", "4", "completed"),
     ]
 
 
@@ -240,7 +275,7 @@ def test_half_written_file_is_called_truncated() -> None:
 def test_every_prefix_of_a_document_is_truncated_or_empty() -> None:
     """Cut anywhere, a job-status document reads as truncated (or empty), never as some other error."""
     full = json.dumps(
-        [_rest_job(1, 1, assignee={"username": "a\u00e9\\\"\ud83d\ude00"}, stage=None), {"job_id": -12.5e3}],
+        [_rest_job(1, 1, assignee={"username": 'a\u00e9\\"\ud83d\ude00'}, stage=None), {"job_id": -12.5e3}],
         ensure_ascii=True,
     )
     for end in range(len(full)):
@@ -285,11 +320,17 @@ def test_wrong_top_level_shape(document: object, found: str) -> None:
     [
         (_page(_rest_job(1, 1), 5), "results[1]", "job record is a number, not an object"),
         ([_rest_job(1, 1), [1, 2]], "[1]", "job record is a list, not an object"),
-        ([_page(_rest_job(1, 1)), _page(_rest_job(2, 1), "x")], "pages[1].results[1]",
-         "job record is a string, not an object"),
+        (
+            [_page(_rest_job(1, 1)), _page(_rest_job(2, 1), "x")],
+            "pages[1].results[1]",
+            "job record is a string, not an object",
+        ),
         ({"results": {"id": 1}}, "results", "'results' must be a list of jobs, not an object"),
-        ([_page(), {"id": 1}], "pages[1]",
-         "expected a CVAT page with 'results' like pages[0], found an object"),
+        (
+            [_page(), {"id": 1}],
+            "pages[1]",
+            "expected a CVAT page with 'results' like pages[0], found an object",
+        ),
     ],
 )
 def test_records_that_are_not_jobs(document: object, where: str, message: str) -> None:
@@ -320,10 +361,14 @@ def _without(key: str, **extra: Any) -> dict[str, Any]:
         (_rest_job(3, 1, stage=["a"]), "'stage' must be a string or null, not a list"),
         (_rest_job(3, 1, type={}), "'type' must be a string or null, not an object"),
         (_rest_job(3, 1, updated_date=17), "'updated_date' must be a string or null, not a number"),
-        ({"job_id": 3, "task_id": 1, "state": "new", "updated": False},
-         "'updated' must be a string or null, not a boolean"),
-        ({"job_id": 3, "task_id": 1, "state": "new", "task_name": 5},
-         "'task_name' must be a string or null, not a number"),
+        (
+            {"job_id": 3, "task_id": 1, "state": "new", "updated": False},
+            "'updated' must be a string or null, not a boolean",
+        ),
+        (
+            {"job_id": 3, "task_id": 1, "state": "new", "task_name": 5},
+            "'task_name' must be a string or null, not a number",
+        ),
         (_rest_job(3, 1, assignee=7), "'assignee' must be null, a username or a user object, not a number"),
         (_rest_job(3, 1, assignee={"username": 7}), "'assignee.username' must be a string, not a number"),
     ],
@@ -333,8 +378,10 @@ def _without(key: str, **extra: Any) -> dict[str, Any]:
     [
         (lambda record: _page(_rest_job(1, 1), _rest_job(2, 1), _rest_job(4, 2), record), "results[3]"),
         (lambda record: [_rest_job(1, 1)] * 5 + [record], "[5]"),
-        (lambda record: [_page(_rest_job(1, 1)), _page(_rest_job(2, 1), _rest_job(4, 1), record)],
-         "pages[1].results[2]"),
+        (
+            lambda record: [_page(_rest_job(1, 1)), _page(_rest_job(2, 1), _rest_job(4, 1), record)],
+            "pages[1].results[2]",
+        ),
     ],
 )
 def test_unusable_record_names_key_and_place(
@@ -411,8 +458,9 @@ def test_path_with_nul_byte() -> None:
 _json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8)
 _json_values = st.recursive(
     _json_scalars,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -429,8 +477,13 @@ _users = _mostly(st.none() | st.just("alice") | st.fixed_dictionaries({"username
 _near_jobs = st.fixed_dictionaries(
     {"id": _ids, "task_id": _ids, "state": _mostly(st.sampled_from(["new", "completed", "rejected"]))},
     optional={
-        "job_id": _ids, "stage": _texts, "type": _texts, "assignee": _users,
-        "updated": _texts, "updated_date": _texts, "task_name": _texts,
+        "job_id": _ids,
+        "stage": _texts,
+        "type": _texts,
+        "assignee": _users,
+        "updated": _texts,
+        "updated_date": _texts,
+        "task_name": _texts,
     },
 )
 _near_documents = (
@@ -473,6 +526,7 @@ def test_arbitrary_json_gives_records_or_job_status_error(document: object) -> N
 @given(st.lists(_near_jobs, max_size=6))
 def test_near_job_records_read_consistently(records: list[dict[str, Any]]) -> None:
     """Decoded and serialised forms of the same records give the same outcome."""
+
     def outcome(read: Any, arg: Any) -> object:
         try:
             return read(arg)
@@ -499,7 +553,11 @@ def test_cvat_api_jobs_corpus() -> None:
     }
     first = records[0]
     assert (first.job_id, first.task_id, first.state, first.stage, first.updated) == (
-        "34", "25", "new", "annotation", "2024-07-15T15:34:53.594000Z",
+        "34",
+        "25",
+        "new",
+        "annotation",
+        "2024-07-15T15:34:53.594000Z",
     )
 
 
@@ -555,12 +613,17 @@ def _rarely(valid: st.SearchStrategy[Any], invalid: st.SearchStrategy[Any]) -> s
 _flat_ids = _rarely(st.sampled_from([1, 2, 3, "1", "2", "x"]), st.sampled_from([True, 1.0, None, ""]))
 _flat_texts = _rarely(st.sampled_from([None, "new", "completed", "annotation", "acceptance"]), st.just(3))
 _flat_fields = {
-    "job_id": _flat_ids, "id": _flat_ids, "task_id": _flat_ids,
-    "stage": _flat_texts, "task_name": _flat_texts,
+    "job_id": _flat_ids,
+    "id": _flat_ids,
+    "task_id": _flat_ids,
+    "stage": _flat_texts,
+    "task_name": _flat_texts,
     "state": _rarely(st.sampled_from(["new", "completed"]), st.sampled_from([None, 3])),
     "type": st.sampled_from([None, "annotation", "ground_truth"]),
     "assignee": _rarely(st.sampled_from([None, "ann", {"username": "bob"}]), st.just({"username": 5})),
-    "updated": _flat_texts, "updated_date": _flat_texts, "unread": st.integers(0, 2),
+    "updated": _flat_texts,
+    "updated_date": _flat_texts,
+    "unread": st.integers(0, 2),
 }
 
 

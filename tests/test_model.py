@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from cvat_watch import Annotations, Box, ImageAnnotation, JobStatus, Segment, Task
 
 
@@ -14,7 +13,12 @@ def _job(job_id: int, task_id: int, state: str, **kwargs: str) -> JobStatus:
 def _video_task() -> Task:
     # Like CVAT's own video sample: absolute frames 10..19 with step 3, two overlapping segments.
     return Task(
-        id="5", name="v1", size=4, mode="interpolation", start_frame=10, stop_frame=19,
+        id="5",
+        name="v1",
+        size=4,
+        mode="interpolation",
+        start_frame=10,
+        stop_frame=19,
         frame_filter="step=3",
         segments=[
             Segment(id="3", start=0, stop=3, url="http://localhost:7000/?id=3"),
@@ -25,26 +29,52 @@ def _video_task() -> Task:
 
 def _project() -> Annotations:
     tasks = [
-        Task(id="1", name="a", size=3, subset="train", start_frame=0, frame_filter="",
-             segments=[Segment(id="11", start=0, stop=1, url="https://cvat.example.com/api/jobs/11"),
-                       Segment(id="12", start=2, stop=2, url="https://cvat.example.com/api/jobs/12")]),
-        Task(id="2", name="b", size=2, subset="train", start_frame=0,
-             segments=[Segment(id="21", start=0, stop=1, url="https://cvat.example.com/api/jobs/21")]),
-        Task(id="3", name="c", size=2, subset="val", start_frame=0,
-             segments=[Segment(id="31", start=0, stop=1, url="https://cvat.example.com/api/jobs/31")]),
+        Task(
+            id="1",
+            name="a",
+            size=3,
+            subset="train",
+            start_frame=0,
+            frame_filter="",
+            segments=[
+                Segment(id="11", start=0, stop=1, url="https://cvat.example.com/api/jobs/11"),
+                Segment(id="12", start=2, stop=2, url="https://cvat.example.com/api/jobs/12"),
+            ],
+        ),
+        Task(
+            id="2",
+            name="b",
+            size=2,
+            subset="train",
+            start_frame=0,
+            segments=[Segment(id="21", start=0, stop=1, url="https://cvat.example.com/api/jobs/21")],
+        ),
+        Task(
+            id="3",
+            name="c",
+            size=2,
+            subset="val",
+            start_frame=0,
+            segments=[Segment(id="31", start=0, stop=1, url="https://cvat.example.com/api/jobs/31")],
+        ),
     ]
-    images = [
-        ImageAnnotation(id=i, name=f"a{i}.jpg", task_id="1", subset="train", boxes=[Box("car", 0, 0, 1, 1)])
-        for i in range(3)
-    ] + [
-        ImageAnnotation(id=3 + i, name=f"b{i}.jpg", task_id="2", subset="train") for i in range(2)
-    ] + [
-        ImageAnnotation(id=i, name=f"c{i}.jpg", task_id="3", subset="val") for i in range(2)
-    ]
+    images = (
+        [
+            ImageAnnotation(
+                id=i, name=f"a{i}.jpg", task_id="1", subset="train", boxes=[Box("car", 0, 0, 1, 1)]
+            )
+            for i in range(3)
+        ]
+        + [ImageAnnotation(id=3 + i, name=f"b{i}.jpg", task_id="2", subset="train") for i in range(2)]
+        + [ImageAnnotation(id=i, name=f"c{i}.jpg", task_id="3", subset="val") for i in range(2)]
+    )
     jobs = [
-        _job(11, 1, "completed"), _job(12, 1, "completed"),
-        _job(21, 2, "completed"), _job(22, 2, "in progress"),
-        _job(31, 3, "completed", type="annotation"), _job(32, 3, "new", type="ground_truth"),
+        _job(11, 1, "completed"),
+        _job(12, 1, "completed"),
+        _job(21, 2, "completed"),
+        _job(22, 2, "in progress"),
+        _job(31, 3, "completed", type="annotation"),
+        _job(32, 3, "new", type="ground_truth"),
     ]
     return Annotations(kind="project", tasks=tasks, images=images, job_status=jobs)
 
@@ -76,7 +106,8 @@ def test_task_without_jobs_is_not_completed() -> None:
 
 
 @pytest.mark.parametrize(
-    ("stage", "expected"), [("acceptance", ["1"]), ("validation", []), (None, [])],
+    ("stage", "expected"),
+    [("acceptance", ["1"]), ("validation", []), (None, [])],
 )
 def test_accepted_rule_also_needs_the_acceptance_stage(stage: str | None, expected: list[str]) -> None:
     """The accepted rule is CVAT's own: completed state at the acceptance stage."""
@@ -132,8 +163,13 @@ def test_task_export_frame_uses_start_and_step(image_id: int, frame: int, job: s
 
 def test_incomplete_meta_falls_back_to_rank_by_id() -> None:
     """Where the meta cannot explain an id, the image's rank among its task's images is its frame."""
-    task = Task(id="7", segments=[Segment(id="70", start=0, stop=0, url="http://h/api/jobs/70"),
-                                  Segment(id="71", start=1, stop=5, url="http://h/api/jobs/71")])
+    task = Task(
+        id="7",
+        segments=[
+            Segment(id="70", start=0, stop=0, url="http://h/api/jobs/70"),
+            Segment(id="71", start=1, stop=5, url="http://h/api/jobs/71"),
+        ],
+    )
     images = [ImageAnnotation(id=i, name=f"{i}.jpg", task_id="7") for i in (40, 20, 30)]
     annotations = Annotations(kind="project", tasks=[task], images=images)
     assert annotations.create_cvat_link("20.jpg") == "http://h/tasks/7/jobs/70?frame=0"
@@ -148,8 +184,10 @@ def test_unknown_image_raises_lookup_error_naming_it() -> None:
 
 def test_link_without_any_job_url_needs_base_url() -> None:
     """Without job URLs in the export, a link needs base_url, and says so."""
-    annotations = Annotations(tasks=[Task(id="1", segments=[Segment(id="9", start=0, stop=9)])],
-                              images=[ImageAnnotation(id=0, name="x.jpg")])
+    annotations = Annotations(
+        tasks=[Task(id="1", segments=[Segment(id="9", start=0, stop=9)])],
+        images=[ImageAnnotation(id=0, name="x.jpg")],
+    )
     with pytest.raises(ValueError, match="base_url"):
         annotations.create_cvat_link("x.jpg")
     assert annotations.create_cvat_link("x.jpg", "http://c") == "http://c/tasks/1/jobs/9?frame=0"
@@ -157,8 +195,12 @@ def test_link_without_any_job_url_needs_base_url() -> None:
 
 @pytest.mark.parametrize(
     ("url", "job_id"),
-    [("http://localhost:8080/api/jobs/6", "6"), ("http://localhost:7000/?id=3", "3"),
-     ("https://app.cvat.ai/api/jobs/123456", "123456"), (None, "42")],
+    [
+        ("http://localhost:8080/api/jobs/6", "6"),
+        ("http://localhost:7000/?id=3", "3"),
+        ("https://app.cvat.ai/api/jobs/123456", "123456"),
+        (None, "42"),
+    ],
 )
 def test_segment_job_id_parsed_from_either_url_form(url: str | None, job_id: str) -> None:
     """A segment's job id comes from a 2.x or 1.x URL, else it is the segment id."""

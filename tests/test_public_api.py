@@ -8,10 +8,37 @@ import sys
 import cvat_watch
 
 PUBLIC = [
-    "Annotations", "AnnotationsError", "Attribute", "Box", "ConfigError", "Cuboid", "CvatWatchError",
-    "DeliveryError", "Ellipse", "ExportSummary", "ImageAnnotation", "JobStatus", "JobStatusError",
-    "Label", "LabelAttribute", "Mask", "Points", "Polygon", "Polyline", "Project", "Segment", "Size",
-    "Skeleton", "SkeletonPoint", "StateError", "Tag", "Task", "Track", "TrackedShape", "User", "XmlElement",
+    "Annotations",
+    "AnnotationsError",
+    "Attribute",
+    "Box",
+    "ConfigError",
+    "Cuboid",
+    "CvatWatchError",
+    "DeliveryError",
+    "Ellipse",
+    "ExportSummary",
+    "ImageAnnotation",
+    "JobStatus",
+    "JobStatusError",
+    "Label",
+    "LabelAttribute",
+    "Mask",
+    "Points",
+    "Polygon",
+    "Polyline",
+    "Project",
+    "Segment",
+    "Size",
+    "Skeleton",
+    "SkeletonPoint",
+    "StateError",
+    "Tag",
+    "Task",
+    "Track",
+    "TrackedShape",
+    "User",
+    "XmlElement",
 ]
 
 
@@ -25,14 +52,21 @@ def test_all_is_pinned_and_sorted() -> None:
 
 def test_every_error_derives_from_one_base() -> None:
     """All the package's exceptions share CvatWatchError as their base."""
-    errors = [cvat_watch.AnnotationsError, cvat_watch.JobStatusError, cvat_watch.ConfigError,
-              cvat_watch.StateError, cvat_watch.DeliveryError]
+    errors = [
+        cvat_watch.AnnotationsError,
+        cvat_watch.JobStatusError,
+        cvat_watch.ConfigError,
+        cvat_watch.StateError,
+        cvat_watch.DeliveryError,
+    ]
     assert all(issubclass(error, cvat_watch.CvatWatchError) for error in errors)
 
 
 def test_library_import_does_not_pull_in_the_cli_or_network() -> None:
     """Importing the library loads neither the CLI nor httpx nor watchdog."""
-    code = ("import sys, cvat_watch; a = cvat_watch.Annotations; "
-            "print(sorted(m for m in ('cvat_watch.cli', 'httpx', 'watchdog') if m in sys.modules))")
+    code = (
+        "import sys, cvat_watch; a = cvat_watch.Annotations; "
+        "print(sorted(m for m in ('cvat_watch.cli', 'httpx', 'watchdog') if m in sys.modules))"
+    )
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert output.strip() == "[]"

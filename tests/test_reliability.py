@@ -18,6 +18,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from benchmarks import reliability
+from benchmarks.reliability import Receipts, expected_events
+from cvat_watch.events import TASK_COMPLETED, Event, TaskInfo
+from cvat_watch.snapshot import Snapshot
+from cvat_watch.store import Store
+
 from daemon_support import (
     DaemonRig,
     GeneratedExport,
@@ -28,12 +34,6 @@ from daemon_support import (
     write_daemon_config,
 )
 from receiver import Reply
-
-from benchmarks import reliability
-from benchmarks.reliability import Receipts, expected_events
-from cvat_watch.events import TASK_COMPLETED, Event, TaskInfo
-from cvat_watch.snapshot import Snapshot
-from cvat_watch.store import Store
 
 
 def _ids(events: list[tuple[str, str, str, int]]) -> list[str]:
@@ -86,13 +86,18 @@ def test_slow_and_failing_receivers_are_retried_on_schedule_and_hold_up_nobody(t
         flaky.script(Reply(500), Reply(429, headers={"Retry-After": "1"}))
         healthy = rig.receiver()
         handlers = [
-            Workspace.webhook(slow.url(), name="slow", retry_delays="[0.5, 0.5, 0.5]",
-                              extra=f"read_timeout = {_READ_TIMEOUT}"),
+            Workspace.webhook(
+                slow.url(),
+                name="slow",
+                retry_delays="[0.5, 0.5, 0.5]",
+                extra=f"read_timeout = {_READ_TIMEOUT}",
+            ),
             Workspace.webhook(flaky.url(), name="flaky", retry_delays="[0.3, 0.3, 0.3]"),
             Workspace.webhook(healthy.url(), name="healthy"),
         ]
-        config = write_daemon_config(tmp_path / "cvat-watch.toml", handlers=handlers,
-                                     watches=[first.watch("a"), second.watch("b")])
+        config = write_daemon_config(
+            tmp_path / "cvat-watch.toml", handlers=handlers, watches=[first.watch("a"), second.watch("b")]
+        )
         daemon = rig.start(config)
         (event_a,) = _ids(expected_events("a", [frozenset(), frozenset({"11"})]))
         (event_b,) = _ids(expected_events("b", [frozenset(), frozenset({"11"})]))
@@ -102,8 +107,10 @@ def test_slow_and_failing_receivers_are_retried_on_schedule_and_hold_up_nobody(t
         flaky.wait_for(3, timeout=10)
         second.write_jobs({"11"})
         written = time.monotonic()
-        arrived = wait_until(lambda: [r for r in healthy.requests if r.headers["webhook-id"] == event_b],
-                             what="the other watch's event at the healthy receiver")[0]
+        arrived = wait_until(
+            lambda: [r for r in healthy.requests if r.headers["webhook-id"] == event_b],
+            what="the other watch's event at the healthy receiver",
+        )[0]
         # The stuck attempt, then (once it timed out) the other watch's event and the retry.
         slow_requests = slow.wait_for(3, timeout=15)
         assert daemon.stop() == 0, daemon.log
@@ -169,8 +176,11 @@ def test_sigkill_at_random_points_loses_and_invents_nothing(tmp_path: Path) -> N
 def _mount_tmpfs(path: Path, size: str) -> bool:
     if os.geteuid() != 0:
         return False
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
-                            capture_output=True, check=False)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
+        capture_output=True,
+        check=False,
+    )
     return result.returncode == 0
 
 
@@ -218,9 +228,12 @@ def test_disk_full_is_logged_survived_and_recovered(tmp_path: Path, full_disk: s
     db = StateDatabase(state / "cvat-watch.db")
     with DaemonRig(tmp_path) as rig:
         receiver = rig.receiver()
-        config = write_daemon_config(tmp_path / "cvat-watch.toml", state_dir=state,
-                                     watches=[export.watch("w", recheck_interval=0.5)],
-                                     handlers=[Workspace.webhook(receiver.url())])
+        config = write_daemon_config(
+            tmp_path / "cvat-watch.toml",
+            state_dir=state,
+            watches=[export.watch("w", recheck_interval=0.5)],
+            handlers=[Workspace.webhook(receiver.url())],
+        )
         daemon = rig.start(config)
         pid = daemon.process.pid
         filler = None
@@ -245,8 +258,11 @@ def test_disk_full_is_logged_survived_and_recovered(tmp_path: Path, full_disk: s
         else:
             resource.prlimit(pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
         expected = _ids(expected_events("w", [frozenset(), done]))
-        wait_until(lambda: set(expected) <= Receipts(tuple(receiver.requests)).ids, timeout=15,
-                   what="the events once space is back")
+        wait_until(
+            lambda: set(expected) <= Receipts(tuple(receiver.requests)).ids,
+            timeout=15,
+            what="the events once space is back",
+        )
         assert {row[0] for row in db.events()} == set(expected)
         assert daemon.stop() == 0, daemon.log
     assert db.integrity() == "ok"
@@ -259,8 +275,12 @@ def test_disk_full_at_start_fails_with_exit_2_naming_the_database(tmp_path: Path
     export = GeneratedExport(tmp_path / "export", tasks=20)
     state = tmp_path / "state"
     state.mkdir()
-    config = write_daemon_config(tmp_path / "cvat-watch.toml", state_dir=state,
-                                 watches=[export.watch("w")], handlers=['[[handler]]\ntype = "log"'])
+    config = write_daemon_config(
+        tmp_path / "cvat-watch.toml",
+        state_dir=state,
+        watches=[export.watch("w")],
+        handlers=['[[handler]]\ntype = "log"'],
+    )
     if not _mount_tmpfs(state, "1m"):
         pytest.skip("mounting a tmpfs is not permitted here")
     try:
@@ -283,8 +303,12 @@ def test_state_dir_below_a_regular_file_fails_start_with_exit_2_naming_it(tmp_pa
     export = GeneratedExport(tmp_path / "export", tasks=2)
     (tmp_path / "blocker").write_text("a file, not a folder")
     state = tmp_path / "blocker" / "state"
-    config = write_daemon_config(tmp_path / "cvat-watch.toml", state_dir=state,
-                                 watches=[export.watch("w")], handlers=['[[handler]]\ntype = "log"'])
+    config = write_daemon_config(
+        tmp_path / "cvat-watch.toml",
+        state_dir=state,
+        watches=[export.watch("w")],
+        handlers=['[[handler]]\ntype = "log"'],
+    )
     result = run_cli("run", "--config", str(config), "--allow-root", timeout=30)
     assert result.returncode == 2
     assert str(state / "cvat-watch.db") in result.stderr
@@ -295,16 +319,26 @@ def test_read_only_state_dir_fails_start_with_exit_2_naming_it(tmp_path: Path) -
     """A state folder on a read-only mount is one error line naming the database and exit code 2."""
     export = GeneratedExport(tmp_path / "export", tasks=2)
     state = tmp_path / "state"
-    config = write_daemon_config(tmp_path / "cvat-watch.toml", state_dir=state,
-                                 watches=[export.watch("w")], handlers=['[[handler]]\ntype = "log"'])
+    config = write_daemon_config(
+        tmp_path / "cvat-watch.toml",
+        state_dir=state,
+        watches=[export.watch("w")],
+        handlers=['[[handler]]\ntype = "log"'],
+    )
     # A first run creates the database; then the folder becomes a read-only bind mount of itself.
     assert run_cli("once", "--config", str(config)).returncode == 0
-    if os.geteuid() != 0 or subprocess.run(["mount", "--bind", str(state), str(state)],
-                                           capture_output=True, check=False).returncode != 0:
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "--bind", str(state), str(state)], capture_output=True, check=False
+        ).returncode
+        != 0
+    ):
         pytest.skip("bind mounts are not permitted here")
     try:
-        remount = subprocess.run(["mount", "-o", "remount,bind,ro", str(state)],
-                                 capture_output=True, check=False)
+        remount = subprocess.run(
+            ["mount", "-o", "remount,bind,ro", str(state)], capture_output=True, check=False
+        )
         assert remount.returncode == 0, remount.stderr
         result = run_cli("run", "--config", str(config), "--allow-root", timeout=30)
     finally:
@@ -359,10 +393,17 @@ def test_watches_take_turns_in_the_outbox(tmp_path: Path) -> None:
     does not delay another watch's next event."""
 
     def event(watch: str, task: int) -> Event:
-        return Event(type=TASK_COMPLETED, id=f"evt_{watch}_{task}", timestamp="t", watch=watch,
-                     project=None, task=TaskInfo(id=str(task)))
+        return Event(
+            type=TASK_COMPLETED,
+            id=f"evt_{watch}_{task}",
+            timestamp="t",
+            watch=watch,
+            project=None,
+            task=TaskInfo(id=str(task)),
+        )
 
     with Store.open(tmp_path / "state.db") as store:
+
         def hook(_event: Event) -> list[str]:
             return ["hook"]
 
@@ -372,4 +413,3 @@ def test_watches_take_turns_in_the_outbox(tmp_path: Path) -> None:
         assert order[:3] == [("big", "0"), ("small", "1"), ("big", "1")]
         assert [task for watch, task in order if watch == "big"] == ["0", "1", "2", "3", "4"]
         assert [row.watch for row in store.due_deliveries("hook", now=3.0, limit=2)] == ["big", "small"]
-

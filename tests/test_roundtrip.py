@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings
-from strategies import exports
-
 from cvat_watch import xmlio
 from cvat_watch.model import Annotations
+from hypothesis import HealthCheck, given, settings
+
+from strategies import exports
 
 _SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from benchmarks.generate import generate_export, generate_job_status
 from cvat_watch import daemon, jobs, xmlio
 from cvat_watch.config import WatchConfig
@@ -342,8 +341,20 @@ def _edit(rng: random.Random, export: Export, spare: list[dict[str, Any]]) -> st
     """One random change of the job-status page, in place; says what it did."""
     records = export.records
     kind = rng.choice(
-        ["state", "state", "state", "assignee", "stage", "type", "remove", "insert", "move", "repeat",
-         "reorder", "nothing"]
+        [
+            "state",
+            "state",
+            "state",
+            "assignee",
+            "stage",
+            "type",
+            "remove",
+            "insert",
+            "move",
+            "repeat",
+            "reorder",
+            "nothing",
+        ]
     )
     index = rng.randrange(len(records))
     if kind == "state":

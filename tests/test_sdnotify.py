@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from cvat_watch import sdnotify
 
 
@@ -110,8 +109,13 @@ def test_watchdog_interval_for_another_pid_is_none() -> None:
 
 @pytest.mark.parametrize(
     "env",
-    [{}, {"WATCHDOG_USEC": ""}, {"WATCHDOG_USEC": "0"}, {"WATCHDOG_USEC": "soon"},
-     {"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "me"}],
+    [
+        {},
+        {"WATCHDOG_USEC": ""},
+        {"WATCHDOG_USEC": "0"},
+        {"WATCHDOG_USEC": "soon"},
+        {"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "me"},
+    ],
 )
 def test_watchdog_interval_absent_or_invalid_is_none(env: dict[str, str]) -> None:
     """No usable WATCHDOG_USEC (unset, zero, not a number) or an unreadable WATCHDOG_PID gives None."""

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 import trustme
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
 from daemon_support import (
     SECRET,
     DaemonProcess,
@@ -31,7 +33,6 @@ from daemon_support import (
     wait_until,
 )
 from receiver import Receiver, Recorded, Reply, free_port
-from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 COMPLETE_12 = {"21": "completed", "22": "completed", "23": "completed"}
 REOPEN_12 = {"21": "completed", "22": "completed", "23": "in progress"}
@@ -75,28 +76,59 @@ job_status = "exports/job_status.json"
 @pytest.mark.parametrize(
     ("handler", "key", "message"),
     [
-        ('type = "webhook"\nurl = "https://127.0.0.1:9/x"\nsecrets_env = "X"', "handler[0].secrets_env",
-         "unknown key"),
-        ('type = "webhook"\nurl = "https://127.0.0.1:9/x"\nverify_tls = "no"', "handler[0].verify_tls",
-         "boolean"),
-        ('type = "webhook"\nurl = "https://127.0.0.1:9/x"\nretry_delays = "5"', "handler[0].retry_delays",
-         "list"),
+        (
+            'type = "webhook"\nurl = "https://127.0.0.1:9/x"\nsecrets_env = "X"',
+            "handler[0].secrets_env",
+            "unknown key",
+        ),
+        (
+            'type = "webhook"\nurl = "https://127.0.0.1:9/x"\nverify_tls = "no"',
+            "handler[0].verify_tls",
+            "boolean",
+        ),
+        (
+            'type = "webhook"\nurl = "https://127.0.0.1:9/x"\nretry_delays = "5"',
+            "handler[0].retry_delays",
+            "list",
+        ),
         ('type = "webhook"\nurl = 443', "handler[0].url", "string"),
-        ('type = "webhook"\nurl = "https://127.0.0.1:9/x"\nsecret_file = "no-such.secret"',
-         "handler[0].secret_file", "not found"),
-        ('type = "webhook"\nurl = "https://127.0.0.1:9/x"\nca_file = "no-such-ca.pem"', "handler[0].ca_file",
-         "not found"),
-        ('type = "webhook"\nurl = "https://127.0.0.1:9/x"\nca_file = "exports"', "handler[0].ca_file",
-         "not a file"),
+        (
+            'type = "webhook"\nurl = "https://127.0.0.1:9/x"\nsecret_file = "no-such.secret"',
+            "handler[0].secret_file",
+            "not found",
+        ),
+        (
+            'type = "webhook"\nurl = "https://127.0.0.1:9/x"\nca_file = "no-such-ca.pem"',
+            "handler[0].ca_file",
+            "not found",
+        ),
+        (
+            'type = "webhook"\nurl = "https://127.0.0.1:9/x"\nca_file = "exports"',
+            "handler[0].ca_file",
+            "not a file",
+        ),
         ('type = "webhook"\nurl = "file:///etc/passwd"', "handler[0].url", "http:// or https://"),
-        ('type = "webhook"\nurl = "https://127.0.0.1:9/x"\nheaders = {"X-A" = "1\\r\\nX-B: 2"}',
-         'handler[0].headers."X-A"', "line breaks"),
+        (
+            'type = "webhook"\nurl = "https://127.0.0.1:9/x"\nheaders = {"X-A" = "1\\r\\nX-B: 2"}',
+            'handler[0].headers."X-A"',
+            "line breaks",
+        ),
         ('type = "command"\ncommand = "rm -rf /"', "handler[0].command", "list"),
         ('type = "nope"', "handler[0].type", "unknown handler type"),
     ],
-    ids=["unknown-key", "bool-as-string", "list-as-string", "url-as-number", "missing-secret-file",
-         "missing-ca-file", "directory-ca-file", "file-url", "header-injection",
-         "command-as-string", "unknown-type"],
+    ids=[
+        "unknown-key",
+        "bool-as-string",
+        "list-as-string",
+        "url-as-number",
+        "missing-secret-file",
+        "missing-ca-file",
+        "directory-ca-file",
+        "file-url",
+        "header-injection",
+        "command-as-string",
+        "unknown-type",
+    ],
 )
 def test_bad_handler_configuration_is_one_line_naming_file_and_key(
     workspace: Workspace, handler: str, key: str, message: str
@@ -116,8 +148,10 @@ def test_a_ca_file_without_certificates_fails_check_config_as_it_fails_run(works
     """A ca_file that exists but holds no certificate is a check-config problem (exit 2), as it stops run."""
     garbage = workspace.root / "garbage.pem"
     garbage.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n")
-    workspace.config.write_text(f'{WATCH}[[handler]]\ntype = "webhook"\nname = "tls"\n'
-                                f'url = "https://127.0.0.1:9/x"\nca_file = "garbage.pem"\n')
+    workspace.config.write_text(
+        f'{WATCH}[[handler]]\ntype = "webhook"\nname = "tls"\n'
+        f'url = "https://127.0.0.1:9/x"\nca_file = "garbage.pem"\n'
+    )
     for command in (["check-config"], ["run", "--allow-root"]):
         result = run_cli(*command, "--config", str(workspace.config), timeout=30)
         assert result.returncode == 2, (command, result.stdout, result.stderr)
@@ -142,10 +176,14 @@ def test_http_webhook_with_a_secret_warns_in_check_config_and_run(
     assert len(warnings) == 1 and "WARNING" in warnings[0]
 
 
-def test_inline_secret_warns_and_recommends_secret_env_or_file(workspace: Workspace, receiver: Receiver) -> None:
+def test_inline_secret_warns_and_recommends_secret_env_or_file(
+    workspace: Workspace, receiver: Receiver
+) -> None:
     """secret = "…" in the file works but warns, naming secret_env and secret_file, and never shows the value."""
     inline = "whsec_" + base64.b64encode(b"inline-secret-value-0123").decode()
-    workspace.write_config(handlers=[f'[[handler]]\ntype = "webhook"\nurl = "{receiver.url()}"\nsecret = "{inline}"\n'])
+    workspace.write_config(
+        handlers=[f'[[handler]]\ntype = "webhook"\nurl = "{receiver.url()}"\nsecret = "{inline}"\n']
+    )
     check = run_cli("check-config", "--config", str(workspace.config))
     assert check.returncode == 0, check.stderr
     warning = next(line for line in check.stderr.splitlines() if "inline secret" in line)
@@ -184,23 +222,38 @@ def test_secrets_and_tokens_never_appear_in_anything_the_daemon_writes(
 ) -> None:
     """With a webhook secret, a ?token= URL and an Apprise password, through 500s, refused connections, timeouts, a 410, SIGHUP and SIGTERM, no log, CLI output, database value or sent body contains any of them."""
     closed = free_port()
-    with Receiver() as hook, Receiver(default=Reply(delay=2.0)) as slow, Receiver() as chat, \
-            Receiver(default=Reply(410)) as gone:
+    with (
+        Receiver() as hook,
+        Receiver(default=Reply(delay=2.0)) as slow,
+        Receiver() as chat,
+        Receiver(default=Reply(410)) as gone,
+    ):
         hook.script(Reply(500))
         chat.script(Reply(500))
-        apprise_urls = (f"json://user:{APPRISE_PASSWORD}@127.0.0.1:{chat.port}/notify "
-                        f"json://user:{APPRISE_PASSWORD}@127.0.0.1:{closed}/notify")
+        apprise_urls = (
+            f"json://user:{APPRISE_PASSWORD}@127.0.0.1:{chat.port}/notify "
+            f"json://user:{APPRISE_PASSWORD}@127.0.0.1:{closed}/notify"
+        )
         fast = "[0.2, 0.2, 0.2]"
-        workspace.write_config(handlers=[
-            workspace.webhook(hook.url(f"/hook?token={TOKEN}"), name="hook", retry_delays=fast),
-            workspace.webhook(f"http://127.0.0.1:{closed}/hook?token={TOKEN}", name="refused",
-                              retry_delays="[0.2, 0.2, 60]"),
-            workspace.webhook(slow.url(f"/slow?token={TOKEN}"), name="slow", retry_delays=fast,
-                              extra="read_timeout = 0.3"),
-            workspace.webhook(gone.url(f"/gone?token={TOKEN}"), name="gone", retry_delays=fast),
-            f'[[handler]]\ntype = "apprise"\nname = "chat"\nurls_env = "CVAT_WATCH_TEST_APPRISE"\nretry_delays = {fast}\n',
-            '[[handler]]\ntype = "log"\nformat = "json"\n',
-        ])
+        workspace.write_config(
+            handlers=[
+                workspace.webhook(hook.url(f"/hook?token={TOKEN}"), name="hook", retry_delays=fast),
+                workspace.webhook(
+                    f"http://127.0.0.1:{closed}/hook?token={TOKEN}",
+                    name="refused",
+                    retry_delays="[0.2, 0.2, 60]",
+                ),
+                workspace.webhook(
+                    slow.url(f"/slow?token={TOKEN}"),
+                    name="slow",
+                    retry_delays=fast,
+                    extra="read_timeout = 0.3",
+                ),
+                workspace.webhook(gone.url(f"/gone?token={TOKEN}"), name="gone", retry_delays=fast),
+                f'[[handler]]\ntype = "apprise"\nname = "chat"\nurls_env = "CVAT_WATCH_TEST_APPRISE"\nretry_delays = {fast}\n',
+                '[[handler]]\ntype = "log"\nformat = "json"\n',
+            ]
+        )
         env = {"CVAT_WATCH_TEST_APPRISE": apprise_urls}
         outputs: list[str] = []
 
@@ -210,8 +263,10 @@ def test_secrets_and_tokens_never_appear_in_anything_the_daemon_writes(
             workspace.write_jobs(COMPLETE_12)
             hook.wait_for(2)
             chat.wait_for(2)
-            wait_until(lambda: daemon.log.count("connect timeout") + daemon.log.count("read timeout") >= 2,
-                       what="timeouts")
+            wait_until(
+                lambda: daemon.log.count("connect timeout") + daemon.log.count("read timeout") >= 2,
+                what="timeouts",
+            )
             wait_until(lambda: "connection failed" in daemon.log and "gone" in daemon.log, what="failures")
             daemon.signal(signal.SIGHUP)
             notify.wait_for("READY=1", count=2)
@@ -233,9 +288,16 @@ def test_secrets_and_tokens_never_appear_in_anything_the_daemon_writes(
         assert all(json.loads(line) for line in daemon.log.splitlines() if line.strip())
 
         workspace.write_jobs(REOPEN_12)
-        for args in (["check-config"], ["deliveries"], ["deliveries", "--json"], ["deliveries", "--failed"],
-                     ["deliveries", "--failed", "--json"], ["once", "--dry-run"], ["once"],
-                     ["redeliver", "1"]):
+        for args in (
+            ["check-config"],
+            ["deliveries"],
+            ["deliveries", "--json"],
+            ["deliveries", "--failed"],
+            ["deliveries", "--failed", "--json"],
+            ["once", "--dry-run"],
+            ["once"],
+            ["redeliver", "1"],
+        ):
             result = run_cli(*args, "--config", str(workspace.config), env=env)
             assert "Traceback" not in result.stderr, (args, result.stderr)
             outputs.extend((result.stdout, result.stderr))
@@ -284,8 +346,10 @@ def tls_receiver(ca: trustme.CA) -> Iterator[TlsReceiver]:
 
 
 def _once_with(workspace: Workspace, url: str, extra: str) -> subprocess.CompletedProcess[str]:
-    workspace.write_config(handlers=[workspace.webhook(url, retry_delays="[60]", extra=extra)],
-                           watch_extra="notify_existing = true")
+    workspace.write_config(
+        handlers=[workspace.webhook(url, retry_delays="[60]", extra=extra)],
+        watch_extra="notify_existing = true",
+    )
     return run_cli("once", "--config", str(workspace.config))
 
 
@@ -334,8 +398,13 @@ def _mode(path: Path) -> int:
 
 def _run_with_umask_0(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cvat_watch", *args], check=False, capture_output=True, text=True, timeout=60,
-        env={**os.environ, "CVAT_WATCH_TEST_SECRET": SECRET}, stdin=subprocess.DEVNULL,
+        [sys.executable, "-m", "cvat_watch", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "CVAT_WATCH_TEST_SECRET": SECRET},
+        stdin=subprocess.DEVNULL,
         # Only os.umask runs between fork and exec; no thread of this test holds a lock it needs.
         preexec_fn=lambda: os.umask(0o000),
     )
@@ -428,7 +497,9 @@ def test_signatures_verify_with_standardwebhooks_and_bind_body_id_and_timestamp(
         with pytest.raises(WebhookVerificationError):
             verifier.verify(body, headers)
     with pytest.raises(WebhookVerificationError):
-        Webhook("whsec_" + base64.b64encode(b"another key entirely").decode()).verify(retry.body, retry.headers)
+        Webhook("whsec_" + base64.b64encode(b"another key entirely").decode()).verify(
+            retry.body, retry.headers
+        )
 
 
 def test_standardwebhooks_rejects_a_delivery_replayed_outside_its_window(

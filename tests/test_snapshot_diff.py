@@ -9,9 +9,6 @@ from collections.abc import Mapping
 
 import attrs
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from cvat_watch.diff import DiffResult, diff
 from cvat_watch.events import JOB_STATE_CHANGED, TASK_COMPLETED, TASK_REOPENED, Event, event_id
 from cvat_watch.model import ExportSummary, JobStatus, Project, Segment, Task
@@ -23,6 +20,8 @@ from cvat_watch.snapshot import (
     build_snapshot,
     id_sort_key,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 TS = "2024-05-01T10:00:00.000000Z"
 
@@ -78,7 +77,10 @@ def test_completion_rule(states: list[tuple[str, str | None]], rule: str, comple
         for i, (state, stage) in enumerate(states)
     ]
     snapshot = build_snapshot(
-        watch="w", summary=summary(Task(id="1")), jobs=jobs, rule=rule  # type: ignore[arg-type]
+        watch="w",
+        summary=summary(Task(id="1")),
+        jobs=jobs,
+        rule=rule,  # type: ignore[arg-type]
     )
     assert snapshot.tasks[0].completed is completed
 
@@ -401,9 +403,7 @@ def test_job_events_are_opt_in() -> None:
         pytest.param({"1": ("new", "new")}, {"1": "new"}, [], id="job-removed"),
     ],
 )
-def test_job_state_changes(
-    old: Spec, new: Spec, expected: list[tuple[str, str | None, str]]
-) -> None:
+def test_job_state_changes(old: Spec, new: Spec, expected: list[tuple[str, str | None, str]]) -> None:
     """With job_events, a job whose state differs (or that appears in a state other than new) is announced."""
     result = diff(snap(old), snap(new), generations={}, timestamp=TS, job_events=True)
     assert job_changes(result) == expected

@@ -15,7 +15,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
-
 from cvat_watch.errors import StateError
 from cvat_watch.events import TASK_COMPLETED, TASK_REOPENED, Event, ProjectInfo, TaskInfo, event_id
 from cvat_watch.snapshot import JobState, Snapshot, TaskState
@@ -39,8 +38,7 @@ def snapshot(*completed: str, watch: str = "w", tasks: Sequence[str] = ("1", "2"
     return Snapshot(
         watch=watch,
         tasks=[
-            TaskState(id=t, completed=t in completed, jobs=[JobState(id=f"{t}0", state="new")])
-            for t in tasks
+            TaskState(id=t, completed=t in completed, jobs=[JobState(id=f"{t}0", state="new")]) for t in tasks
         ],
     )
 
@@ -175,7 +173,9 @@ def test_the_stored_baseline_is_the_snapshots_json_through_reused_and_changed_ta
             else:
                 state = rng.choice(["new", "completed"])
                 tasks[task_id] = TaskState(
-                    id=task_id, name="ä" * rng.randint(0, 2), completed=state == "completed",
+                    id=task_id,
+                    name="ä" * rng.randint(0, 2),
+                    completed=state == "completed",
                     jobs=[JobState(id=f"{task_id}0", state=state)],
                 )
         base_url = None if round_ % 2 else "http://c"
@@ -217,7 +217,11 @@ def test_dead_letter_does_not_hold_the_task_back(store: Store) -> None:
     store.record_failure(head.id, "HTTP 400", now=2.0, next_attempt_at=None)
     (dead,) = store.deliveries(failed_only=True)
     assert (dead.id, dead.status, dead.attempts, dead.last_error, dead.next_attempt_at) == (
-        head.id, "dead", 1, "HTTP 400", None,
+        head.id,
+        "dead",
+        1,
+        "HTTP 400",
+        None,
     )
     assert [r.event_id for r in store.due_deliveries("a", now=2.0)] == [second.id]
 
@@ -396,7 +400,7 @@ def test_closed_store_raises_state_error(tmp_path: Path) -> None:
 
 
 def test_in_memory_store() -> None:
-    """":memory:" gives a working throw-away store and creates no file."""
+    """ ":memory:" gives a working throw-away store and creates no file."""
     with Store.open(Path(":memory:")) as store:
         store.commit_reload("w", snapshot("1"), {"task:1": 1}, [event("1")], both, now=1.0)
         assert store.load_baseline("w")[0] == snapshot("1")
@@ -429,7 +433,11 @@ def test_a_failed_write_keeps_the_old_baseline(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     result = subprocess.run(
         [sys.executable, "-c", _FILE_SIZE_LIMIT_SCRIPT, str(path)],
-        capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=True,
     )
     assert result.stdout.startswith(f"StateError: {path}: cannot commit a reload of watch 'w'"), result.stderr
     with Store.open(path) as store:
@@ -514,7 +522,10 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
     for round_ in range(6):
         child = subprocess.Popen(
             [sys.executable, "-c", _RELOAD_LOOP_SCRIPT, str(path), str(round_)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         try:
             # Kill after a random number of commits; the child keeps running while we read, so

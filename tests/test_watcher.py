@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
 from cvat_watch.watcher import FileWatcher
 
 WAIT = 5.0  # generous deadline for something that should happen in well under a second
@@ -146,9 +145,7 @@ def test_unrelated_files_do_not_fire(tmp_path: Path, make_watcher: MakeWatcher) 
     assert recorder.calls == [frozenset({target})]
 
 
-def test_only_the_changed_files_of_a_group_are_reported(
-    tmp_path: Path, make_watcher: MakeWatcher
-) -> None:
+def test_only_the_changed_files_of_a_group_are_reported(tmp_path: Path, make_watcher: MakeWatcher) -> None:
     """With two files watched, a change to one reports that one; changes together report both."""
     first, second = tmp_path / "a.xml", tmp_path / "jobs.json"
     first.write_text("1")
@@ -166,9 +163,7 @@ def test_only_the_changed_files_of_a_group_are_reported(
     assert frozenset({first, second}) == frozenset().union(*recorder.calls[1:])
 
 
-def test_continuous_rewriting_still_fires_every_max_wait(
-    tmp_path: Path, make_watcher: MakeWatcher
-) -> None:
+def test_continuous_rewriting_still_fires_every_max_wait(tmp_path: Path, make_watcher: MakeWatcher) -> None:
     """An exporter rewriting every 50 ms for 2 s still produces reloads, about one per max_wait."""
     target = tmp_path / "annotations.xml"
     target.write_text("0")
@@ -218,9 +213,7 @@ def test_moving_the_file_away_fires(tmp_path: Path, make_watcher: MakeWatcher) -
     assert recorder.calls == [frozenset({target})]
 
 
-def test_parent_directory_created_after_start_is_picked_up(
-    tmp_path: Path, make_watcher: MakeWatcher
-) -> None:
+def test_parent_directory_created_after_start_is_picked_up(tmp_path: Path, make_watcher: MakeWatcher) -> None:
     """A parent directory missing at start is watched once it appears; its file fires then and later."""
     target = tmp_path / "not" / "yet" / "annotations.xml"
     recorder = Recorder()
@@ -238,9 +231,7 @@ def test_parent_directory_created_after_start_is_picked_up(
     assert set(recorder.calls) == {frozenset({target})}
 
 
-def test_directory_removed_and_recreated_is_watched_again(
-    tmp_path: Path, make_watcher: MakeWatcher
-) -> None:
+def test_directory_removed_and_recreated_is_watched_again(tmp_path: Path, make_watcher: MakeWatcher) -> None:
     """Removing the whole directory fires, and the recreated directory is watched again."""
     directory = tmp_path / "exports"
     directory.mkdir()
@@ -316,9 +307,7 @@ def test_polling_observer(tmp_path: Path, make_watcher: MakeWatcher) -> None:
     assert set(recorder.calls) == {frozenset({target})}
 
 
-def test_polling_observer_picks_up_a_late_directory(
-    tmp_path: Path, make_watcher: MakeWatcher
-) -> None:
+def test_polling_observer_picks_up_a_late_directory(tmp_path: Path, make_watcher: MakeWatcher) -> None:
     """With polling too, a parent directory created after start is watched once it appears."""
     target = tmp_path / "later" / "annotations.xml"
     recorder = Recorder()

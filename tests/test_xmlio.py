@@ -13,10 +13,6 @@ from pathlib import Path
 
 import attrs
 import pytest
-from defusedxml import ElementTree
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from cvat_watch import xmlio
 from cvat_watch.errors import AnnotationsError
 from cvat_watch.model import (
@@ -41,6 +37,9 @@ from cvat_watch.model import (
     User,
     XmlElement,
 )
+from defusedxml import ElementTree
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -857,7 +856,7 @@ DIRECT_XML = (
         '<points label="2" source="manual" outside="1" occluded="0" points="3.00,4.00" hint="x">\n'
         '        <attribute name="color">red</attribute>\n      </points>',
     )
-    .replace("</annotations>\n", VIDEO_XML[VIDEO_XML.index("  <track "):])
+    .replace("</annotations>\n", VIDEO_XML[VIDEO_XML.index("  <track ") :])
     .replace(
         '  <track id="3" label="car" source="manual">',
         '  <track id="4" label="pose" source="manual" score="1">\n'

@@ -120,9 +120,7 @@ def event_fields(event: Mapping[str, Any]) -> dict[str, str]:
         "shape_count": _text(task.get("shape_count")),
         "jobs_total": str(len(jobs)) if isinstance(raw_jobs, list) else "",
         "jobs_completed": (
-            str(sum(1 for j in jobs if j.get("state") == "completed"))
-            if isinstance(raw_jobs, list)
-            else ""
+            str(sum(1 for j in jobs if j.get("state") == "completed")) if isinstance(raw_jobs, list) else ""
         ),
         "job_id": _text(job.get("id")),
         "job_state": _text(job.get("state")),

@@ -121,9 +121,7 @@ class CommandHandler:
         except PermissionError:
             raise DeliveryError(f"{self._name}: program is not executable", retry=True) from None
         except OSError as exc:
-            raise DeliveryError(
-                f"{self._name}: could not start: {exc.strerror or exc}", retry=True
-            ) from None
+            raise DeliveryError(f"{self._name}: could not start: {exc.strerror or exc}", retry=True) from None
 
     def deliver(self, event: Mapping[str, Any]) -> None:
         """Run the command once; exit 0 returns, anything else raises ``DeliveryError``."""
