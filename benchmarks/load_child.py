@@ -47,7 +47,7 @@ def _loader(contender: str) -> Callable[[str], Any] | str:
     if contender == "cvat-watch":
         try:
             import cvat_watch
-            import cvat_watch.jobs
+            import cvat_watch.jobstatus
             import cvat_watch.xmlio  # from_path imports it lazily: keep compiling it off the clock
 
             return cvat_watch.Annotations.from_path

@@ -1,6 +1,6 @@
 """The CVAT export model: frozen attrs values and the questions people ask of them.
 
-Nothing here reads or writes files, XML or JSON: :mod:`cvat_watch.xmlio` and :mod:`cvat_watch.jobs`
+Nothing here reads or writes files, XML or JSON: :mod:`cvat_watch.xmlio` and :mod:`cvat_watch.jobstatus`
 are the filters between the files and these classes.
 
 Two fields on the XML-derived classes are not content:
@@ -631,12 +631,12 @@ class Annotations:
         job_status_path: str | typing.Any | None = None,
     ) -> Annotations:
         """Load a CVAT XML export and, optionally, the job-status file beside it."""
-        from cvat_watch import jobs, xmlio  # the readers sit above the model; import on use
+        from cvat_watch import jobstatus, xmlio  # the readers sit above the model; import on use
 
         annotations = xmlio.load(xml_annotation_path)
         if job_status_path is None:
             return annotations
-        records = jobs.load_job_status(job_status_path)
+        records = jobstatus.load_job_status(job_status_path)
         return attrs.evolve(annotations, job_status=records, job_status_path=Path(job_status_path))
 
     def save(self, path: str | typing.Any) -> None:
