@@ -29,9 +29,11 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import attrs
 
+from cvat_watch._escape import printable
 from cvat_watch.errors import JobStatusError
 from cvat_watch.model import JobStatus
 
@@ -95,6 +97,8 @@ class JobStatusParser:
     # The keys every record had, when all records had the same ones and only keys this module
     # reads (then _values holds each record's values of those keys, in this order); else None.
     _layout: tuple[str, ...] | None = attrs.field(default=None, repr=False)
+    # The oddly spelled (job, state, stage) already warned about: one warning each, not one per reload.
+    _warned: set[tuple[object, ...]] = attrs.field(factory=set, repr=False)
 
     def parse(
         self, data: bytes | str, *, path: str | os.PathLike[str] | None = None
@@ -177,21 +181,22 @@ def _records(
         layout, values = uniform
         prefix, records = groups[0]
         if parser._layout != layout or not _plain_ids(values, layout):
-            _collect(records, prefix, jobs, [], None, path)
+            _collect(records, prefix, jobs, [], None, path, warned=parser._warned)
         elif len(parser._values) == len(values):
             jobs = _patched(records, prefix, values, parser, path)
         else:
             jobs = _matched(records, prefix, values, parser, path)
     else:
         reuse = _Reuse.of(parser, sum(len(records) for _, records in groups))
+        warned = parser._warned if parser is not None else None
         for prefix, records in groups:
-            _collect(records, prefix, jobs, values, reuse, path)
+            _collect(records, prefix, jobs, values, reuse, path, warned=warned)
     every_record = jobs
     # Repeated ids are rare; one set over all ids is cheaper than a lookup per record.
     if len(set(map(_JOB_ID, jobs))) != len(jobs):
         jobs = _without_repeats(jobs, groups, path)
     if pages:
-        _warn_if_partial(pages[0], pages[-1], len(jobs), path)
+        _refuse_partial(pages, len(jobs), path)
     if parser is not None:
         parser._values = values
         parser._jobs = every_record
@@ -263,7 +268,7 @@ def _patched(
         return _matched(records, prefix, values, parser, path)
     jobs = parser._jobs.copy()
     for index in changed:
-        jobs[index] = _one(records, index, prefix, path)
+        jobs[index] = _one(records, index, prefix, path, parser._warned)
     return jobs
 
 
@@ -282,13 +287,15 @@ def _matched(
             job = known.get(key)
         except TypeError:
             job = None
-        jobs.append(job if job is not None else _one(records, index, prefix, path))
+        jobs.append(job if job is not None else _one(records, index, prefix, path, parser._warned))
     return jobs
 
 
-def _one(records: Sequence[object], index: int, prefix: str, path: _PathArg) -> JobStatus:
+def _one(
+    records: Sequence[object], index: int, prefix: str, path: _PathArg, warned: set[tuple[object, ...]]
+) -> JobStatus:
     one: list[JobStatus] = []
-    _collect((records[index],), prefix, one, [], None, path, first=index)
+    _collect((records[index],), prefix, one, [], None, path, first=index, warned=warned)
     return one[0]
 
 
@@ -333,6 +340,7 @@ def _collect(
     path: _PathArg,
     *,
     first: int = 0,
+    warned: set[tuple[object, ...]] | None = None,
 ) -> None:
     """Append one job and its values per record, in order; raise for the first unusable record."""
     append = jobs.append
@@ -382,6 +390,8 @@ def _collect(
                 if reuse.misses > _MATCH_AFTER:
                     job = reuse.by_values().get(key)
             if job is None:
+                if state not in _STATES or (stage is not None and stage not in _STAGES):
+                    state, stage = _respelled(state, stage, job_id, f"{prefix}[{index}]", path, warned)
                 job = JobStatus(job_id, task_id, state, stage, job_type, assignee, updated, task_name)
             append(job)
             append_values(key)
@@ -424,6 +434,55 @@ def _without_repeats(
                 where=place,
             )
     return unique
+
+
+#: The states and stages CVAT writes, all in lower case; what the model compares with.
+_STATES = frozenset({"new", "in progress", "completed", "rejected"})
+_STAGES = frozenset({"annotation", "validation", "acceptance"})
+
+
+def _respelled(
+    state: str,
+    stage: str | None,
+    job_id: object,
+    where: str,
+    path: _PathArg,
+    warned: set[tuple[object, ...]] | None,
+) -> tuple[str, str | None]:
+    """A known state or stage in other case or spacing (``"Completed"``, ``"completed "``), as
+    CVAT spells it, with a warning naming the file and the record; any other value unchanged.
+
+    Read literally, ``"Completed"`` is not done and would reopen a completed task without a
+    word; refusing the file would stop every other task's events over a matter of spelling.
+    The value means one thing only, so it is read as that, loudly.
+    """
+    new_state = _known(state, _STATES)
+    new_stage = _known(stage, _STAGES) if stage is not None else None
+    if new_state == state and new_stage == stage:
+        return state, stage  # a value this version does not know: kept for the model to judge
+    key = (path, job_id, state, stage)
+    if warned is None or key not in warned:
+        if warned is not None:
+            warned.add(key)
+        name = printable(os.fspath(path)) if path is not None else "job-status data"
+        changes = [
+            f"{what} {printable(repr(old))} as {new!r}"
+            for what, old, new in (("state", state, new_state), ("stage", stage, new_stage))
+            if old != new
+        ]
+        logger.warning(
+            "%s:%s: job %s: reading %s (CVAT writes them in lower case, single-spaced)",
+            name,
+            where,
+            printable(str(job_id)),
+            " and ".join(changes),
+        )
+    return new_state, new_stage
+
+
+def _known(value: str, known: frozenset[str]) -> str:
+    spelled = " ".join(value.split()).lower()
+    return spelled if spelled in known else value
 
 
 _TEXT_KEYS = ("stage", "type", "updated_date", "updated", "task_name")
@@ -483,27 +542,66 @@ def _results(page: dict[object, object], where: str, path: _PathArg) -> Sequence
     return results
 
 
-def _warn_if_partial(
-    first: dict[object, object], last: dict[object, object], jobs: int, path: _PathArg
-) -> None:
-    # One page of a longer listing leaves whole jobs out: a task whose open jobs sit on a missing
-    # page would look completed. Not an error (a filtered listing is legitimate), but loud.
-    name = os.fspath(path) if path is not None else "job-status data"
-    count = first.get("count")
-    if type(count) is int and jobs < count:
-        logger.warning(
-            "%s holds %d of the %d jobs CVAT counted: pages of the listing are missing,"
-            " so a task with jobs there may look completed",
-            name,
-            jobs,
-            count,
+def _refuse_partial(pages: list[dict[object, object]], jobs: int, path: _PathArg) -> None:
+    """Raise for a REST listing that shows it is not whole: reading it would invent events.
+
+    A page or list of pages leaves jobs out when CVAT counted more jobs than it holds, when its
+    last page links to a further one, when its pages disagree on the count (the listing changed
+    while it was fetched) or when the page numbers in consecutive pages' links leave a gap. A
+    task whose open jobs sit on a missing page would look completed, and one whose jobs all
+    sit there would look reopened; both reverse when the whole listing returns. A filtered
+    listing (``?task_id=``) is whole: its count is that of the filter.
+    """
+    counts = {page.get("count") for page in pages if type(page.get("count")) is int}
+    if len(counts) > 1:
+        raise JobStatusError(
+            f"partial listing: its pages disagree on the job count ({', '.join(map(str, sorted(counts)))});"
+            " the listing changed while it was fetched",
+            path=path,
+            where="pages",
         )
-    elif last.get("next") is not None:
-        logger.warning(
-            "%s ends with a page that links to a next one: pages of the listing may be missing,"
-            " so a task with jobs there may look completed",
-            name,
+    for index in range(len(pages) - 1):
+        expected = _page_number(pages[index].get("next"))
+        found = _page_number(pages[index + 1].get("previous"), default=1)
+        if expected is not None and found is not None and expected != found + 1:
+            raise JobStatusError(
+                f"partial listing: pages[{index}] links to page {expected}, but the page after it"
+                f" follows page {found}; pages are missing",
+                path=path,
+                where=f"pages[{index + 1}]",
+            )
+    last = f"pages[{len(pages) - 1}]" if len(pages) > 1 else None
+    if pages[-1].get("next") is not None:
+        raise JobStatusError(
+            "partial listing: the last page links to a next one; pages are missing",
+            path=path,
+            where=f"{last}.next" if last else "next",
         )
+    if counts:
+        (count,) = counts
+        if jobs < count:
+            raise JobStatusError(
+                f"partial listing: holds {jobs} of the {count} jobs CVAT counted; pages are missing",
+                path=path,
+                where="pages[0].count" if last else "count",
+            )
+
+
+def _page_number(link: object, *, default: int | None = None) -> int | None:
+    """The ``page`` query parameter of a REST page link; ``default`` for a link without one
+    (CVAT's link to the first page leaves it out); None when there is no usable link."""
+    if not isinstance(link, str) or not link:
+        return None
+    try:
+        values = parse_qs(urlsplit(link).query).get("page")
+    except ValueError:
+        return None
+    if not values:
+        return default
+    try:
+        return int(values[-1])
+    except ValueError:
+        return None
 
 
 # What the parser stopped at when the text ends inside a literal, a number or a \u escape.

@@ -9,25 +9,24 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
 from datetime import UTC, datetime
+
+from cvat_watch._escape import printable
 
 __all__ = ["JsonFormatter", "TextFormatter", "configure_logging"]
 
 
-# Messages quote names, ids and paths from other people's files: a newline in one of them must
-# not start a line of its own, which journald would take for a separate entry of ours.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
-
-
 class TextFormatter(logging.Formatter):
-    """The format string's line, with control characters in the message written as escapes."""
+    """The format string's line, with control and bidi characters in the message written as escapes.
+
+    Messages quote names, ids and paths from other people's files: a newline in one of them must
+    not start a line of its own, which journald would take for a separate entry of ours, and a
+    bidi override must not make the line read differently from what it holds.
+    """
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        record.message = _CONTROL.sub(
-            lambda match: match.group().encode("unicode_escape").decode("ascii"), record.message
-        )
+        record.message = printable(record.message)
         return super().formatMessage(record)
 
 

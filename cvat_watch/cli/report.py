@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import attrs
 
+from cvat_watch._escape import printable
 from cvat_watch.model import Annotations, CompletionRule, is_task_complete
 
 __all__ = ["TaskReport", "format_table", "task_reports"]
@@ -69,6 +70,8 @@ def format_table(reports: Sequence[TaskReport]) -> str:
         )
         for report in reports
     ]
+    # Names come from the export: a newline in one would forge a row, a bidi override reorder one.
+    rows = [tuple(printable(cell) for cell in row) for row in rows]
     widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
     numeric = {3, 4}
     lines = []

@@ -24,10 +24,11 @@ from pathlib import Path
 import attrs
 
 from cvat_watch import jobstatus, xmlio
+from cvat_watch._escape import printable
 from cvat_watch.config import WatchConfig
 from cvat_watch.daemon.diff import diff
 from cvat_watch.daemon.events import Event
-from cvat_watch.daemon.snapshot import Snapshot, SnapshotBuilder
+from cvat_watch.daemon.snapshot import Snapshot, SnapshotBuilder, id_sort_key
 from cvat_watch.daemon.store import Store
 from cvat_watch.errors import AnnotationsError, JobStatusError
 from cvat_watch.model import ExportSummary, JobStatus
@@ -35,6 +36,10 @@ from cvat_watch.model import ExportSummary, JobStatus
 __all__ = ["ReloadOutcome", "WatchRunner", "utc_timestamp"]
 
 log = logging.getLogger(__name__)
+
+
+#: How many task ids a warning about an export behind its job list names.
+_SHOWN_TASKS = 10
 
 
 def utc_timestamp(now: float) -> str:
@@ -131,6 +136,8 @@ class WatchRunner:
     _files: dict[Path, _FileState] = attrs.field(factory=dict, repr=False)
     _parser: jobstatus.JobStatusParser = attrs.field(factory=jobstatus.JobStatusParser, repr=False)
     _builder: SnapshotBuilder = attrs.field(factory=SnapshotBuilder, repr=False)
+    # The tasks the job-status file named but the export did not hold, as last reported.
+    _behind: frozenset[str] = attrs.field(default=frozenset(), repr=False)
 
     @property
     def name(self) -> str:
@@ -188,6 +195,7 @@ class WatchRunner:
             rule=self.config.completion,
             base_url=self.config.base_url,
         )
+        self._report_behind()
         outcome = self._commit(snapshot, dry_run=dry_run)
         if not dry_run:
             self._digests = digests
@@ -236,6 +244,26 @@ class WatchRunner:
         if self._last_error is not None:
             log.info("watch %s: files are valid again; reloaded", self.name)
             self._last_error = None
+
+    def _report_behind(self) -> None:
+        """Log once when the job-status file names tasks the export does not hold (yet), and once
+        when it holds them all again; their jobs produce no events in between (see the builder)."""
+        behind = frozenset(self._builder.unknown_task_ids())
+        if behind - self._behind:
+            shown = sorted(behind, key=id_sort_key)
+            listed = ", ".join(printable(task) for task in shown[:_SHOWN_TASKS])
+            more = f" and {len(shown) - _SHOWN_TASKS} more" if len(shown) > _SHOWN_TASKS else ""
+            log.warning(
+                "watch %s: the job-status file names %d task(s) the export does not hold (%s%s):"
+                " the export is behind; no events for them until it holds them",
+                self.name,
+                len(shown),
+                listed,
+                more,
+            )
+        elif self._behind and not behind:
+            log.info("watch %s: the export holds every task of the job-status file again", self.name)
+        self._behind = behind
 
     def _refuse_emptied(self, summary: ExportSummary, records: tuple[JobStatus, ...]) -> None:
         """Treat a file that lost every task or job of the baseline as a failed load.

@@ -216,6 +216,18 @@ class SnapshotBuilder:
         """Drop what the last build remembered; the next one starts from scratch."""
         self._last = None
 
+    def unknown_task_ids(self) -> set[str]:
+        """The task ids that records of the last build name but its export does not hold.
+
+        Their jobs were left out of the snapshot: a job listing ahead of the export (a task
+        created or finished since the export was written) announces nothing until the export
+        holds the task.
+        """
+        if self._last is None:
+            return set()
+        # Per task, not per record: the builder's indexes already hold both sets of ids.
+        return set(self._last.job_places.keys() - self._last.task_places.keys())
+
 
 def _changed_places(jobs: tuple[JobStatus, ...], last: tuple[JobStatus, ...]) -> list[int]:
     """The places where ``jobs`` holds another object than ``last`` (same lengths), found in C."""

@@ -2,30 +2,23 @@
 
 from __future__ import annotations
 
-import json
-import re
 import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
 
 import attrs
 
+from cvat_watch._escape import json_quoted, printable
 from cvat_watch.errors import DeliveryError
 from cvat_watch.eventtypes import JOB_STATE_CHANGED
 from cvat_watch.handlers.base import event_body, event_fields
 
 __all__ = ["LogHandler"]
 
-# Names and paths come from other people's files; one event must stay one line.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
-
-
-def _one_line(text: str) -> str:
-    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
-
-
-def _quoted(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)
+# Names and paths come from other people's files; one event must stay one line and read as
+# what it holds (no bidi overrides, no terminal controls).
+_one_line = printable
+_quoted = json_quoted
 
 
 def _plural(count: str, word: str) -> str:

@@ -60,6 +60,8 @@ class Export:
         return self.page["results"]  # type: ignore[no-any-return]
 
     def write_jobs(self, *, in_place: bool = False) -> bytes:
+        # CVAT counts the jobs a page lists (a repeat is one job): a count above them is a partial listing.
+        self.page["count"] = len({record["id"] for record in self.records})
         data = json.dumps(self.page, indent=1).encode()
         if in_place:
             with self.job_status.open("r+b") as file:

@@ -226,23 +226,139 @@ def test_conflicting_repeat_names_the_job_and_both_places() -> None:
     assert str(error).startswith("/data/jobs.json:pages[1].results[1]: ")
 
 
-def test_partial_listing_logs_a_warning(caplog: pytest.LogCaptureFixture) -> None:
-    """A page that holds fewer jobs than CVAT counted is read, with a warning that pages are missing."""
-    with caplog.at_level(logging.WARNING, logger="cvat_watch.jobstatus"):
-        page = _page(_rest_job(1, 1), count=40, next="http://x/api/jobs?page=2")
-        records = job_records(page, path="j.json")
-    assert len(records) == 1
-    assert [record.getMessage()[:39] for record in caplog.records] == [
-        "j.json holds 1 of the 40 jobs CVAT coun"
+_PAGE_2 = "http://x/api/jobs?page=2&page_size=2"
+
+
+def _paged(page: dict[str, Any], *, previous: str | None) -> dict[str, Any]:
+    return {**page, "previous": previous}
+
+
+@pytest.mark.parametrize(
+    ("document", "where", "message"),
+    [
+        # One page of a longer listing: CVAT counted 40 jobs, the page holds one and links on.
+        (_page(_rest_job(1, 1), count=40, next=_PAGE_2), "next", "links to a next one"),
+        # The count alone gives it away (a fetcher that dropped the link).
+        (_page(_rest_job(1, 1), count=40), "count", "holds 1 of the 40 jobs CVAT counted"),
+        # The link alone (a fetcher that dropped the count).
+        ({"next": _PAGE_2, "results": [_rest_job(1, 1)]}, "next", "links to a next one"),
+        # A list of pages that stops before the end.
+        (
+            [_page(_rest_job(1, 1), _rest_job(2, 1), count=5, next=_PAGE_2)],
+            "next",
+            "links to a next one",
+        ),
+        # A list of pages with page 2 missing: page 1 links to 2, the next one follows page 2.
+        (
+            [
+                _page(_rest_job(1, 1), _rest_job(2, 1), count=6, next=_PAGE_2),
+                _paged(_page(_rest_job(5, 3), _rest_job(6, 3), count=6), previous=_PAGE_2),
+            ],
+            "pages[1]",
+            "links to page 2, but the page after it follows page 2",
+        ),
+        # Pages whose counts do not add up: fewer unique jobs than counted, no link to tell.
+        (
+            [_page(_rest_job(1, 1), count=4), _page(_rest_job(2, 1), count=4)],
+            "pages[0].count",
+            "holds 2 of the 4 jobs",
+        ),
+        # Pages fetched while the listing changed.
+        (
+            [_page(_rest_job(1, 1), count=2, next=_PAGE_2), _page(_rest_job(2, 1), count=3)],
+            "pages",
+            "disagree on the job count (2, 3)",
+        ),
+    ],
+)
+def test_a_visibly_partial_listing_is_refused_naming_file_and_place(
+    document: object, where: str, message: str
+) -> None:
+    """A REST listing that shows it is not whole (count above its jobs, a next link on the last
+    page, a gap between pages, pages that disagree) is a JobStatusError naming file and place."""
+    with pytest.raises(JobStatusError) as caught:
+        job_records(document, path="/data/j.json")
+    assert caught.value.where == where
+    assert "partial listing" in caught.value.message
+    assert message in caught.value.message
+    assert str(caught.value).startswith(f"/data/j.json:{where}: ")
+
+
+def test_whole_paged_listings_with_links_are_read() -> None:
+    """Consecutive pages whose links follow each other (CVAT leaves page=1 out of the link back to
+    the first page) and whose count is their jobs are whole."""
+    first = "http://x/api/jobs?page_size=2"
+    pages = [
+        _page(_rest_job(1, 1), _rest_job(2, 1), count=5, next=_PAGE_2),
+        _paged(
+            _page(_rest_job(3, 2), _rest_job(4, 2), count=5, next="http://x/api/jobs?page=3&page_size=2"),
+            previous=first,
+        ),
+        _paged(_page(_rest_job(5, 3), count=5), previous=_PAGE_2),
     ]
+    assert [job.job_id for job in job_records(pages)] == ["1", "2", "3", "4", "5"]
 
 
-def test_next_link_on_the_last_page_logs_a_warning(caplog: pytest.LogCaptureFixture) -> None:
-    """A listing whose last page links to a further page is read, with a warning."""
+def test_a_parser_keeps_its_memory_over_a_partial_listing() -> None:
+    """A partial listing read by the daemon's parser leaves the last good records as they were."""
+    parser = JobStatusParser()
+    good = parser.records(_page(_rest_job(1, 1), _rest_job(2, 1)))
+    with pytest.raises(JobStatusError):
+        parser.records(_page(_rest_job(1, 1, "new"), count=2, next=_PAGE_2))
+    again = parser.records(_page(_rest_job(1, 1), _rest_job(2, 1)))
+    assert all(map(lambda a, b: a is b, good, again))
+
+
+@pytest.mark.parametrize(
+    ("state", "stage", "read"),
+    [
+        ("Completed", "annotation", ("completed", "annotation")),
+        ("completed ", "annotation", ("completed", "annotation")),
+        ("IN  Progress", "annotation", ("in progress", "annotation")),
+        ("completed", "Acceptance", ("completed", "acceptance")),
+    ],
+)
+def test_a_known_state_in_other_spelling_is_read_as_cvat_spells_it_with_a_warning(
+    caplog: pytest.LogCaptureFixture, state: str, stage: str, read: tuple[str, str]
+) -> None:
+    """``"Completed"`` or ``"completed "`` is not silently "not done" (a reopen out of nowhere): it is
+    read as ``completed``, with a warning naming the file, the record and the job."""
     with caplog.at_level(logging.WARNING, logger="cvat_watch.jobstatus"):
-        job_records([_page(_rest_job(1, 1), count=None, next="http://x/api/jobs?page=2")], path="j.json")
+        (job,) = job_records(_page(_rest_job(7, 1, state, stage=stage)), path="/data/j.json")
+    assert (job.state, job.stage) == read
+    (record,) = caplog.records
+    assert record.getMessage().startswith("/data/j.json:results[0]: job 7: reading ")
+    assert repr(state if state != read[0] else stage) in record.getMessage()
+
+
+def test_a_respelled_state_is_reported_once_per_parser(caplog: pytest.LogCaptureFixture) -> None:
+    """The daemon re-reads the file on every change: the same oddly spelled record warns once."""
+    parser = JobStatusParser()
+    with caplog.at_level(logging.WARNING, logger="cvat_watch.jobstatus"):
+        for other in ("new", "in progress", "completed"):
+            document = _page(_rest_job(7, 1, "Completed"), _rest_job(8, 2, other))
+            records = parser.parse(json.dumps(document), path="j.json")
+            assert records[0].state == "completed"
     assert len(caplog.records) == 1
-    assert "links to a next one" in caplog.records[0].getMessage()
+
+
+def test_an_unknown_state_is_kept_without_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """A state no spelling of a known one (a future CVAT's) passes through for the model to judge."""
+    with caplog.at_level(logging.WARNING, logger="cvat_watch.jobstatus"):
+        (job,) = job_records([_rest_job(1, 1, "Archived")])
+    assert job.state == "Archived"
+    assert caplog.records == []
+
+
+def test_control_characters_in_a_respelled_record_are_escaped_in_the_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A job id or file name with a newline or bidi override cannot forge a log line."""
+    with caplog.at_level(logging.WARNING, logger="cvat_watch.jobstatus"):
+        job_records([_rest_job("7\nforged\u202e", 1, "Completed")], path="/data/j\x85.json")
+    message = caplog.records[0].getMessage()
+    assert "\n" not in message and "\u202e" not in message and "\x85" not in message
+    assert "7\\nforged\\u202e" in message and "j\\x85.json" in message
 
 
 def test_complete_listing_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
