@@ -552,7 +552,7 @@ def _refuse_partial(pages: list[dict[object, object]], jobs: int, path: _PathArg
     sit there would look reopened; both reverse when the whole listing returns. A filtered
     listing (``?task_id=``) is whole: its count is that of the filter.
     """
-    counts = {page.get("count") for page in pages if type(page.get("count")) is int}
+    counts: set[int] = {count for page in pages if type(count := page.get("count")) is int}
     if len(counts) > 1:
         raise JobStatusError(
             f"partial listing: its pages disagree on the job count ({', '.join(map(str, sorted(counts)))});"

@@ -58,7 +58,8 @@ def task_reports(
 def format_table(reports: Sequence[TaskReport]) -> str:
     """A plain-text table with aligned columns, one row per task."""
     header = ("ID", "NAME", "SUBSET", "IMAGES", "JOBS DONE", "COMPLETED", "LINK")
-    rows = [header] + [
+    table: list[tuple[str, ...]] = [header]
+    table += [
         (
             report.id,
             report.name or "",
@@ -71,7 +72,7 @@ def format_table(reports: Sequence[TaskReport]) -> str:
         for report in reports
     ]
     # Names come from the export: a newline in one would forge a row, a bidi override reorder one.
-    rows = [tuple(printable(cell) for cell in row) for row in rows]
+    rows = [tuple(map(printable, row)) for row in table]
     widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
     numeric = {3, 4}
     lines = []

@@ -38,6 +38,9 @@ __all__ = ["ReloadOutcome", "WatchRunner", "utc_timestamp"]
 log = logging.getLogger(__name__)
 
 
+#: The first re-check after a failed load, in seconds (then doubling up to recheck_interval).
+_RETRY_AFTER_FAILURE = 1.0
+
 #: How many task ids a warning about an export behind its job list names.
 _SHOWN_TASKS = 10
 
@@ -130,6 +133,8 @@ class WatchRunner:
     _summary_cache: tuple[str, ExportSummary] | None = None
     _jobs_cache: tuple[str | None, tuple[JobStatus, ...]] | None = None
     _last_error: str | None = None
+    # Failed loads in a row (0 after a good one): how soon the service re-checks.
+    _failures: int = attrs.field(default=0, repr=False)
     # The runner is the only writer of its watch's baseline, so after the first read the copy
     # in memory is the database's; reading it back on every change would cost ~50 ms/1k tasks.
     _baseline: tuple[Snapshot | None, dict[str, int]] | None = None
@@ -147,6 +152,20 @@ class WatchRunner:
     def last_error(self) -> str | None:
         """The problem of the last failed load, until a load succeeds again."""
         return self._last_error
+
+    @property
+    def recheck_after(self) -> float:
+        """Seconds until the next re-check is due: ``recheck_interval``, but while the last load
+        failed about a second, doubling with each further failure up to ``recheck_interval``.
+
+        A file can become valid again without any event the watcher sees (permissions, a write
+        through a hard link elsewhere, a network file system, a rename the watcher missed); a
+        broken export being written slowly is not parsed over and over either.
+        """
+        interval = self.config.recheck_interval
+        if self._failures == 0:
+            return interval
+        return min(interval, _RETRY_AFTER_FAILURE * 2 ** min(self._failures - 1, 16))
 
     @property
     def paths(self) -> list[Path]:
@@ -241,6 +260,7 @@ class WatchRunner:
             self._files[self.config.job_status] = job_status[0]
 
     def _recovered(self) -> None:
+        self._failures = 0
         if self._last_error is not None:
             log.info("watch %s: files are valid again; reloaded", self.name)
             self._last_error = None
@@ -311,9 +331,13 @@ class WatchRunner:
     def _failed(self, message: str) -> ReloadOutcome:
         # One warning per distinct problem: a half-written file seen by every re-check must
         # not flood the journal.
+        self._failures += 1
+        message = printable(message)
         if message != self._last_error:
             log.warning("watch %s: %s; keeping the last good state", self.name, message)
             self._last_error = message
+        else:
+            log.debug("watch %s: still failing (reported already): %s", self.name, message)
         return ReloadOutcome("failed", error=message)
 
     def _commit(self, snapshot: Snapshot, *, dry_run: bool) -> ReloadOutcome:

@@ -190,8 +190,9 @@ class Daemon:
         now = time.monotonic()
         for name, runner in self._runners.items():
             # The slow re-check catches what the watcher missed (network file systems, a
-            # failed load waiting for the exporter to finish); unchanged hashes cost a read.
-            if now - self._last_recheck.get(name, 0.0) >= runner.config.recheck_interval:
+            # failed load waiting for the exporter to finish, soon after a failure); unchanged
+            # hashes cost a read.
+            if now - self._last_recheck.get(name, 0.0) >= runner.recheck_after:
                 self._reload_watch(name)
                 self._last_recheck[name] = now
             watcher = self._watchers.get(name)

@@ -42,7 +42,9 @@ Directories that come and go
 Polling
     ``poll=True`` uses watchdog's ``PollingObserver`` (for NFS or SMB mounts, where
     inotify sees changes made by other machines not at all). If inotify cannot be set up
-    (no instances left), the watcher falls back to polling with a warning.
+    (no instances left when the observer is made, or ``EMFILE``/``ENFILE``/``ENOSPC`` when
+    a directory is scheduled: the per-user limits on inotify instances and watches), the
+    watcher falls back to polling for good, with one warning.
 
 Limitation: a watched file that is itself a symlink is reported when the link changes,
 not when the file it points to changes in another directory.
@@ -50,6 +52,7 @@ not when the file it points to changes in another directory.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
@@ -88,6 +91,10 @@ _EVENT_FILTER: list[type[FileSystemEvent]] = [
     FileDeletedEvent,
     DirDeletedEvent,
 ]
+
+#: What inotify_init and inotify_add_watch fail with when a limit is reached: too many instances
+#: (EMFILE; ENFILE system-wide) or watches (ENOSPC). Retrying will not help; polling will.
+_INOTIFY_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOSPC})
 
 _Identity = tuple[int, int]  # (st_dev, st_ino) of a directory
 _Location = tuple[str, "_Identity | None"]  # (resolved directory, identity or None when absent)
@@ -182,6 +189,8 @@ class FileWatcher:
     _first_event: float = attrs.field(init=False, repr=False, default=0.0)
     _last_event: float = attrs.field(init=False, repr=False, default=0.0)
     _check_soon: bool = attrs.field(init=False, repr=False, default=False)
+    # Why inotify could not watch a directory (set just before falling back to polling).
+    _exhausted: str = attrs.field(init=False, repr=False, default="")
 
     def __attrs_post_init__(self) -> None:
         for path in self.paths:
@@ -388,7 +397,14 @@ class FileWatcher:
                     replaced.add(resolved)
                 self._unschedule(observer, resolved)
             for resolved, identity in wanted.items():
-                if resolved not in self._scheduled and not self._schedule(observer, resolved, identity):
+                if resolved in self._scheduled:
+                    continue
+                watched = self._schedule(observer, resolved, identity)
+                if watched is None:
+                    # Out of inotify instances or watches: poll every directory from now on.
+                    observer = self._fall_back_to_polling(observer)
+                    watched = self._schedule(observer, resolved, identity)
+                if not watched:
                     for directory, (where, _identity) in locations.items():
                         if where == resolved:
                             locations[directory] = (resolved, None)
@@ -425,11 +441,15 @@ class FileWatcher:
         if changed:
             self._mark(changed)
 
-    def _schedule(self, observer: BaseObserver, resolved: str, identity: _Identity) -> bool:
+    def _schedule(self, observer: BaseObserver, resolved: str, identity: _Identity) -> bool | None:
+        """Whether ``resolved`` is watched now; None when inotify ran out of instances or watches."""
         assert self._handler is not None
         try:
             watch = observer.schedule(self._handler, resolved, recursive=False, event_filter=_EVENT_FILTER)
         except OSError as exc:
+            if exc.errno in _INOTIFY_EXHAUSTED and not isinstance(observer, PollingObserver):
+                self._exhausted = f"{exc.strerror or exc}"
+                return None
             # Each distinct failure is worth one warning, not one per retry.
             message = f"{type(exc).__name__}: {exc.strerror or exc}"
             if self._schedule_errors.get(resolved) != message:
@@ -446,6 +466,30 @@ class FileWatcher:
             logger.info("%s: watching %s now", self._label(), resolved)
         self._scheduled[resolved] = _Scheduled(identity, watch)
         return True
+
+    def _fall_back_to_polling(self, observer: BaseObserver) -> BaseObserver:
+        """Replace the inotify observer by a polling one (called with the schedule lock held).
+
+        Retrying inotify would fail the same way until someone raises a system-wide limit;
+        polling sees every change, a poll interval later.
+        """
+        logger.warning(
+            "%s: inotify limit reached (%s; see fs.inotify.max_user_instances and"
+            " max_user_watches); polling every %.1f s instead",
+            self._label(),
+            self._exhausted,
+            self.poll_interval,
+        )
+        polling = PollingObserver(timeout=self.poll_interval)
+        polling.start()
+        self._observer = polling
+        self._scheduled.clear()
+        # Its emitters hold inotify descriptors: give them back. The observer thread only
+        # dispatches events, it never takes the schedule lock, so joining here cannot deadlock.
+        observer.stop()
+        if observer is not threading.current_thread():
+            observer.join(5.0)
+        return polling
 
     def _unschedule(self, observer: BaseObserver, resolved: str) -> None:
         scheduled = self._scheduled.pop(resolved)

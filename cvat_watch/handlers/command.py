@@ -3,16 +3,20 @@
 No shell is involved: ``argv`` is executed as given. The child inherits our environment,
 plus ``env`` on top, plus ``CVAT_WATCH_EVENT_TYPE`` and ``CVAT_WATCH_EVENT_ID``. It runs in
 a session of its own so that a timeout kills whatever it started, not just itself.
-Exit status 0 is delivered; anything else is worth another attempt later.
+Exit status 0 is delivered; anything else is worth another attempt later. The command is judged
+by its own exit status, not by when its output pipes close: a background process it leaves
+behind keeps running, and its output after the command's exit is not read.
 """
 
 from __future__ import annotations
 
 import os
+import selectors
 import signal
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import IO, Any
 
 import attrs
 
@@ -22,9 +26,17 @@ from cvat_watch.handlers.base import event_body
 __all__ = ["CommandHandler"]
 
 _STDERR_TAIL = 200
-# After a kill, how long to wait for the pipes to close: a grandchild that left our session
-# can hold them open forever.
+#: How much of the child's stderr is kept for the error message (its end matters).
+_STDERR_KEEP = 4096
+#: After the command exited, how long its pipes may stay open: a background process it started
+#: (``cmd &``, a daemon that forgot to close stdout) can hold them for ever.
+_DRAIN_SECONDS = 0.5
+#: How often the child's exit is looked for where no pidfd tells it.
+_POLL_SECONDS = 0.05
+#: After a kill, how long to wait for the command to be reaped.
 _REAP_SECONDS = 2.0
+#: The most written to the child's stdin at once (a pipe holds 64 KiB by default).
+_PIPE_CHUNK = 65536
 
 
 def _stderr_tail(stderr: bytes | None) -> str:
@@ -43,6 +55,92 @@ def _exit_reason(returncode: int) -> str:
         return f"was killed by {signal.Signals(-returncode).name}"
     except ValueError:
         return f"was killed by signal {-returncode}"
+
+
+def _communicate(proc: subprocess.Popen[bytes], body: bytes, timeout: float) -> tuple[int | None, bytes]:
+    """Feed ``body`` to the child's stdin and drain its stdout and stderr until it exits.
+
+    Returns its exit status (None when it was still running after ``timeout`` seconds) and the
+    last :data:`_STDERR_KEEP` bytes of its stderr. After the exit, the pipes are drained for at most
+    :data:`_DRAIN_SECONDS` more, then closed on our side, whoever else holds them. One thread, one
+    selector: nothing is left running when this returns.
+    """
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    deadline = time.monotonic() + timeout
+    stderr = bytearray()
+    pending = memoryview(body)
+    # The child's exit wakes the selector too, where the kernel can say so (pidfd, Linux 5.3);
+    # elsewhere it is noticed by polling, a few times a second.
+    exit_fd = _pidfd(proc.pid)
+    exited_at: float | None = None
+    selector = selectors.DefaultSelector()
+    try:
+        selector.register(proc.stdout, selectors.EVENT_READ, "out")
+        selector.register(proc.stderr, selectors.EVENT_READ, "err")
+        if pending:
+            os.set_blocking(proc.stdin.fileno(), False)
+            selector.register(proc.stdin, selectors.EVENT_WRITE, "in")
+        else:
+            proc.stdin.close()
+        if exit_fd is not None:
+            selector.register(exit_fd, selectors.EVENT_READ, "exit")
+        while True:
+            now = time.monotonic()
+            if exited_at is None and proc.poll() is not None:
+                exited_at = now
+                if exit_fd is not None:
+                    selector.unregister(exit_fd)
+            pipes = [key for key in selector.get_map().values() if key.data != "exit"]
+            if exited_at is not None and not pipes:
+                break
+            limit = deadline if exited_at is None else exited_at + _DRAIN_SECONDS
+            if now >= limit:
+                break
+            wait = limit - now
+            if exited_at is None and exit_fd is None:
+                wait = min(wait, _POLL_SECONDS)
+            for key, _mask in selector.select(wait):
+                if key.data == "in":
+                    pending = _feed(proc.stdin, pending, selector)
+                elif key.data in ("out", "err"):
+                    data = os.read(key.fd, 65536)
+                    if not data:
+                        selector.unregister(key.fileobj)
+                    elif key.data == "err":
+                        stderr += data
+                        del stderr[:-_STDERR_KEEP]
+    finally:
+        selector.close()
+        if exit_fd is not None:
+            os.close(exit_fd)
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            try:
+                stream.close()
+            except OSError:
+                pass
+    return proc.poll(), bytes(stderr)
+
+
+def _feed(stdin: IO[bytes], pending: memoryview, selector: selectors.BaseSelector) -> memoryview:
+    """Write what the pipe takes now; close stdin once all is written or the child stopped reading."""
+    try:
+        written = os.write(stdin.fileno(), pending[:_PIPE_CHUNK])
+    except BlockingIOError:
+        return pending
+    except (BrokenPipeError, ConnectionResetError):
+        written = len(pending)  # the child does not want the rest: that is its business
+    pending = pending[written:]
+    if not pending:
+        selector.unregister(stdin)
+        stdin.close()
+    return pending
+
+
+def _pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):  # an older kernel, or the child is already reaped
+        return None
 
 
 def _kill_session(proc: subprocess.Popen[bytes]) -> None:
@@ -124,26 +222,27 @@ class CommandHandler:
             raise DeliveryError(f"{self._name}: could not start: {exc.strerror or exc}", retry=True) from None
 
     def deliver(self, event: Mapping[str, Any]) -> None:
-        """Run the command once; exit 0 returns, anything else raises ``DeliveryError``."""
+        """Run the command once; exit 0 returns, anything else raises ``DeliveryError``.
+
+        The command is judged by its own exit status: a background process it started may hold
+        its stdout or stderr open long after it exited 0, and waiting for those pipes to close
+        would count a delivered event as failed (and run it again). Once the command has exited,
+        its pipes get :data:`_DRAIN_SECONDS` to close; then they are closed on our side and
+        whatever still holds them is left alone.
+        """
         proc = self._spawn(event)
-        try:
-            # stdout is read only so that a chatty program never blocks on a full pipe.
-            _stdout, stderr = proc.communicate(event_body(event), timeout=self._timeout)
-        except subprocess.TimeoutExpired:
+        returncode, stderr = _communicate(proc, event_body(event), self._timeout)
+        if returncode is None:
             _kill_session(proc)
             try:
-                _stdout, stderr = proc.communicate(timeout=_REAP_SECONDS)
-            except subprocess.TimeoutExpired:
-                stderr = b""
-                for pipe in (proc.stdout, proc.stderr):
-                    if pipe is not None:
-                        pipe.close()
-                proc.wait()
+                proc.wait(timeout=_REAP_SECONDS)
+            except subprocess.TimeoutExpired:  # unkillable (uninterruptible sleep): not ours to wait for
+                pass
             how = f"was killed after the {self._timeout:g} s timeout"
+        elif returncode == 0:
+            return
         else:
-            if proc.returncode == 0:
-                return
-            how = _exit_reason(proc.returncode)
+            how = _exit_reason(returncode)
         tail = _stderr_tail(stderr)
         raise DeliveryError(f"{self._name} {how}" + (f"; stderr: {tail}" if tail else ""), retry=True)
 

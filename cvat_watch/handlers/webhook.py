@@ -36,6 +36,7 @@ import attrs
 import httpx
 
 from cvat_watch.errors import ConfigError, DeliveryError
+from cvat_watch.handlers import _deadline
 from cvat_watch.handlers.base import event_body, redact_url
 
 __all__ = ["WebhookHandler", "parse_retry_after", "signing_key", "standard_signature"]
@@ -46,6 +47,8 @@ _SECRET_PREFIX = "whsec_"
 # Receivers answer with a few bytes; reading a little keeps the connection reusable without
 # letting a misbehaving one make us buffer megabytes.
 _MAX_DRAIN = 64 * 1024
+# A socket wait cut to the deadline may end a hair before it by the clock.
+_DEADLINE_SLACK = 0.01
 
 
 @functools.cache
@@ -132,7 +135,8 @@ class WebhookHandler:
     """POSTs each event to one URL through one reused ``httpx.Client``.
 
     Outcomes: 2xx delivered; 410 gone (never retry); 408, 429 and 5xx retry (honouring
-    ``Retry-After``); timeouts and network errors retry; any other status is final.
+    ``Retry-After``); timeouts and network errors retry; any other status is final. An attempt
+    ends at ``timeout`` seconds in total, however slowly the receiver trickles its answer.
     """
 
     _url: str = attrs.field(alias="url")
@@ -140,6 +144,9 @@ class WebhookHandler:
     _cvat_signature: bool = attrs.field(default=False, alias="cvat_signature")
     _connect_timeout: float = attrs.field(default=5.0, alias="connect_timeout")
     _read_timeout: float = attrs.field(default=15.0, alias="read_timeout")
+    #: The whole attempt, connect to last byte read: a receiver trickling bytes resets the read
+    #: timeout with each one, never this.
+    _timeout: float = attrs.field(default=30.0, alias="timeout")
     _verify: bool | str = attrs.field(default=True, alias="verify")
     _headers: Mapping[str, str] | None = attrs.field(default=None, alias="headers")
     _transport: httpx.BaseTransport | None = attrs.field(default=None, alias="transport")
@@ -166,6 +173,7 @@ class WebhookHandler:
         for name, value in (
             ("connect_timeout", self._connect_timeout),
             ("read_timeout", self._read_timeout),
+            ("timeout", self._timeout),
         ):
             if not value > 0:
                 raise ConfigError(f"{name} must be a positive number of seconds", key=name)
@@ -184,6 +192,7 @@ class WebhookHandler:
             transport=self._transport,
             follow_redirects=False,
         )
+        _deadline.install(self._client)
 
     def __repr__(self) -> str:
         return f"WebhookHandler(url={self._target!r}, signed={self._key is not None})"
@@ -213,7 +222,13 @@ class WebhookHandler:
                 text = text.replace(sensitive, "…")
         return text
 
-    def _transport_error(self, exc: httpx.TransportError) -> DeliveryError:
+    def _transport_error(self, exc: httpx.TransportError, deadline: float) -> DeliveryError:
+        if isinstance(exc, httpx.TimeoutException) and time.monotonic() >= deadline - _DEADLINE_SLACK:
+            return DeliveryError(
+                f"webhook POST {self._target}: no complete response within the {self._timeout:g} s"
+                " timeout for the whole attempt",
+                retry=True,
+            )
         kind = next((k for cls, k in _TRANSPORT_KINDS if isinstance(exc, cls)), "transport error")
         if isinstance(exc, httpx.TimeoutException):
             limit = self._connect_timeout if "connect" in kind else self._read_timeout
@@ -229,23 +244,25 @@ class WebhookHandler:
         request = self._client.build_request(
             "POST", self._url, content=body, headers=self._request_headers(event, body)
         )
-        try:
-            response = self._client.send(request, stream=True)
-        except httpx.TransportError as exc:
-            raise self._transport_error(exc) from None
-        try:
-            drained = 0
-            # Responses from an in-memory transport arrive already read.
-            chunks = () if response.is_stream_consumed else response.iter_raw()
-            for chunk in chunks:
-                drained += len(chunk)
-                if drained > _MAX_DRAIN:
-                    break
-        except (httpx.HTTPError, httpx.StreamError):
-            # The status line already decided the outcome; a broken body changes nothing.
-            pass
-        finally:
-            response.close()
+        with _deadline.DeadlineBackend.deadline(self._timeout) as deadline:
+            try:
+                response = self._client.send(request, stream=True)
+            except httpx.TransportError as exc:
+                raise self._transport_error(exc, deadline) from None
+            try:
+                drained = 0
+                # Responses from an in-memory transport arrive already read.
+                chunks = () if response.is_stream_consumed else response.iter_raw()
+                for chunk in chunks:
+                    drained += len(chunk)
+                    if drained > _MAX_DRAIN:
+                        break
+            except (httpx.HTTPError, httpx.StreamError):
+                # The status line already decided the outcome; a broken or endless body
+                # (cut off at the deadline) changes nothing.
+                pass
+            finally:
+                response.close()
         self._judge(response.status_code, response.headers)
 
     def _judge(self, status: int, headers: httpx.Headers) -> None:

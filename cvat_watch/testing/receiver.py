@@ -11,6 +11,7 @@ a webhook has been failing with "connection refused".
 from __future__ import annotations
 
 import collections
+import http
 import http.server
 import socket
 import sys
@@ -33,6 +34,9 @@ class Reply:
     headers: Mapping[str, str] = attrs.field(factory=dict)
     body: bytes = b""
     delay: float = 0.0
+    #: When set, the whole answer (status line, headers, body) is sent one byte at a time with
+    #: this many seconds between bytes: a client's read timeout restarts with each byte.
+    trickle: float = 0.0
 
 
 @attrs.frozen
@@ -160,6 +164,9 @@ class Receiver:
         if reply.delay and self._stopping.wait(reply.delay):
             handler.close_connection = True
             return
+        if reply.trickle:
+            self._trickle(handler, reply)
+            return
         try:
             handler.send_response(reply.status)
             for name, value in reply.headers.items():
@@ -169,6 +176,20 @@ class Receiver:
             handler.wfile.write(reply.body)
         except (BrokenPipeError, ConnectionResetError):
             handler.close_connection = True
+
+    def _trickle(self, handler: _RequestHandler, reply: Reply) -> None:
+        head = [f"HTTP/1.1 {reply.status} {http.HTTPStatus(reply.status).phrase}"]
+        head += [f"{name}: {value}" for name, value in reply.headers.items()]
+        head.append(f"content-length: {len(reply.body)}")
+        answer = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + reply.body
+        handler.close_connection = True
+        try:
+            for index in range(len(answer)):
+                handler.wfile.write(answer[index : index + 1])
+                if self._stopping.wait(reply.trickle):
+                    return
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up, as it should
 
     def start(self) -> Self:
         self._thread.start()
