@@ -17,6 +17,12 @@ daemon's own diff). The numbers are those of the issue that asked for them:
 7. :func:`many_exports` and :func:`big_export`: one daemon watching many exports; one export with
    thousands of tasks where many complete in one rewrite while another watch's change must
    still get through.
+11. :func:`partial_listing`: REST job listings with pages missing between whole ones: refused,
+    nothing invented.
+12. :func:`background_child`: a command that exits 0 but leaves a background process holding its
+    stdout: delivered once, not retried and dead-lettered.
+13. :func:`trickling_receiver`: a receiver that answers a byte at a time: the attempt ends at the
+    handler's timeout and is retried; another handler is not held up.
 
 (2, slow and failing receivers, and 5, a full disk or a read-only state folder, are tests only.)
 
@@ -34,7 +40,9 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import random
+import signal
 import sys
 import tempfile
 import time
@@ -63,15 +71,18 @@ ROOT = Path(__file__).resolve().parents[1]
 __all__ = [
     "Receipts",
     "Tally",
+    "background_child",
     "big_export",
     "churn",
     "expected_events",
     "gone_and_bad_request",
     "main",
     "many_exports",
+    "partial_listing",
     "receiver_down",
     "retry_delays",
     "sigkill_loop",
+    "trickling_receiver",
 ]
 
 STATE_DB = Path("state") / "cvat-watch.db"
@@ -743,6 +754,309 @@ def big_export(
         )
 
 
+# -- 11. partial listings, 12. a command with a background child, 13. a trickling receiver -------------
+
+_CVAT = "http://localhost:8080"
+
+
+def rest_listing(
+    export: GeneratedExport, completed: Iterable[str], *, page_size: int
+) -> list[dict[str, Any]]:
+    """The pages CVAT's ``GET /api/jobs?page_size=…`` returns for ``export`` with ``completed`` done."""
+    done = frozenset(completed)
+    jobs = [
+        {
+            "id": int(job),
+            "task_id": int(task),
+            "state": "completed" if task in done or index > 0 else "in progress",
+            "stage": "acceptance" if task in done or index > 0 else "annotation",
+            "type": "annotation",
+            "assignee": None,
+        }
+        for task in export.task_ids
+        for index, job in enumerate(export.jobs[task])
+    ]
+    count = len(jobs)
+    starts = range(0, count, page_size)
+    pages = []
+    for number, start in enumerate(starts, 1):
+        pages.append(
+            {
+                "count": count,
+                "next": f"{_CVAT}/api/jobs?page={number + 1}&page_size={page_size}"
+                if start + page_size < count
+                else None,
+                "previous": None
+                if number == 1
+                else f"{_CVAT}/api/jobs?{'' if number == 2 else f'page={number - 1}&'}page_size={page_size}",
+                "results": jobs[start : start + page_size],
+            }
+        )
+    return pages
+
+
+#: The partial listings written between whole ones, in turn: one page of several, the last page
+#: missing, a page missing in the middle.
+PARTIAL_KINDS = ("first page only", "last page missing", "middle page missing")
+
+
+def partial_variant(pages: list[dict[str, Any]], kind: str) -> object:
+    """``pages`` with some left out the way a fetcher that gave up early (or skipped one) would."""
+    if kind == "first page only":
+        return pages[0]
+    if kind == "last page missing":
+        return pages[:-1]
+    return [pages[0], *pages[2:]]
+
+
+@attrs.frozen
+class PartialRun:
+    """Scenario 11: whole listings with partial ones between them; what the receiver got."""
+
+    expected: tuple[tuple[str, str, str, int], ...]
+    receipts: Receipts
+    partials: int
+    refused: int
+    store_ids: frozenset[str]
+
+    @property
+    def invented(self) -> int:
+        return len(self.receipts.ids - {e[0] for e in self.expected})
+
+    def tally(self) -> Tally:
+        return Tally.of(
+            "partial job listing",
+            [e[0] for e in self.expected],
+            self.receipts,
+            f"{self.partials} partial listings ({', '.join(PARTIAL_KINDS)}), each one that would"
+            f" complete and reopen tasks; refused as failed loads {self.refused}; invented {self.invented}",
+        )
+
+
+def partial_listing(root: Path, *, rounds: int = 6, tasks: int = 6, seed: int = 0) -> PartialRun:
+    """Whole REST listings, and after each a partial one (pages missing) that makes every task it
+    shows complete and every task it leaves out reopen; the next whole listing follows only once
+    the daemon has refused the partial one (its warning is in the log)."""
+    rng = random.Random(seed)
+    export = GeneratedExport(root / "export", tasks=tasks, jobs_per_task=2)
+    page_size = max(1, (2 * tasks) // 3)  # three pages at least
+    db = StateDatabase(root / STATE_DB)
+    states: list[frozenset[str]] = [frozenset()]
+    export.job_status.write_text(json.dumps(rest_listing(export, (), page_size=page_size)))
+    with DaemonRig(root) as rig:
+        receiver = rig.receiver()
+        config = write_daemon_config(
+            root / "cvat-watch.toml",
+            watches=[export.watch("w")],
+            handlers=[Workspace.webhook(receiver.url())],
+        )
+        daemon = rig.start(config)
+        for round_ in range(rounds):
+            state = frozenset(rng.sample(export.task_ids, rng.randint(0, tasks)))
+            write_file(
+                export.job_status, json.dumps(rest_listing(export, state, page_size=page_size)).encode()
+            )
+            states.append(state)
+            wait_until(lambda: db.baseline_completed("w") == states[-1], what="the whole listing committed")
+            # Everything "completed" on the pages that are there: a task on them would complete,
+            # a task whose jobs are all on missing pages would reopen.
+            everything = rest_listing(export, export.task_ids, page_size=page_size)
+            kind = PARTIAL_KINDS[round_ % len(PARTIAL_KINDS)]
+            write_file(export.job_status, json.dumps(partial_variant(everything, kind)).encode())
+            wait_until(
+                lambda n=round_ + 1: daemon.log.count("partial listing") >= n,
+                what=f"the daemon to refuse partial listing {round_ + 1}",
+            )
+        state = frozenset(rng.sample(export.task_ids, rng.randint(0, tasks)))
+        write_file(export.job_status, json.dumps(rest_listing(export, state, page_size=page_size)).encode())
+        states.append(state)
+        expected = expected_events("w", states)
+        wait_until(
+            lambda: (
+                db.baseline_completed("w") == states[-1]
+                and _quiescent(db, lambda: Receipts(tuple(receiver.requests)), len(expected))
+            ),
+            what="the last whole listing delivered",
+        )
+        assert daemon.stop() == 0, daemon.log
+        return PartialRun(
+            expected=tuple(expected),
+            receipts=Receipts(tuple(receiver.requests)),
+            partials=rounds,
+            refused=daemon.log.count("partial listing"),
+            store_ids=frozenset(db.event_ids()),
+        )
+
+
+_HOOK_SCRIPT = """\
+#!/bin/sh
+# A notification script that starts something in the background and exits 0 at once; the
+# background process keeps the script's stdout open for {hold} s.
+cat > /dev/null
+echo "$CVAT_WATCH_EVENT_ID" >> '{received}'
+sleep {hold} &
+echo $! >> '{pids}'
+echo "notified $CVAT_WATCH_EVENT_ID"
+"""
+
+
+@attrs.frozen
+class BackgroundRun:
+    """Scenario 12: the event ids the command recorded, and the delivery rows."""
+
+    expected: tuple[tuple[str, str, str, int], ...]
+    received: tuple[str, ...]
+    deliveries: tuple[dict[str, Any], ...]
+    timeout: float
+
+    @property
+    def receipts(self) -> Counter[str]:
+        return Counter(self.received)
+
+    @property
+    def invented(self) -> int:
+        return len(set(self.received) - {e[0] for e in self.expected})
+
+    def tally(self) -> Tally:
+        wanted = {e[0] for e in self.expected}
+        got = set(self.received) & wanted
+        attempts = max((row["attempts"] for row in self.deliveries), default=0)
+        statuses = sorted({row["status"] for row in self.deliveries})
+        return Tally(
+            "command leaving a background child on stdout",
+            1,
+            len(wanted),
+            len(got),
+            len(wanted - got),
+            len(self.received) - len(set(self.received)),
+            f"exit 0 with a child holding stdout past the {self.timeout:g} s timeout; at most"
+            f" {attempts} attempt per delivery; rows {'/'.join(statuses)}; invented {self.invented}",
+        )
+
+
+def background_child(root: Path, *, events: int = 4, timeout: float = 3.0) -> BackgroundRun:
+    """A command handler whose script exits 0 at once but leaves ``sleep`` holding its stdout
+    for longer than the handler's timeout; tasks complete one after another."""
+    export = GeneratedExport(root / "export", tasks=events)
+    received, pids = root / "received", root / "pids"
+    script = root / "notify.sh"
+    script.write_text(_HOOK_SCRIPT.format(hold=timeout * 4, received=received, pids=pids))
+    handler = (
+        f'[[handler]]\ntype = "command"\nname = "script"\ncommand = ["/bin/sh", "{script}"]\n'
+        f"timeout = {timeout}\nretry_delays = {retry_delays(0.2, 2)}\n"
+    )
+    config = write_daemon_config(root / "cvat-watch.toml", watches=[export.watch("w")], handlers=[handler])
+    db = StateDatabase(root / STATE_DB)
+    states: list[frozenset[str]] = [frozenset()]
+    try:
+        with DaemonRig(root) as rig:
+            daemon = rig.start(config)
+            for task in export.task_ids[:events]:
+                export.write_jobs(states[-1] | {task})
+                states.append(export.completed)
+                wait_until(lambda: db.baseline_completed("w") == states[-1], what="the completion committed")
+            expected = expected_events("w", states)
+            wait_until(
+                lambda: len(db.events()) >= len(expected) and db.unsettled() == 0,
+                timeout=30 + 4 * timeout * len(expected),
+                what="every delivery settled",
+            )
+            assert daemon.stop() == 0, daemon.log
+    finally:
+        # The background children are this run's own processes: end them by pid.
+        for pid in (int(line) for line in (pids.read_text().split() if pids.exists() else ())):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    return BackgroundRun(
+        expected=tuple(expected),
+        received=tuple(received.read_text().split()) if received.exists() else (),
+        deliveries=tuple(db.deliveries()),
+        timeout=timeout,
+    )
+
+
+@attrs.frozen
+class TrickleRun:
+    """Scenario 13: the trickling receiver's and the healthy receiver's requests."""
+
+    expected: tuple[tuple[str, str, str, int], ...]
+    trickling: Receipts
+    healthy: Receipts
+    timeout: float
+    #: Seconds from the first (trickled) attempt to the retry that got through.
+    cut_after: float
+
+    @property
+    def invented(self) -> int:
+        wanted = {e[0] for e in self.expected}
+        return len((self.trickling.ids | self.healthy.ids) - wanted)
+
+    def tally(self) -> Tally:
+        tally = Tally.of(
+            "receiver trickling its answer",
+            [e[0] for e in self.expected],
+            self.trickling,
+            f"answer sent a byte every 0.1 s (≈{_TRICKLE_BYTES * 0.1:.0f} s in all), read_timeout 0.5 s;"
+            f" attempt cut at the {self.timeout:g} s timeout, retried {self.cut_after:.1f} s after the"
+            f" first; the trickled 200 counts as a receipt, so its retry is a duplicate (same id);"
+            f" healthy handler got {len(self.healthy.ids)}/{len(self.expected)}; invented {self.invented}",
+        )
+        return tally
+
+
+_TRICKLE_BYTES = 600
+
+
+def trickling_receiver(root: Path, *, timeout: float = 1.0) -> TrickleRun:
+    """A receiver that answers its first request one byte every 0.1 s (minutes in all: every byte
+    restarts the read timeout), then normally; a second, healthy handler gets the same events."""
+    export = GeneratedExport(root / "export", tasks=3)
+    db = StateDatabase(root / STATE_DB)
+    with DaemonRig(root) as rig:
+        trickling = rig.receiver()
+        trickling.script(Reply(trickle=0.1, headers={"x-pad": "." * _TRICKLE_BYTES}))
+        healthy = rig.receiver()
+        config = write_daemon_config(
+            root / "cvat-watch.toml",
+            watches=[export.watch("w")],
+            handlers=[
+                Workspace.webhook(
+                    trickling.url(),
+                    name="trickling",
+                    retry_delays=retry_delays(0.2, 3),
+                    extra=f"read_timeout = 0.5\ntimeout = {timeout}",
+                ),
+                Workspace.webhook(healthy.url(), name="healthy"),
+            ],
+        )
+        daemon = rig.start(config)
+        states: list[frozenset[str]] = [frozenset()]
+        for task in export.task_ids:
+            export.write_jobs(states[-1] | {task})
+            states.append(export.completed)
+        expected = expected_events("w", states)
+        wait_until(
+            lambda: (
+                db.baseline_completed("w") == states[-1]
+                and _quiescent(db, lambda: Receipts(tuple(trickling.requests)), len(expected))
+                and {e[0] for e in expected} <= Receipts(tuple(healthy.requests)).ids
+            ),
+            timeout=30,
+            what="every event at both receivers",
+        )
+        assert daemon.stop() == 0, daemon.log
+        requests = trickling.requests
+        return TrickleRun(
+            expected=tuple(expected),
+            trickling=Receipts(tuple(requests)),
+            healthy=Receipts(tuple(healthy.requests)),
+            timeout=timeout,
+            cut_after=requests[1].at - requests[0].at,
+        )
+
+
 # -- the table -----------------------------------------------------------------------------------------
 
 
@@ -767,7 +1081,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add("--exports", type=int, default=20, help="watches in scenario 7a (default 20)")
     add("--big-tasks", type=int, default=10_000, help="tasks of the large export (default 10000)")
     add("--big-completing", type=int, default=1_000, help="tasks completing at once (default 1000)")
-    add("--only", default="1,3,4,6,7", help="comma-separated scenario numbers (default all)")
+    add("--only", default="1,3,4,6,7,11,12,13", help="comma-separated scenario numbers (default all)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     only = {part.strip() for part in args.only.split(",")}
@@ -839,6 +1153,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ).tally(),
                 lambda ts: ts[0].notes,
             )
+        )
+
+    if "11" in only:
+        rows.append(
+            _repeat(
+                args.repeat,
+                lambda root, i: partial_listing(root, seed=args.seed + i).tally(),
+                lambda ts: ts[0].notes,
+            )
+        )
+    if "12" in only:
+        rows.append(
+            _repeat(args.repeat, lambda root, _i: background_child(root).tally(), lambda ts: ts[0].notes)
+        )
+    if "13" in only:
+        rows.append(
+            _repeat(args.repeat, lambda root, _i: trickling_receiver(root).tally(), lambda ts: ts[0].notes)
         )
 
     print("| scenario | runs | events expected | delivered | lost | duplicated | notes |")

@@ -111,6 +111,8 @@ class WebhookHandlerConfig:
     cvat_signature: bool = False
     connect_timeout: float = 5.0
     read_timeout: float = 15.0
+    #: The whole attempt, however slowly the receiver answers.
+    timeout: float = 30.0
     retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS
     verify_tls: bool = True
     ca_file: Path | None = None
@@ -126,6 +128,8 @@ class AppriseHandlerConfig:
     urls: tuple[Secret, ...]
     title: str | None = None
     body: str | None = None
+    #: The whole attempt: a chat service that never answers does not hold the handler.
+    timeout: float = 60.0
     retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS
 
 
@@ -212,6 +216,7 @@ class _RawWebhook:
     cvat_signature: bool = False
     connect_timeout: float = 5.0
     read_timeout: float = 15.0
+    timeout: float = 30.0
     retry_delays: tuple[float, ...] | None = None
     verify_tls: bool = True
     ca_file: str | None = None
@@ -228,6 +233,7 @@ class _RawApprise:
     urls_file: str | None = None
     title: str | None = None
     body: str | None = None
+    timeout: float = 60.0
     retry_delays: tuple[float, ...] | None = None
 
 
@@ -611,6 +617,7 @@ class _Resolver:
             cvat_signature=raw.cvat_signature,
             connect_timeout=self.number(f"{key}.connect_timeout", raw.connect_timeout, strict=True),
             read_timeout=self.number(f"{key}.read_timeout", raw.read_timeout, strict=True),
+            timeout=self.number(f"{key}.timeout", raw.timeout, strict=True),
             retry_delays=self.retry_delays(f"{key}.retry_delays", raw.retry_delays),
             verify_tls=raw.verify_tls,
             ca_file=ca_file,
@@ -673,6 +680,7 @@ class _Resolver:
             urls=tuple(Secret(url) for url in urls),
             title=raw.title,
             body=raw.body,
+            timeout=self.number(f"{key}.timeout", raw.timeout, strict=True),
             retry_delays=self.retry_delays(f"{key}.retry_delays", raw.retry_delays),
         )
 

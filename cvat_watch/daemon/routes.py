@@ -51,6 +51,7 @@ def _routes_of(handler_config: HandlerConfig) -> list[Route]:
             cvat_signature=handler_config.cvat_signature,
             connect_timeout=handler_config.connect_timeout,
             read_timeout=handler_config.read_timeout,
+            timeout=handler_config.timeout,
             verify=verify,
             headers=dict(handler_config.headers),
         )
@@ -63,7 +64,7 @@ def _routes_of(handler_config: HandlerConfig) -> list[Route]:
                 options["title"] = handler_config.title
             if handler_config.body is not None:
                 options["body"] = handler_config.body
-            handler = handlers.AppriseHandler(url=url.reveal(), **options)
+            handler = handlers.AppriseHandler(url=url.reveal(), timeout=handler_config.timeout, **options)
             key = handler_config.key if len(handler_config.urls) == 1 else f"{handler_config.key}/{index}"
             routes.append(Route(key, handler, events, handler_config.retry_delays))
         return routes

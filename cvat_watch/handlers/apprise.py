@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import re
 import string
+import threading
 import warnings
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -119,12 +120,17 @@ class AppriseHandler:
     _url: str = attrs.field(alias="url")
     _title: str = attrs.field(default=DEFAULT_TITLE, alias="title")
     _body: str = attrs.field(default=DEFAULT_BODY, alias="body")
+    _timeout: float = attrs.field(default=60.0, alias="timeout")
     _label: str = attrs.field(init=False)
     _apprise: apprise_lib.Apprise = attrs.field(init=False)
     _lib: Any = attrs.field(init=False)
+    # An attempt still running past its timeout; the next attempts wait for it to end.
+    _stuck: threading.Thread | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         self._label = _label(self._url)
+        if not self._timeout > 0:
+            raise ConfigError("timeout must be a positive number of seconds", key="timeout")
         validate_template(self._title, key="title")
         validate_template(self._body, key="body")
         try:
@@ -159,21 +165,52 @@ class AppriseHandler:
         return kinds.INFO
 
     def deliver(self, event: Mapping[str, Any]) -> None:
-        """Send one notification; a refusal or error raises ``DeliveryError(retry=True)``."""
+        """Send one notification; a refusal, error or timeout raises ``DeliveryError(retry=True)``.
+
+        Apprise's plugins bound each network operation, not the whole notification, and cannot
+        be interrupted: the notification runs in a thread of its own, and an attempt that passes
+        ``timeout`` is counted as failed while that thread runs on. Until it ends, further
+        attempts fail at once rather than pile up threads behind a target that does not answer.
+        """
+        if self._stuck is not None:
+            if self._stuck.is_alive():
+                raise DeliveryError(
+                    f"{self._label}: an earlier notification is still running past its"
+                    f" {self._timeout:g} s timeout",
+                    retry=True,
+                )
+            self._stuck = None
         fields = event_fields(event)
         title = self._title.format_map(fields)
         body = self._body.format_map(fields)
-        try:
-            result = self._apprise.notify(
-                body=body,
-                title=title,
-                notify_type=self._notify_type(fields["type"]),
-                body_format=self._lib.NotifyFormat.TEXT,
+        outcome: list[Any] = []
+
+        def notify() -> None:
+            try:
+                outcome.append(
+                    self._apprise.notify(
+                        body=body,
+                        title=title,
+                        notify_type=self._notify_type(fields["type"]),
+                        body_format=self._lib.NotifyFormat.TEXT,
+                    )
+                )
+            except Exception as exc:  # a plugin bug must not stop the dispatcher
+                outcome.append(exc)
+
+        attempt = threading.Thread(target=notify, name=f"cvat-watch {self._label}", daemon=True)
+        attempt.start()
+        attempt.join(self._timeout)
+        if attempt.is_alive():
+            self._stuck = attempt
+            raise DeliveryError(
+                f"{self._label}: no answer within the {self._timeout:g} s timeout", retry=True
             )
-        except Exception as exc:  # a plugin bug must not stop the dispatcher
+        (result,) = outcome
+        if isinstance(result, Exception):
             # The exception text may quote the URL; its type is enough to go on.
             raise DeliveryError(
-                f"{self._label}: notification failed ({type(exc).__name__})", retry=True
+                f"{self._label}: notification failed ({type(result).__name__})", retry=True
             ) from None
         if not result:
             status = getattr(getattr(result, "status", None), "name", "FAILURE")
