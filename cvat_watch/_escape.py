@@ -20,6 +20,9 @@ __all__ = ["json_quoted", "printable"]
 # characters (bidi embeddings, overrides and isolates, zero-width ones), line and paragraph
 # separators, and lone surrogates (undecodable bytes kept by surrogateescape).
 _UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+# Zero-width (non-)joiners are format characters too, but harmless and needed: Persian and Indic
+# words and emoji sequences are spelled with them.
+_KEPT = frozenset({"\u200c", "\u200d"})
 # Plain ASCII text (the common case) needs a look only at its C0 controls and DEL.
 _ASCII_SAFE = re.compile(r"[ -~]*")
 
@@ -46,12 +49,13 @@ def printable(text: str) -> str:
     """
     if _ASCII_SAFE.fullmatch(text):
         return text
-    if not any(unicodedata.category(char) in _UNSAFE_CATEGORIES for char in text):
+    if not any(_unsafe(char) for char in text):
         return text
-    return "".join(
-        _escape(char) if char == "\\" or unicodedata.category(char) in _UNSAFE_CATEGORIES else char
-        for char in text
-    )
+    return "".join(_escape(char) if char == "\\" or _unsafe(char) else char for char in text)
+
+
+def _unsafe(char: str) -> bool:
+    return unicodedata.category(char) in _UNSAFE_CATEGORIES and char not in _KEPT
 
 
 def json_quoted(text: str) -> str:

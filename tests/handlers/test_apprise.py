@@ -83,6 +83,22 @@ def test_unreachable_service_is_retried() -> None:
     assert caught.value.retry is True
 
 
+def test_a_service_that_trickles_its_answer_cannot_hold_an_attempt(receiver: Receiver) -> None:
+    """A service answering a byte every 50 ms (minutes in all): the attempt fails as retryable at
+    its timeout, and while that notification still runs, the next attempt fails at once instead of
+    starting another one behind it."""
+    receiver.script(Reply(trickle=0.05, headers={"x-pad": "." * 2400}))
+    handler = AppriseHandler(url=json_url(receiver.port), timeout=1.0)
+    with pytest.raises(DeliveryError) as caught:
+        handler.deliver(sample_event())
+    assert caught.value.retry is True
+    assert str(caught.value) == "apprise json://…: no answer within the 1 s timeout"
+    with pytest.raises(DeliveryError) as again:
+        handler.deliver(sample_event())
+    assert "still running past its 1 s timeout" in str(again.value)
+    assert len(receiver.requests) == 1
+
+
 @pytest.mark.parametrize(
     "url",
     ["nosuchservice://abc/def", "not a url", "json://127.0.0.1:1/a json://127.0.0.1:2/b"],

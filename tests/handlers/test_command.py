@@ -127,6 +127,50 @@ def wait_until_gone(pid: int, *, timeout: float) -> bool:
     return False
 
 
+def _end(pid_file: Path) -> None:
+    """End the background process a test's command started (ours, by pid)."""
+    if pid_file.exists():
+        try:
+            os.kill(int(pid_file.read_text()), 9)
+        except ProcessLookupError:
+            pass
+
+
+def test_exit_0_leaving_a_background_child_on_stdout_is_delivered(tmp_path: Path) -> None:
+    """A command that starts a background process (which keeps its stdout and stderr open) and
+    exits 0 is delivered: judged by its own exit status, not by its pipes closing; the child is
+    left alone."""
+    pid_file = tmp_path / "pid"
+    script = f"sleep 60 & echo $! > '{pid_file}'; echo started"
+    try:
+        CommandHandler(argv=["/bin/sh", "-c", script], timeout=20).deliver(sample_event())
+        os.kill(int(pid_file.read_text()), 0)  # still running: not killed with the command
+    finally:
+        _end(pid_file)
+
+
+def test_a_failing_command_leaving_a_background_child_reports_its_own_status(tmp_path: Path) -> None:
+    """Exit status 4 with a child still holding stderr is a failure naming status 4 and the stderr
+    the command wrote, at once rather than after the timeout."""
+    pid_file = tmp_path / "pid"
+    script = f"sleep 60 & echo $! > '{pid_file}'; echo broken >&2; exit 4"
+    try:
+        error = deliver_error(CommandHandler(argv=["/bin/sh", "-c", script], timeout=20))
+    finally:
+        _end(pid_file)
+    assert str(error) == "command /bin/sh exited with status 4; stderr: broken"
+    assert error.retry is True
+
+
+def test_a_big_event_reaches_a_child_that_reads_slowly(tmp_path: Path) -> None:
+    """An event larger than a pipe holds is written in pieces as the child reads it."""
+    out = tmp_path / "out.json"
+    event = sample_event(task={"id": "1", "name": "x" * 300_000, "jobs": []})
+    slow = "import sys, time\nchunks = []\nwhile chunk := sys.stdin.buffer.read(8192):\n    chunks.append(chunk); time.sleep(0.001)\nopen(sys.argv[1], 'wb').write(b''.join(chunks))"
+    CommandHandler(argv=python(slow, str(out))).deliver(event)
+    assert out.read_bytes() == event_body(event)
+
+
 def test_program_not_found(tmp_path: Path) -> None:
     """A missing program raises DeliveryError(retry=True) saying it was not found."""
     error = deliver_error(CommandHandler(argv=[str(tmp_path / "no-such-program"), "--token", "SECRET"]))

@@ -242,6 +242,30 @@ def test_read_timeout_is_retried(receiver: Receiver, make_webhook: MakeWebhook) 
     assert "read timeout after 0.2 s" in str(error)
 
 
+def test_a_trickling_receiver_cannot_hold_an_attempt_past_its_timeout(
+    receiver: Receiver, make_webhook: MakeWebhook
+) -> None:
+    """An answer sent a byte every 50 ms (two minutes in all) restarts the read timeout with each
+    byte; the attempt still ends at its total timeout as a retryable failure, and the next one,
+    answered normally, is delivered."""
+    receiver.script(Reply(trickle=0.05, headers={"x-pad": "." * 2400}))
+    handler = make_webhook(read_timeout=1.0, timeout=1.0)
+    error = deliver_error(handler)
+    assert error.retry is True
+    assert "no complete response within the 1 s timeout for the whole attempt" in str(error)
+    handler.deliver(sample_event())
+    assert [r.headers["webhook-id"] for r in receiver.wait_for(2)] == [sample_event()["id"]] * 2
+
+
+def test_a_trickled_body_after_the_status_is_cut_at_the_timeout(
+    receiver: Receiver, make_webhook: MakeWebhook
+) -> None:
+    """A 2xx status line that arrives in time decides the outcome, even when the body behind it
+    trickles on past the timeout: the attempt ends at the timeout, delivered."""
+    receiver.script(Reply(trickle=0.0005, body=b"." * 40_000))  # headers in ~0.05 s, body ~20 s
+    make_webhook(read_timeout=1.0, timeout=1.0).deliver(sample_event())
+
+
 def test_errors_and_repr_never_show_credentials_or_query(
     receiver: Receiver, make_webhook: MakeWebhook
 ) -> None:
@@ -312,6 +336,7 @@ def test_missing_ca_bundle_is_a_config_error(tmp_path: Any) -> None:
         ({"url": "http://127.0.0.1/hook", "secret": ""}, "secret"),
         ({"url": "http://127.0.0.1/hook", "cvat_signature": True}, "cvat_signature"),
         ({"url": "http://127.0.0.1/hook", "read_timeout": 0}, "read_timeout"),
+        ({"url": "http://127.0.0.1/hook", "timeout": 0}, "timeout"),
     ],
 )
 def test_bad_options_are_config_errors(options: dict[str, Any], key: str) -> None:
