@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -481,3 +482,66 @@ def test_alive_turns_false_when_the_observer_thread_dies(tmp_path: Path, make_wa
     observer.stop()
     observer.join(WAIT)
     assert not watcher.alive
+
+
+class _ReleaseOnWarning(logging.Handler):
+    """Closes the descriptors a test used up as soon as the watcher warns that it falls back."""
+
+    def __init__(self, descriptors: list[int]) -> None:
+        super().__init__(logging.WARNING)
+        self.descriptors = descriptors
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+        release(self.descriptors)
+
+
+def release(descriptors: list[int]) -> None:
+    while descriptors:
+        os.close(descriptors.pop())
+
+
+def test_out_of_inotify_instances_falls_back_to_polling_with_one_warning(
+    tmp_path: Path, make_watcher: MakeWatcher
+) -> None:
+    """When inotify_init fails for lack of descriptors (EMFILE, what the kernel also answers when
+    fs.inotify.max_user_instances is used up), the watcher polls instead, says so once, and sees
+    changes; it does not retry inotify for ever.
+
+    The limit is real: this process's descriptors are used up (under a lowered soft
+    RLIMIT_NOFILE) before the watch is scheduled, and given back when the warning comes, so that
+    polling (which needs a descriptor to list the folder) can run.
+    """
+    import resource
+
+    target = tmp_path / "job_status.json"
+    target.write_text("v1")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    descriptors: list[int] = []
+    handler = _ReleaseOnWarning(descriptors)
+    logger = logging.getLogger("cvat_watch.daemon.watcher")
+    logger.addHandler(handler)
+    recorder = Recorder()
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 32, hard))
+        try:
+            while True:
+                descriptors.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError as error:
+            assert error.errno == errno.EMFILE
+        watcher = make_watcher([target], recorder, poll_interval=0.1)
+    finally:
+        release(descriptors)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        logger.removeHandler(handler)
+    assert [m for m in handler.messages if "polling" in m] == [
+        "watcher: inotify limit reached (inotify instance limit reached; see"
+        " fs.inotify.max_user_instances and max_user_watches); polling every 0.1 s instead"
+    ]
+    assert watcher.alive
+    atomic_write(target, "v2")
+    assert recorder.wait_for_calls(1)
+    target.write_text("version three")
+    assert recorder.wait_for_calls(2)
+    assert len(handler.messages) == 1  # no "cannot watch …; retrying" before or after
