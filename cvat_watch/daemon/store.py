@@ -465,6 +465,18 @@ class Store:
             for key, status, reason in rows
         }
 
+    def durability(self) -> dict[str, object]:
+        """The settings the store's promises rest on, as its own connection has them now.
+
+        ``synchronous`` is per connection and lost on reopen: reading it back here is the only
+        way to know that a commit is on disk when it returns (2, FULL) rather than some time later.
+        """
+        with self._use("read the durability settings") as connection:
+            return {
+                name: connection.execute(f"PRAGMA {name}").fetchone()[0]
+                for name in ("journal_mode", "synchronous", "foreign_keys")
+            }
+
     def __repr__(self) -> str:
         return f"<Store {str(self._path)!r}{' closed' if self._closed else ''}>"
 

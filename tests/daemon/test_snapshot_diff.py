@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import attrs
 import pytest
 from cvat_watch.daemon.diff import DiffResult, diff
-from cvat_watch.daemon.events import JOB_STATE_CHANGED, TASK_COMPLETED, TASK_REOPENED, Event, event_id
+from cvat_watch.daemon.events import JOB_STATE_CHANGED, TASK_COMPLETED, TASK_REOPENED, Event
 from cvat_watch.daemon.snapshot import (
     JobState,
     Snapshot,
@@ -20,6 +20,7 @@ from cvat_watch.daemon.snapshot import (
     id_sort_key,
 )
 from cvat_watch.model import ExportSummary, JobStatus, Project, Segment, Task
+from cvat_watch.testing.ids import documented_event_id
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -310,7 +311,7 @@ def test_event_content() -> None:
     """A completion event carries the watch, project, task, links, jobs and the given timestamp."""
     result = diff(snap({"1": "new"}), snap({"1": "completed"}), generations={}, timestamp=TS)
     (event,) = result.events
-    assert event.id == event_id("w", "1", TASK_COMPLETED, 1)
+    assert event.id == documented_event_id("w", "1", TASK_COMPLETED, 1)
     assert event.timestamp == TS
     assert event.watch == "w"
     assert (event.project.id, event.project.name) == ("3", "p")  # type: ignore[union-attr]
@@ -341,9 +342,9 @@ def test_complete_reopen_complete_gets_new_ids() -> None:
         events.extend(result.events)
     assert [e.type for e in events] == [TASK_COMPLETED, TASK_REOPENED, TASK_COMPLETED]
     assert [e.id for e in events] == [
-        event_id("w", "1", TASK_COMPLETED, 1),
-        event_id("w", "1", TASK_REOPENED, 1),
-        event_id("w", "1", TASK_COMPLETED, 2),
+        documented_event_id("w", "1", TASK_COMPLETED, 1),
+        documented_event_id("w", "1", TASK_REOPENED, 1),
+        documented_event_id("w", "1", TASK_COMPLETED, 2),
     ]
     assert generations == {"task:1": 2}
 
