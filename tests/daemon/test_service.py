@@ -36,8 +36,10 @@ def _events(receiver: Receiver) -> list[dict]:
     return [json.loads(request.body) for request in receiver.requests]
 
 
-def _start(workspace: Workspace, notify: NotifySocket, **env: str) -> DaemonProcess:
-    daemon = DaemonProcess(workspace.config, env={"NOTIFY_SOCKET": str(notify.path), **env})
+def _start(
+    workspace: Workspace, notify: NotifySocket, *, args: tuple[str, ...] = (), **env: str
+) -> DaemonProcess:
+    daemon = DaemonProcess(workspace.config, env={"NOTIFY_SOCKET": str(notify.path), **env}, args=args)
     notify.wait_for("READY=1")
     return daemon
 
@@ -49,7 +51,8 @@ def test_first_start_is_silent_then_a_completion_is_posted_signed(
     workspace.write_config(handlers=[workspace.webhook(receiver.url())])
     with _start(workspace, notify) as daemon:
         assert receiver.requests == []
-        assert any(m.startswith("STATUS=") for m in notify.messages)
+        # STATUS= follows READY=1 as a separate datagram: wait for it rather than race it.
+        notify.wait_for("STATUS=")
         workspace.write_jobs({"21": "completed", "22": "completed", "23": "completed"})
         (request,) = receiver.wait_for(1)
         event = Webhook(SECRET).verify(request.body, request.headers)
@@ -97,29 +100,46 @@ def test_task_finished_while_down_is_announced_once_on_start(
 def test_malformed_or_missing_files_keep_the_last_good_state(
     workspace: Workspace, receiver: Receiver, notify: NotifySocket
 ) -> None:
-    """A truncated, deleted or emptied job-status file reopens nothing and is reported once."""
+    """A truncated, deleted or emptied job-status file reopens nothing and is reported once: one
+    warning each, also after the daemon has read the same bad file again."""
     workspace.write_config(handlers=[workspace.webhook(receiver.url())])
-    with _start(workspace, notify) as daemon:
+    with _start(workspace, notify, args=("--log-level", "debug")) as daemon:
+
+        def warned(needle: str) -> list[str]:
+            return [
+                line
+                for line in daemon.log.splitlines()
+                if "keeping the last good state" in line and needle in line
+            ]
+
+        def reported_once(needle: str, rereads: int) -> None:
+            wait_until(lambda: warned(needle), what=f"a warning containing {needle!r}")
+            # The daemon looks at a failed file again about a second later (and on every event).
+            wait_until(
+                lambda: daemon.log.count("still failing (reported already)") >= rereads,
+                what="the bad file read again",
+            )
+            assert len(warned(needle)) == 1
+
         workspace.write(workspace.job_status, b'{"count": 4, "results": [{"id": 21, "task_')
-        wait_until(
-            lambda: "job_status.json" in daemon.log and "keeping the last good state" in daemon.log,
-            what="a warning naming the file",
-        )
+        reported_once("job_status.json:line 1 column", 1)
         workspace.job_status.unlink()
-        wait_until(lambda: "missing" in daemon.log, what="a warning that the file is missing")
+        reported_once("job_status.json: missing", 2)
         workspace.write(workspace.job_status, b"", atomic=False)
-        wait_until(lambda: "empty file" in daemon.log, what="a warning that the file is empty")
-        # Valid again, and task 13 now done: exactly that one event, no reopen of task 11.
+        reported_once("empty file", 3)
+        # Valid again, and task 12 now done: exactly that one event, no reopen of task 11.
         workspace.write_jobs({"21": "completed", "22": "completed", "23": "completed"})
         receiver.wait_for(1)
         daemon.stop()
     assert [(e["type"], e["task"]["id"]) for e in _events(receiver)] == [("task.completed", "12")]
+    assert daemon.log.count("keeping the last good state") == 3
 
 
 def test_non_atomic_rewrite_is_read_once_complete(
     workspace: Workspace, receiver: Receiver, notify: NotifySocket
 ) -> None:
-    """A file rewritten in place, in pieces, is read after the quiet window and announced once."""
+    """A file rewritten in place, in pieces, is announced once and nothing else: whether or not the
+    daemon catches a piece (that is timing), a half-written file is a failed load, never an event."""
     workspace.write_config(handlers=[workspace.webhook(receiver.url())])
     with _start(workspace, notify) as daemon:
         data = json.dumps(
