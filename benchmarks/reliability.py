@@ -985,7 +985,7 @@ class TrickleRun:
     trickling: Receipts
     healthy: Receipts
     timeout: float
-    #: Seconds from the first (trickled) attempt to the retry that got through.
+    #: Seconds from the first (trickled) attempt to the retry of the same event.
     cut_after: float
 
     @property
@@ -1048,12 +1048,14 @@ def trickling_receiver(root: Path, *, timeout: float = 1.0) -> TrickleRun:
         )
         assert daemon.stop() == 0, daemon.log
         requests = trickling.requests
+        first = requests[0]
+        retry = next(r for r in requests[1:] if r.headers["webhook-id"] == first.headers["webhook-id"])
         return TrickleRun(
             expected=tuple(expected),
             trickling=Receipts(tuple(requests)),
             healthy=Receipts(tuple(healthy.requests)),
             timeout=timeout,
-            cut_after=requests[1].at - requests[0].at,
+            cut_after=retry.at - first.at,
         )
 
 

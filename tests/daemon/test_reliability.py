@@ -412,3 +412,43 @@ def test_watches_take_turns_in_the_outbox(tmp_path: Path) -> None:
         assert order[:3] == [("big", "0"), ("small", "1"), ("big", "1")]
         assert [task for watch, task in order if watch == "big"] == ["0", "1", "2", "3", "4"]
         assert [row.watch for row in store.due_deliveries("hook", now=3.0, limit=2)] == ["big", "small"]
+
+
+# -- 11. partial listings, 12. a command with a background child, 13. a trickling receiver -----------------
+
+
+def test_partial_listings_between_whole_ones_invent_nothing(tmp_path: Path) -> None:
+    """REST listings with pages missing (one page of three, the last page missing, a gap), each of
+    which would complete some tasks and reopen others: every one refused, the receiver gets exactly
+    the events of the whole listings, once each, and the store holds nothing else."""
+    run = reliability.partial_listing(tmp_path, rounds=3)
+    expected = _ids(list(run.expected))
+    assert run.refused == 3
+    assert run.receipts.ids == set(expected)
+    assert run.receipts.duplicated == 0
+    assert run.invented == 0
+    assert run.store_ids == set(expected)
+
+
+def test_a_command_leaving_a_background_child_is_delivered_once(tmp_path: Path) -> None:
+    """A notification script that exits 0 at once but leaves a background process holding its
+    stdout past the handler's timeout: every event delivered in one attempt, none retried or
+    dead-lettered, none run twice."""
+    run = reliability.background_child(tmp_path, events=2, timeout=3.0)
+    expected = _ids(list(run.expected))
+    assert sorted(run.received) == sorted(expected)
+    assert {(row["status"], row["attempts"]) for row in run.deliveries} == {("delivered", 1)}
+    assert run.invented == 0
+
+
+def test_a_trickling_receiver_holds_no_delivery_past_the_timeout(tmp_path: Path) -> None:
+    """A receiver that answers its first request a byte every 0.1 s (a minute in all; each byte
+    restarts the read timeout): that attempt ends at the handler's 1 s timeout and is retried
+    with the same id, every event arrives, and another handler gets every event meanwhile."""
+    run = reliability.trickling_receiver(tmp_path, timeout=1.0)
+    expected = set(_ids(list(run.expected)))
+    assert run.trickling.ids == expected
+    assert run.healthy.ids == expected and run.healthy.duplicated == 0
+    first = run.trickling.requests[0].headers["webhook-id"]
+    assert [r.headers["webhook-id"] for r in run.trickling.requests].count(first) == 2
+    assert run.invented == 0
