@@ -828,8 +828,9 @@ class PartialRun:
             "partial job listing",
             [e[0] for e in self.expected],
             self.receipts,
-            f"{self.partials} partial listings ({', '.join(PARTIAL_KINDS)}), each one that would"
-            f" complete and reopen tasks; refused as failed loads {self.refused}; invented {self.invented}",
+            f"per run {self.partials} partial listings ({', '.join(PARTIAL_KINDS)}), each one that would"
+            f" complete and reopen tasks, all refused as failed loads ({self.refused} warnings);"
+            f" invented {self.invented}",
         )
 
 
@@ -929,8 +930,9 @@ class BackgroundRun:
             len(got),
             len(wanted - got),
             len(self.received) - len(set(self.received)),
-            f"exit 0 with a child holding stdout past the {self.timeout:g} s timeout; at most"
-            f" {attempts} attempt per delivery; rows {'/'.join(statuses)}; invented {self.invented}",
+            f"exits 0 at once, its background child holds stdout for {4 * self.timeout:g} s (timeout"
+            f" {self.timeout:g} s); at most {attempts} attempt per delivery; rows {'/'.join(statuses)};"
+            f" invented {self.invented}",
         )
 
 
@@ -993,17 +995,25 @@ class TrickleRun:
         wanted = {e[0] for e in self.expected}
         return len((self.trickling.ids | self.healthy.ids) - wanted)
 
+    @property
+    def answered(self) -> Receipts:
+        """The trickling receiver's requests whose answer reached the client whole."""
+        return Receipts(tuple(r for r in self.trickling.requests if r.answered))
+
+    @property
+    def cut(self) -> int:
+        return sum(not r.answered for r in self.trickling.requests)
+
     def tally(self) -> Tally:
-        tally = Tally.of(
+        return Tally.of(
             "receiver trickling its answer",
             [e[0] for e in self.expected],
-            self.trickling,
+            self.answered,
             f"answer sent a byte every 0.1 s (≈{_TRICKLE_BYTES * 0.1:.0f} s in all), read_timeout 0.5 s;"
-            f" attempt cut at the {self.timeout:g} s timeout, retried {self.cut_after:.1f} s after the"
-            f" first; the trickled 200 counts as a receipt, so its retry is a duplicate (same id);"
+            f" attempt cut at the {self.timeout:g} s timeout ({self.cut} cut, its body had arrived:"
+            f" re-sent with the same webhook-id {self.cut_after:.1f} s after the first);"
             f" healthy handler got {len(self.healthy.ids)}/{len(self.expected)}; invented {self.invented}",
         )
-        return tally
 
 
 _TRICKLE_BYTES = 600

@@ -52,6 +52,9 @@ class Recorded:
     status: int = 200
     #: ``time.monotonic()`` when the request had been read, for latency measurements.
     at: float = 0.0
+    #: False while a trickled answer is being sent, and for good when the client hung up (or the
+    #: receiver stopped) before its last byte: the client never saw that status.
+    answered: bool = True
 
 
 class _Server(http.server.ThreadingHTTPServer):
@@ -159,13 +162,17 @@ class Receiver:
                 status=reply.status,
                 at=time.monotonic(),
             )
-            self._requests.append(recorded)
+            self._requests.append(recorded if not reply.trickle else attrs.evolve(recorded, answered=False))
+            index = len(self._requests) - 1
             self._changed.notify_all()
         if reply.delay and self._stopping.wait(reply.delay):
             handler.close_connection = True
             return
         if reply.trickle:
-            self._trickle(handler, reply)
+            if self._trickle(handler, reply):
+                with self._changed:
+                    self._requests[index] = recorded
+                    self._changed.notify_all()
             return
         try:
             handler.send_response(reply.status)
@@ -177,7 +184,8 @@ class Receiver:
         except (BrokenPipeError, ConnectionResetError):
             handler.close_connection = True
 
-    def _trickle(self, handler: _RequestHandler, reply: Reply) -> None:
+    def _trickle(self, handler: _RequestHandler, reply: Reply) -> bool:
+        """Send the answer a byte at a time; whether all of it was sent."""
         head = [f"HTTP/1.1 {reply.status} {http.HTTPStatus(reply.status).phrase}"]
         head += [f"{name}: {value}" for name, value in reply.headers.items()]
         head.append(f"content-length: {len(reply.body)}")
@@ -187,9 +195,10 @@ class Receiver:
             for index in range(len(answer)):
                 handler.wfile.write(answer[index : index + 1])
                 if self._stopping.wait(reply.trickle):
-                    return
+                    return False
         except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up, as it should
+            return False  # the client gave up, as it should
+        return True
 
     def start(self) -> Self:
         self._thread.start()

@@ -103,6 +103,7 @@ cvat_signature = true
 events = ["task.completed", "job.state_changed"]
 connect_timeout = 1.5
 read_timeout = 20
+timeout = 45
 retry_delays = [0, 10.5]
 ca_file = "ca.pem"
 headers = { "X-Team" = "ml", "X-Env" = "prod" }
@@ -112,6 +113,7 @@ type = "apprise"
 urls_env = "APPRISE_URLS"
 title = "{task_name}"
 body = "{task_url}"
+timeout = 12.5
 
 [[handler]]
 type = "command"
@@ -148,6 +150,7 @@ events = ["job.state_changed"]
         cvat_signature=True,
         connect_timeout=1.5,
         read_timeout=20.0,
+        timeout=45.0,
         retry_delays=(0.0, 10.5),
         verify_tls=True,
         ca_file=tmp_path / "ca.pem",
@@ -159,6 +162,7 @@ events = ["job.state_changed"]
         urls=(Secret("json://127.0.0.1:9/a"),),
         title="{task_name}",
         body="{task_url}",
+        timeout=12.5,
         retry_delays=DEFAULT_RETRY_DELAYS,
     )
     assert command == CommandHandlerConfig(
@@ -477,6 +481,16 @@ command = ["true"]
         (
             '[[handler]]\ntype = "webhook"\nurl = "https://h"\nread_timeout = -1\n',
             "handler[0].read_timeout",
+            "greater than 0",
+        ),
+        (
+            '[[handler]]\ntype = "webhook"\nurl = "https://h"\ntimeout = 0\n',
+            "handler[0].timeout",
+            "greater than 0",
+        ),
+        (
+            '[[handler]]\ntype = "apprise"\nurls = ["json://h/x"]\ntimeout = -2\n',
+            "handler[0].timeout",
             "greater than 0",
         ),
         ('[[handler]]\ntype = "webhook"\nurl = "ftp://h/x"\n', "handler[0].url", "http:// or https://"),
