@@ -27,7 +27,7 @@ from typing import Any
 
 import attrs
 
-from cvat_watch import jobs, sdnotify, xmlio
+from cvat_watch import cvatxml, jobs, sdnotify
 from cvat_watch.config import (
     AppriseHandlerConfig,
     CommandHandlerConfig,
@@ -357,7 +357,7 @@ class WatchRunner:
         if self._summary_cache is not None and self._summary_cache[0] == digest:
             return self._summary_cache[1]
         assert data is not None  # _read_file reads whatever the cache does not hold
-        summary = xmlio.loads_summary(data, path=self.config.annotations)
+        summary = cvatxml.loads_summary(data, path=self.config.annotations)
         self._summary_cache = (digest, summary)
         return summary
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from benchmarks.generate import generate_export, generate_job_status
-from cvat_watch import daemon, jobs, xmlio
+from cvat_watch import cvatxml, daemon, jobs
 from cvat_watch.config import WatchConfig
 from cvat_watch.daemon import WatchRunner
 from cvat_watch.diff import diff
@@ -399,7 +399,7 @@ def test_every_reload_commits_what_a_fresh_pipeline_computes(
         else:
             done.add(_edit(rng, export, spare))
         export.write_jobs(in_place=rng.random() < 0.5)
-        summary = xmlio.loads_summary(export.annotations.read_bytes())
+        summary = cvatxml.loads_summary(export.annotations.read_bytes())
         records = jobs.parse_job_status(export.job_status.read_bytes())
         expected = build_snapshot(watch="w", summary=summary, jobs=records)
         result = diff(baseline, expected, generations=generations, timestamp=TIMESTAMP, job_events=job_events)
