@@ -18,6 +18,8 @@ from cvat_watch.cvatxml._fastbuild import Build, SharedStrings, factory, parse_p
 from cvat_watch.cvatxml._vocab import (
     BOOL_FIELDS,
     BOOLS,
+    CHILD_CODES,
+    CHILDREN,
     COORD_FIELDS,
     FLOAT_FIELDS,
     IMAGE_ATTRS_KNOWN,
@@ -46,8 +48,9 @@ from cvat_watch.model import (
     TrackedShape,
 )
 
-#: What the reader keeps per element layout: its compiled reader and the model class it makes.
-_Reader = tuple[Build, type]
+#: What the reader keeps per element layout: its compiled reader, the model class it makes and the
+#: letter that stands for its kind in the ``children=`` token of its image.
+_Reader = tuple[Build, type, str]
 
 
 class FullReader(ReaderBase):
@@ -85,7 +88,11 @@ class FullReader(ReaderBase):
         # what is open
         self.image: Any = None
         self.image_shapes: defaultdict[str, list[Any]] = defaultdict(list)
-        self.track_stack: list[tuple[Any, list[Any], list[Any]]] = []
+        # Document order of the open image's children: one letter per child (CHILD_CODES).
+        self.order: list[str] = []
+        self.order_append = self.order.append
+        # per open track: the track, its shapes, its element tracks with the count of shapes before each
+        self.track_stack: list[tuple[Any, list[Any], list[tuple[int, Any]]]] = []
         self.track_shapes: list[Any] = []  # of the innermost open track
         self.shape: Any = None
         self.shape_class: type = object  # what the open shape becomes at its end tag
@@ -142,7 +149,7 @@ class FullReader(ReaderBase):
         if make is None:
             raise self.invalid(tag, attrs, known, required)
         build = make(self.strings, parse_points, self.default_task_id)
-        entry = readers[key] = (build, cls)
+        entry = readers[key] = (build, cls, CHILD_CODES.get(tag, ""))
         return entry
 
     def invalid(
@@ -221,6 +228,10 @@ class FullReader(ReaderBase):
     def close_image(self) -> None:
         image = self.image
         shapes = self.image_shapes
+        order = self.order
+        if len(shapes) > 1:  # more than one kind: keep their order for the writer
+            image.xml_layout = (*image.xml_layout, CHILDREN + "".join(order))
+        order.clear()
         for tag, kind in shapes.items():
             setattr(image, SHAPE_FIELD[tag], tuple(kind))
         shapes.clear()
@@ -250,7 +261,7 @@ class FullReader(ReaderBase):
                 self.shape_readers, key, SHAPE_CLASS[name], attrs, IMAGE_KNOWN[name],
                 IMAGE_REQUIRED[name],
             )  # fmt: skip
-        build, self.shape_class = entry
+        build, self.shape_class, code = entry
         try:
             shape = build(attrs)
         except (ValueError, KeyError, TypeError):
@@ -258,6 +269,7 @@ class FullReader(ReaderBase):
         self.shape = shape
         self.attributes = ()
         self.image_shapes[name].append(shape)
+        self.order_append(code)
         if name == "skeleton":
             self.elements = []
 
@@ -362,17 +374,31 @@ class FullReader(ReaderBase):
         if shapes:
             track.shapes = tuple(shapes)
         if tracks:
-            track.tracks = tuple(tracks)
+            track.tracks = tuple(element for _, element in tracks)
+            if any(before != len(shapes) for before, _ in tracks):  # not all after the shapes
+                track.xml_layout = self.intern((*track.xml_layout, self.track_children(shapes, tracks)))
         track.__class__ = Track
         if self.track_stack:
             outer = self.track_stack[-1]
-            outer[2].append(track)
+            outer[2].append((len(outer[1]), track))
             self.track_shapes = outer[1]
         else:
             self.tracks.append(track)
             self.close_container = None
             parser = self.parser
             parser.StartElementHandler, parser.EndElementHandler = self.h_body
+
+    @staticmethod
+    def track_children(shapes: list[Any], tracks: list[tuple[int, Any]]) -> str:
+        """The children token of a track whose element tracks are not all after its shapes."""
+        codes: list[str] = []
+        position = 0
+        for before, _ in tracks:
+            codes.extend(CHILD_CODES.get(shape.kind, "") for shape in shapes[position:before])
+            codes.append(CHILD_CODES["track"])
+            position = before
+        codes.extend(CHILD_CODES.get(shape.kind, "") for shape in shapes[position:])
+        return CHILDREN + "".join(codes)
 
     def track_start(self, name: str, attrs: list[str]) -> None:
         if self.shape is not None:
@@ -395,7 +421,7 @@ class FullReader(ReaderBase):
             entry = self.reader(
                 self.tracked_readers, key, TrackedShape, attrs, TRACKED_KNOWN[name], TRACKED_REQUIRED[name]
             )
-        build, self.shape_class = entry
+        build, self.shape_class, _ = entry
         try:
             shape = build(attrs)
         except (ValueError, KeyError, TypeError):

@@ -9,6 +9,7 @@ current CVAT writes for objects built in code.
 from __future__ import annotations
 
 import enum
+import itertools
 
 from cvat_watch.model import CUBOID_COORDINATES, SHAPE_KINDS
 
@@ -31,6 +32,7 @@ KIND_OF_CLASS: dict[type, str] = {cls: kind for kind, cls in SHAPE_CLASS.items()
 IMAGE_SHAPE_KINDS = frozenset(SHAPE_KINDS)
 #: A track follows any shape but a tag.
 TRACK_SHAPE_KINDS = frozenset(kind for kind in SHAPE_KINDS if kind != "tag")
+assert list(SHAPE_KINDS)[-1] == "tag"  # the writer writes tags after the other kinds
 
 BOX_COORDS = ("xtl", "ytl", "xbr", "ybr")
 ELLIPSE_COORDS = ("cx", "cy", "rx", "ry")
@@ -163,3 +165,47 @@ def is_unknown_token(token: str) -> bool:
 
 def is_xml_space(text: str) -> bool:
     return not text.strip(" \t\n\r")
+
+
+# -- document order of the children of <image> and <track> ---------------------------------------
+
+#: The ``xml_layout`` of an image or a track ends with one token starting with this when its
+#: children were of more than one kind: one letter per child, in document order, for its kind
+#: (CHILD_CODES), e.g. ``children=gpcselbbmt``. "=" cannot occur in an XML attribute name, so the
+#: token never collides with the attribute names before it. One letter per child keeps the token
+#: small and cheap to make (a join) on a load that reads millions of shapes.
+CHILDREN = "children="
+CHILD_CODES = {
+    "box": "b", "polygon": "g", "polyline": "l", "points": "p", "ellipse": "e", "cuboid": "c",
+    "mask": "m", "skeleton": "s", "tag": "t",
+    "track": "k",  # an element track inside a skeleton track (CVAT 2022-08 to 2023-02)
+}  # fmt: skip
+assert CHILD_CODES.keys() == {*SHAPE_KINDS, "track"}
+_KIND_OF_CODE = {code: kind for kind, code in CHILD_CODES.items()}
+assert len(_KIND_OF_CODE) == len(CHILD_CODES)
+
+_decoded: dict[str, tuple[tuple[str, int], ...]] = {}
+
+
+def parse_children(token: str) -> tuple[tuple[str, int], ...]:
+    """``children=gbbt`` → (("polygon", 1), ("box", 2), ("tag", 1)); () for anything unreadable."""
+    runs = _decoded.get(token)
+    if runs is None:
+        parsed: list[tuple[str, int]] = []
+        for code, group in itertools.groupby(token[len(CHILDREN) :]):
+            kind = _KIND_OF_CODE.get(code)
+            if kind is None:
+                return ()  # not written by the reader: the writer falls back to its own order
+            parsed.append((kind, sum(1 for _ in group)))
+        runs = tuple(parsed)
+        if len(_decoded) > 4096:  # a bound for a cache that only saves parsing again
+            _decoded.clear()
+        _decoded[token] = runs
+    return runs
+
+
+def split_children(layout: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[tuple[str, int], ...] | None]:
+    """An image's or track's ``xml_layout`` → (its attribute names, its children's runs or None)."""
+    if layout and layout[-1].startswith(CHILDREN):
+        return layout[:-1], parse_children(layout[-1])
+    return layout, None

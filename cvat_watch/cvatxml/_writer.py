@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import itertools
 import operator
 import os
 import re
 import secrets
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from cvat_watch.cvatxml._vocab import (
     PROJECT_LAYOUT,
     SEGMENT_FIELDS,
     SEGMENT_LAYOUT,
+    SHAPE_FIELD,
     TASK_FIELDS,
     TASK_LAYOUT,
     TRACKED_VALUES,
@@ -48,6 +50,7 @@ from cvat_watch.cvatxml._vocab import (
     USER_LAYOUT,
     Content,
     is_unknown_token,
+    split_children,
 )
 from cvat_watch.errors import AnnotationsError
 from cvat_watch.model import (
@@ -455,6 +458,9 @@ class Writer:
         out = self.out
         default_task_id = self.default_task_id
         layout = image.xml_layout
+        children = None
+        if layout is not None:
+            layout, children = split_children(layout)
         # The reader fills in a task/job export's own task id where the image has none; leave it
         # implied unless the file wrote it.
         implied_task_id = layout is None or "task_id" not in layout
@@ -464,20 +470,38 @@ class Writer:
 
         attributes = _attributes(image, _IMAGE_ATTR_SPECS, layout, _IMAGE_ATTR_LAYOUT, implied)
         out.append(f"\n  <image{attributes}>")
-        # CVAT sorts the shapes of a frame stably by z_order and writes tags last; a merge keeps
-        # each kind's own order even where it is not sorted, so reading back gives the same tuples.
-        kinds = [
-            shapes
-            for shapes in (image.boxes, image.polygons, image.polylines, image.points, image.ellipses,
-                           image.cuboids, image.masks, image.skeletons)
-            if shapes
-        ]  # fmt: skip
-        ordered: Iterable[Any] = kinds[0] if len(kinds) == 1 else heapq.merge(*kinds, key=_z_order)
+        if children:
+            self.image_in_order(image, children)
+        else:
+            self.image_shapes(image)
+        out.append("\n  </image>")
+
+    def image_shapes(self, image: ImageAnnotation, kinds: Iterable[Any] | None = None) -> None:
+        """The shapes in the order CVAT would give them: stably by z_order, then the tags.
+
+        A merge keeps each kind's own order even where it is not sorted, so reading back gives the
+        same tuples.
+        """
+        if kinds is None:
+            kinds = [getattr(image, SHAPE_FIELD[kind]) for kind in SHAPE_FIELD]
+        *shapes, tags = kinds
+        shapes = [kind for kind in shapes if kind]
+        ordered: Iterable[Any] = shapes[0] if len(shapes) == 1 else heapq.merge(*shapes, key=_z_order)
         for shape in ordered:
             self.image_shape(shape)
-        for tag in image.tags:
+        for tag in tags:
             self.image_shape(tag)
-        out.append("\n  </image>")
+
+    def image_in_order(self, image: ImageAnnotation, children: tuple[tuple[str, int], ...]) -> None:
+        """The shapes in the document order the reader recorded; any it did not see (the model was
+        edited since) after them, in the writer's own order."""
+        left = {kind: iter(getattr(image, field)) for kind, field in SHAPE_FIELD.items()}
+        for kind, count in children:
+            shapes = left.get(kind)
+            if shapes is not None:
+                for shape in itertools.islice(shapes, count):
+                    self.image_shape(shape)
+        self.image_shapes(image, [list(shapes) for shapes in left.values()])
 
     def image_shape(self, shape: Any) -> None:
         kind = KIND_OF_CLASS[type(shape)]
@@ -501,12 +525,30 @@ class Writer:
     # -- tracks ------------------------------------------------------------------------------
 
     def track(self, level: int, track: Track) -> None:
-        attributes = _attributes(track, _TRACK_ATTR_SPECS, track.xml_layout, _TRACK_ATTR_LAYOUT)
+        layout, children = split_children(track.xml_layout) if track.xml_layout else (None, None)
+        attributes = _attributes(track, _TRACK_ATTR_SPECS, layout, _TRACK_ATTR_LAYOUT)
         indent = _indent(level)
         out = self.out
         out.append(f"{indent}<track{attributes}>")
-        inner = _indent(level + 1)
-        for shape in track.shapes:
+        # In the document order the reader recorded, if it recorded one (shapes and element tracks
+        # interleaved); then whatever is left, shapes before element tracks.
+        shapes: Iterator[TrackedShape] = iter(track.shapes)
+        tracks: Iterator[Track] = iter(track.tracks)
+        for kind, count in children or ():
+            if kind == "track":
+                for element_track in itertools.islice(tracks, count):
+                    self.track(level + 1, element_track)
+            else:
+                self.tracked_shapes(level + 1, itertools.islice(shapes, count))
+        self.tracked_shapes(level + 1, shapes)
+        for element_track in tracks:
+            self.track(level + 1, element_track)
+        out.append(f"{indent}</track>")
+
+    def tracked_shapes(self, level: int, shapes: Iterable[TrackedShape]) -> None:
+        out = self.out
+        indent = _indent(level)
+        for shape in shapes:
             kind = shape.kind
             specs = _TRACKED_SPECS.get(kind)
             if specs is None:
@@ -514,14 +556,11 @@ class Writer:
                     f"cannot write a tracked shape of unknown kind {kind!r}", path=self.annotations.path
                 )
             attributes = _attributes(shape, specs, shape.xml_layout, _TRACKED_DEFAULT_LAYOUTS[kind])
-            out.append(f"{inner}<{kind}{attributes}>")
+            out.append(f"{indent}<{kind}{attributes}>")
             for element in shape.elements:
-                self.skeleton_element(level + 2, element, _TRACK_ELEMENT_LAYOUT)
-            self.attribute_values(level + 2, shape.attributes)
-            out.append(f"{inner}</{kind}>")
-        for element_track in track.tracks:
-            self.track(level + 1, element_track)
-        out.append(f"{indent}</track>")
+                self.skeleton_element(level + 1, element, _TRACK_ELEMENT_LAYOUT)
+            self.attribute_values(level + 1, shape.attributes)
+            out.append(f"{indent}</{kind}>")
 
     # -- the document ------------------------------------------------------------------------
 
