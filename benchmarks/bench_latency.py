@@ -40,8 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-
-from benchmarks.generate import (
+from cvat_watch.testing.generate import (
     DEFAULT_FIRST_JOB_ID,
     DEFAULT_FIRST_TASK_ID,
     GENERATOR_VERSION,

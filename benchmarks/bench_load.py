@@ -23,8 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import attrs
-
-from benchmarks.generate import GENERATOR_VERSION, generate_export
+from cvat_watch.testing.generate import GENERATOR_VERSION, generate_export
 
 __all__ = [
     "CACHE_DIR",

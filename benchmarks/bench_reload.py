@@ -6,7 +6,7 @@
 A project export (``--tasks`` tasks of ``--jobs-per-task`` jobs, one image per job, few shapes an
 image) and a matching job-status file in each requested format (a CVAT REST page, "rest"; next-cvat's
 flat list, "flat") are generated once into a cache directory. For each format a real
-:class:`cvat_watch.daemon.WatchRunner` with a real :class:`cvat_watch.store.Store` in a temporary folder
+:class:`cvat_watch.daemon.service.WatchRunner` with a real :class:`cvat_watch.daemon.store.Store` in a temporary folder
 loads them once (its first start), then:
 
 (a) **job status only**: every round rewrites the job-status file (atomically) with a few tasks flipped
@@ -49,9 +49,11 @@ from typing import Any
 from xml.parsers import expat
 
 import attrs
-from cvat_watch import cvatxml, jobs
+from cvat_watch import cvatxml, jobstatus
 from cvat_watch.config import WatchConfig
-from cvat_watch.daemon import (
+from cvat_watch.daemon.diff import diff
+from cvat_watch.daemon.events import Event
+from cvat_watch.daemon.reload import (
     _SETTLE_NS,
     ReloadOutcome,
     WatchRunner,
@@ -60,14 +62,12 @@ from cvat_watch.daemon import (
     _signature,
     utc_timestamp,
 )
-from cvat_watch.diff import diff
-from cvat_watch.events import Event
+from cvat_watch.daemon.snapshot import Snapshot, SnapshotBuilder
+from cvat_watch.daemon.store import Store
 from cvat_watch.model import ExportSummary, JobStatus
-from cvat_watch.snapshot import Snapshot, SnapshotBuilder
-from cvat_watch.store import Store
+from cvat_watch.testing.generate import GENERATOR_VERSION, generate_export, generate_job_status
 
 from benchmarks.expat_baseline import CHUNK_SIZE, parse_noop
-from benchmarks.generate import GENERATOR_VERSION, generate_export, generate_job_status
 
 __all__ = [
     "CACHE_DIR",
@@ -97,7 +97,7 @@ STEPS = (
     "read both files",
     "hash both files",
     "cvatxml.loads_summary",
-    "jobs.parse_job_status",
+    "jobstatus.parse_job_status",
     "build_snapshot",
     "diff",
     "store.commit_reload",
@@ -270,7 +270,7 @@ class StepwiseReload:
     _baseline: Snapshot | None = None
     _generations: dict[str, int] = attrs.field(factory=dict)
     _files: dict[Path, tuple[Any, str, bool]] = attrs.field(factory=dict)
-    _parser: jobs.JobStatusParser = attrs.field(factory=jobs.JobStatusParser)
+    _parser: jobstatus.JobStatusParser = attrs.field(factory=jobstatus.JobStatusParser)
     _builder: SnapshotBuilder = attrs.field(factory=SnapshotBuilder)
 
     def _read_file(self, path: Path, error: Any) -> tuple[os.stat_result, bytes | None]:
@@ -329,7 +329,7 @@ class StepwiseReload:
             assert read[1][1] is not None
             self._jobs = (digests[1], self._parser.parse(read[1][1], path=self.config.job_status))
         records = self._jobs[1]
-        seconds["jobs.parse_job_status"] = clock() - started
+        seconds["jobstatus.parse_job_status"] = clock() - started
 
         started = clock()
         snapshot = self._builder.build(
@@ -632,7 +632,7 @@ def _bench_xml_reload(setup: _Setup, *, repeat: int, seed: int) -> list[Row]:
         _progress(f"  round {round_number + 1}/{repeat}: runner.reload() {whole[-1] * 1000:.0f} ms")
     rows = _step_rows(
         breakdown,
-        cached=("jobs.parse_job_status",),
+        cached=("jobstatus.parse_job_status",),
         budget_label="files changed → diff computed",
         budget_ms=None,
     )

@@ -1,13 +1,13 @@
 """Coverage-guided fuzzing of the readers of untrusted files with atheris (libFuzzer).
 
-Not part of the test suite (tests/test_fuzz.py is the bounded hypothesis version); run by hand:
+Not part of the test suite (tests/lib/test_fuzz.py is the bounded hypothesis version); run by hand:
 
     pip install atheris
     python -m benchmarks.fuzz_atheris xml --seconds 60
     python -m benchmarks.fuzz_atheris jobs --seconds 60 --corpus /tmp/jobs-corpus
 
 Targets: ``xml`` feeds the bytes to ``cvatxml.loads`` and ``cvatxml.loads_summary``, ``jobs`` to
-``jobs.parse_job_status``. Each may return a model or raise its own error
+``jobstatus.parse_job_status``. Each may return a model or raise its own error
 (``AnnotationsError`` / ``JobStatusError``); any other exception is a finding, and libFuzzer
 writes the input that caused it to ``crash-<sha1>`` in the working directory. The run stops after
 ``--seconds`` (libFuzzer's ``-max_total_time``) or ``--runs`` inputs, whichever comes first.
@@ -41,12 +41,12 @@ def _xml_target() -> Callable[[bytes], None]:
 
 
 def _jobs_target() -> Callable[[bytes], None]:
-    from cvat_watch import jobs
+    from cvat_watch import jobstatus
     from cvat_watch.errors import JobStatusError
 
     def one_input(data: bytes) -> None:
         try:
-            jobs.parse_job_status(data, path="fuzz.json")
+            jobstatus.parse_job_status(data, path="fuzz.json")
         except JobStatusError:
             pass
 

@@ -20,7 +20,7 @@ daemon's own diff). The numbers are those of the issue that asked for them:
 
 (2, slow and failing receivers, and 5, a full disk or a read-only state folder, are tests only.)
 
-``tests/test_reliability.py`` runs each with small sizes and asserts on the measurements;
+``tests/daemon/test_reliability.py`` runs each with small sizes and asserts on the measurements;
 ``python -m benchmarks.reliability`` runs them with larger ones and prints the Markdown table
 of the README's "Reliability" section (``--help`` for the sizes).
 
@@ -44,15 +44,8 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT / "tests") not in sys.path:
-    # The end-to-end support code (real daemon, real receiver) lives with the tests.
-    sys.path.insert(0, str(ROOT / "tests"))
-
-from cvat_watch.events import TASK_COMPLETED, TASK_REOPENED, event_id  # noqa: E402
-
-from daemon_support import (  # noqa: E402
+from cvat_watch.daemon.events import TASK_COMPLETED, TASK_REOPENED, event_id
+from cvat_watch.testing.process import (
     DaemonRig,
     GeneratedExport,
     StateDatabase,
@@ -63,7 +56,9 @@ from daemon_support import (  # noqa: E402
     write_daemon_config,
     write_file,
 )
-from receiver import Recorded, Reply, free_port  # noqa: E402
+from cvat_watch.testing.receiver import Recorded, Reply, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
 
 __all__ = [
     "Receipts",

@@ -22,13 +22,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT / "tests") not in sys.path:
-    # The end-to-end support code (real daemon, real receiver) lives with the tests.
-    sys.path.insert(0, str(ROOT / "tests"))
-
-from benchmarks.reliability import STATE_DB, Receipts, retry_delays  # noqa: E402
-from daemon_support import (  # noqa: E402
+from cvat_watch.testing.process import (
     DaemonRig,
     GeneratedExport,
     StateDatabase,
@@ -38,6 +32,10 @@ from daemon_support import (  # noqa: E402
     wait_until,
     write_daemon_config,
 )
+
+from benchmarks.reliability import STATE_DB, Receipts, retry_delays
+
+ROOT = Path(__file__).resolve().parents[1]
 
 __all__ = ["main", "slope"]
 

@@ -1,7 +1,7 @@
 """cvat-watch: load, query and save CVAT XML exports, and watch them for completed tasks.
 
 The library is :class:`Annotations` and the values it is made of; the daemon lives in
-:mod:`cvat_watch.daemon` and is started with the ``cvat-watch`` command.
+:mod:`cvat_watch.daemon.service` and is started with the ``cvat-watch`` command.
 """
 
 from __future__ import annotations

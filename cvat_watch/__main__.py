@@ -1,3 +1,3 @@
-from cvat_watch.cli import main
+from cvat_watch.cli.main import main
 
 raise SystemExit(main())

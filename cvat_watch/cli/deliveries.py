@@ -1,0 +1,118 @@
+"""What ``check-config`` and ``deliveries`` print: readable text that never shows a secret."""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+
+from cvat_watch.config import (
+    AppriseHandlerConfig,
+    CommandHandlerConfig,
+    Config,
+    HandlerConfig,
+    LogHandlerConfig,
+    WebhookHandlerConfig,
+)
+from cvat_watch.daemon.store import Delivery
+from cvat_watch.errors import CvatWatchError
+from cvat_watch.handlers.base import redact_url
+
+__all__ = ["describe_config", "format_deliveries"]
+
+
+def describe_config(config: Config) -> tuple[list[str], list[str]]:
+    """Lines describing the configuration, and the problems that would stop the daemon."""
+    lines = [f"config: {config.path}", f"state: {config.state_dir}"]
+    problems: list[str] = []
+    for watch in config.watches:
+        lines.append(
+            f"watch {watch.name}: {watch.annotations}"
+            + (f" + {watch.job_status}" if watch.job_status else " (no job-status file)")
+        )
+        lines.append(
+            f"  completion={watch.completion} notify_existing={watch.notify_existing}"
+            f" poll={watch.poll} debounce={watch.debounce}s"
+        )
+        for path in (watch.annotations, watch.job_status):
+            if path is not None and not path.exists():
+                lines.append(f"  note: {path} does not exist yet; the daemon waits for it")
+    for handler in config.handlers:
+        lines.append(f"handler {handler.key}: {_describe_handler(handler)}")
+        lines.append(f"  events: {', '.join(handler.events)}")
+        problems.extend(_handler_problems(handler))
+    for warning in config.warnings:
+        lines.append(f"warning: {warning}")
+    if not config.handlers:
+        lines.append("warning: no [[handler]]: events are recorded but nobody is told")
+    return lines, problems
+
+
+def _describe_handler(handler: HandlerConfig) -> str:
+    if isinstance(handler, WebhookHandlerConfig):
+        signed = "signed" if handler.secret else "unsigned"
+        return f"webhook POST {redact_url(handler.url)} ({signed})"
+    if isinstance(handler, AppriseHandlerConfig):
+        schemes = sorted({url.reveal().split("://", 1)[0] for url in handler.urls})
+        return f"apprise, {len(handler.urls)} URL(s): {', '.join(scheme + '://…' for scheme in schemes)}"
+    if isinstance(handler, CommandHandlerConfig):
+        return f"command {handler.command[0]} (+{len(handler.command) - 1} args), timeout {handler.timeout}s"
+    if isinstance(handler, LogHandlerConfig):
+        return f"log ({handler.format})"
+    return type(handler).__name__
+
+
+def _handler_problems(handler: HandlerConfig) -> list[str]:
+    problems = []
+    if isinstance(handler, WebhookHandlerConfig) and handler.verify_tls and handler.ca_file is not None:
+        # The daemon loads it when it starts the handler; a file that is there but holds no
+        # certificate would pass the config check and stop `run`.
+        try:
+            ssl.create_default_context(cafile=handler.ca_file)
+        except (OSError, ssl.SSLError) as error:
+            reason = getattr(error, "reason", None) or error.strerror or type(error).__name__
+            problems.append(
+                f"handler {handler.key}: CA file {handler.ca_file} holds no usable certificate ({reason})"
+            )
+    if isinstance(handler, CommandHandlerConfig):
+        program = handler.command[0]
+        if shutil.which(program) is None:
+            problems.append(f"handler {handler.key}: program {program!r} not found or not executable")
+    if isinstance(handler, AppriseHandlerConfig):
+        try:
+            from cvat_watch.handlers.apprise import validate_template
+
+            for template in (handler.title, handler.body):
+                if template is not None:
+                    validate_template(template)
+        except CvatWatchError as error:
+            problems.append(f"handler {handler.key}: {error}")
+    return problems
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def format_deliveries(rows: Sequence[Delivery], handlers: Mapping[str, str]) -> str:
+    """A table of deliveries, newest first as the store returns them, and the gone handlers."""
+    lines = [
+        f"{'ID':>6}  {'STATUS':<9} {'TRIES':>5}  {'HANDLER':<16} {'EVENT':<16} {'TASK':<8} "
+        f"{'NEXT / DONE':<20}  ERROR"
+    ]
+    for row in rows:
+        when = _when(row.delivered_at if row.status == "delivered" else row.next_attempt_at)
+        error = (row.last_error or "").replace("\n", " ")
+        lines.append(
+            f"{row.id:>6}  {row.status:<9} {row.attempts:>5}  {row.handler_key:<16} "
+            f"{row.event_type:<16} {row.task_id:<8} {when:<20}  {error[:80]}"
+        )
+    if not rows:
+        lines.append("(no deliveries)")
+    for key, status in sorted(handlers.items()):
+        if status != "active":
+            lines.append(f"handler {key}: {status}")
+    return "\n".join(lines)

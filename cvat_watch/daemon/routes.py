@@ -1,0 +1,85 @@
+"""Routes: one per configured handler (one per URL for Apprise), built from the configuration.
+
+A route is what the dispatcher delivers to and what an outbox row is bound to.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from cvat_watch.config import (
+    AppriseHandlerConfig,
+    CommandHandlerConfig,
+    Config,
+    HandlerConfig,
+    LogHandlerConfig,
+    WebhookHandlerConfig,
+)
+from cvat_watch.daemon.dispatch import Route
+from cvat_watch.errors import ConfigError
+
+__all__ = ["build_routes", "close_routes"]
+
+log = logging.getLogger(__name__)
+
+
+def build_routes(config: Config) -> list[Route]:
+    """One route per handler (one per URL for Apprise, each its own delivery record)."""
+    routes: list[Route] = []
+    for handler_config in config.handlers:
+        routes.extend(_routes_of(handler_config))
+    return routes
+
+
+def _routes_of(handler_config: HandlerConfig) -> list[Route]:
+    from cvat_watch import handlers
+
+    events = frozenset(handler_config.events)
+    if isinstance(handler_config, LogHandlerConfig):
+        handler: Any = handlers.LogHandler(json_lines=handler_config.format == "json")
+        # Writing to our own stderr cannot usefully be retried for days.
+        return [Route(key=handler_config.key, handler=handler, events=events, retry_delays=(1.0, 5.0))]
+    if isinstance(handler_config, WebhookHandlerConfig):
+        verify: bool | str = handler_config.verify_tls
+        if handler_config.verify_tls and handler_config.ca_file is not None:
+            verify = str(handler_config.ca_file)
+        handler = handlers.WebhookHandler(
+            url=handler_config.url,
+            secret=handler_config.secret.reveal() if handler_config.secret else None,
+            cvat_signature=handler_config.cvat_signature,
+            connect_timeout=handler_config.connect_timeout,
+            read_timeout=handler_config.read_timeout,
+            verify=verify,
+            headers=dict(handler_config.headers),
+        )
+        return [Route(handler_config.key, handler, events, handler_config.retry_delays)]
+    if isinstance(handler_config, AppriseHandlerConfig):
+        routes = []
+        for index, url in enumerate(handler_config.urls, start=1):
+            options: dict[str, str] = {}
+            if handler_config.title is not None:
+                options["title"] = handler_config.title
+            if handler_config.body is not None:
+                options["body"] = handler_config.body
+            handler = handlers.AppriseHandler(url=url.reveal(), **options)
+            key = handler_config.key if len(handler_config.urls) == 1 else f"{handler_config.key}/{index}"
+            routes.append(Route(key, handler, events, handler_config.retry_delays))
+        return routes
+    if isinstance(handler_config, CommandHandlerConfig):
+        handler = handlers.CommandHandler(
+            argv=handler_config.command,
+            timeout=handler_config.timeout,
+            cwd=str(handler_config.cwd) if handler_config.cwd else None,
+        )
+        return [Route(handler_config.key, handler, events, handler_config.retry_delays)]
+    raise ConfigError(f"unknown handler configuration {type(handler_config).__name__}")
+
+
+def close_routes(routes: Sequence[Route]) -> None:
+    for route in routes:
+        try:
+            route.handler.close()
+        except Exception:  # closing one handler must not stop closing the others
+            log.warning("closing handler %s failed", route.key, exc_info=True)

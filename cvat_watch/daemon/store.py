@@ -1,0 +1,581 @@
+"""The state database: baselines, the outbox of events, and every delivery's fate.
+
+One SQLite file (WAL, ``synchronous=FULL``) holds per watch the last snapshot and generation
+counters, every event ever announced with its payload, one delivery row per (event, handler),
+and which handlers said they are gone. :meth:`Store.commit_reload` writes a reload's events,
+their deliveries and the new baseline in one transaction, so the baseline never gets ahead of
+the outbox: a crash at any point either keeps the old baseline (the reload is diffed again and
+yields the same event ids) or keeps everything.
+
+The store is shared by the dispatcher's worker threads and the main loop: one connection,
+every use under one lock. Every SQLite or OS failure surfaces as a
+:class:`~cvat_watch.errors.StateError` naming the database file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import json
+import operator
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, Self
+
+import attrs
+
+from cvat_watch.daemon.events import Event
+from cvat_watch.daemon.snapshot import Snapshot, TaskState
+from cvat_watch.errors import StateError
+
+__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "Delivery", "DeliveryStatus", "Store"]
+
+#: ``PRAGMA application_id`` of a cvat-watch database ("CVWT"): tells our file from any other SQLite file.
+APPLICATION_ID = 0x43565754
+SCHEMA_VERSION = 1
+
+DeliveryStatus = Literal["pending", "delivered", "dead", "gone"]
+
+_SCHEMA = """
+CREATE TABLE baselines (
+    watch TEXT PRIMARY KEY,
+    snapshot TEXT NOT NULL,
+    generations TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    type TEXT NOT NULL,
+    watch TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+-- watch and task_id are repeated from the event so that the per-task ordering rule of
+-- due_deliveries is one indexed lookup instead of a join per candidate row.
+CREATE TABLE deliveries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL REFERENCES events (id),
+    handler_key TEXT NOT NULL,
+    watch TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'dead', 'gone')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL,
+    last_attempt_at REAL,
+    last_error TEXT,
+    created_at REAL NOT NULL,
+    delivered_at REAL,
+    UNIQUE (event_id, handler_key)
+);
+CREATE INDEX deliveries_queue ON deliveries (handler_key, status, watch, task_id, id);
+CREATE INDEX deliveries_status ON deliveries (status, id);
+CREATE TABLE handlers (
+    key TEXT PRIMARY KEY,
+    status TEXT NOT NULL CHECK (status IN ('active', 'gone')),
+    reason TEXT,
+    changed_at REAL NOT NULL
+);
+"""
+
+# A pending row waits while an earlier pending row of the same handler, watch and task exists:
+# receivers see a task's events in the order they happened, even across retries.
+_HEAD_OF_LINE = """
+    d.status = 'pending'
+    AND NOT EXISTS (
+        SELECT 1 FROM deliveries AS earlier
+        WHERE earlier.handler_key = d.handler_key
+          AND earlier.status = 'pending'
+          AND earlier.watch = d.watch
+          AND earlier.task_id = d.task_id
+          AND earlier.id < d.id
+    )
+"""
+
+_DELIVERY_COLUMNS = """
+    d.id, d.event_id, e.type, d.watch, d.task_id, d.handler_key, d.status, d.attempts,
+    d.next_attempt_at, d.last_error, d.created_at, d.delivered_at, e.payload
+"""
+
+
+@attrs.frozen
+class Delivery:
+    """One event on its way to one handler, and how far it got."""
+
+    id: int
+    event_id: str
+    event_type: str
+    watch: str
+    task_id: str
+    handler_key: str
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: float | None
+    last_error: str | None
+    created_at: float
+    delivered_at: float | None
+    payload: dict[str, Any] = attrs.field(repr=False)
+
+    @classmethod
+    def _from_row(cls, row: Sequence[Any]) -> Delivery:
+        # The columns are _DELIVERY_COLUMNS, in the order of the fields.
+        values = dict(zip(_FIELD_NAMES, row, strict=True))
+        values["payload"] = json.loads(values["payload"])
+        return cls(**values)
+
+
+_FIELD_NAMES = tuple(field.name for field in attrs.fields(Delivery))
+
+
+def _describe(exc: BaseException) -> str:
+    """A short reason for a StateError, in words a user can act on."""
+    text = str(exc)
+    lowered = text.lower()
+    if isinstance(exc, sqlite3.DatabaseError):
+        if "file is not a database" in lowered or "malformed" in lowered:
+            return f"not a cvat-watch state database, or a corrupt one ({text})"
+        if "disk is full" in lowered or "disk full" in lowered:
+            return f"the disk is full ({text})"
+        if "readonly" in lowered or "read-only" in lowered:
+            return f"the database or its directory is read-only ({text})"
+        if "disk i/o error" in lowered:
+            return f"a write failed: is the disk full or failing? ({text})"
+        if "locked" in lowered or "busy" in lowered:
+            return f"the database is locked by another process ({text})"
+        if "unable to open" in lowered:
+            return f"cannot open the database file or create its journal beside it ({text})"
+        return text
+    if isinstance(exc, OSError):
+        if exc.errno == errno.ENOSPC:
+            return "the disk is full"
+        return exc.strerror or text
+    return text
+
+
+@attrs.define(eq=False)
+class Store:
+    """The state database at ``path``; open it with :meth:`open`."""
+
+    _path: Path = attrs.field(alias="path")
+    _connection: sqlite3.Connection = attrs.field(alias="connection", repr=False)
+    _lock: threading.RLock = attrs.field(factory=threading.RLock, init=False, repr=False)
+    _closed: bool = attrs.field(default=False, init=False)
+    # Per watch, what the last commit wrote, to serialise only what changed (see _BaselineText).
+    _texts: dict[str, _BaselineText] = attrs.field(factory=dict, init=False, repr=False)
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    # -- opening ----------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path | str, *, busy_timeout: float = 10.0) -> Store:
+        """Open (and on first use create) the database; StateError naming ``path`` on failure.
+
+        A new file gets mode 0600 and a new parent directory 0700: the outbox holds task names
+        and links that are nobody else's business.
+        """
+        path = Path(path)
+        # ":memory:" is a private, throw-away database (a dry run with no state yet): no file,
+        # and no WAL, which SQLite does not do in memory.
+        in_memory = str(path) == ":memory:"
+        connection: sqlite3.Connection | None = None
+        try:
+            if not in_memory:
+                _make_private_dirs(path.parent)
+                # Create the file ourselves so that its mode never depends on SQLite's defaults;
+                # SQLite gives the -wal and -shm files the mode of the database file.
+                os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            connection = sqlite3.connect(
+                path,
+                timeout=busy_timeout,
+                isolation_level=None,  # transactions are explicit: BEGIN IMMEDIATE ... COMMIT
+                check_same_thread=False,  # shared by worker threads, serialised by the lock
+            )
+            connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal" and not in_memory:
+                raise StateError(
+                    f"cannot switch the database to WAL mode (it stays in {mode!r} mode)",
+                    path=path,
+                )
+            connection.execute("PRAGMA synchronous = FULL")
+            connection.execute("PRAGMA foreign_keys = ON")
+            _prepare_schema(connection, path)
+        except Exception as exc:
+            if connection is not None:
+                connection.close()
+            if isinstance(exc, sqlite3.Error | OSError):
+                raise StateError(f"cannot open the state database: {_describe(exc)}", path=path) from exc
+            raise
+        return cls(path=path, connection=connection)
+
+    def close(self) -> None:
+        """Close the connection; idempotent."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                with contextlib.suppress(sqlite3.Error):
+                    self._connection.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _use(self, what: str) -> Iterator[sqlite3.Connection]:
+        """The connection, under the lock, with SQLite errors turned into StateError."""
+        with self._lock:
+            if self._closed:
+                raise StateError(f"cannot {what}: the store is closed", path=self._path)
+            try:
+                yield self._connection
+            except (sqlite3.Error, OSError) as exc:
+                raise StateError(f"cannot {what}: {_describe(exc)}", path=self._path) from exc
+
+    @contextlib.contextmanager
+    def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed when the block ends, rolled back if it raises."""
+        with self._use(what) as connection:
+            # IMMEDIATE takes the write lock up front, so a concurrent writer in another process
+            # makes us wait (busy_timeout) instead of failing halfway through.
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield connection
+                connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        connection.execute("ROLLBACK")
+                raise
+
+    # -- baselines and the outbox -----------------------------------------------------------
+
+    def load_baseline(self, watch: str) -> tuple[Snapshot | None, dict[str, int]]:
+        """The last committed snapshot of ``watch`` and its generation counters ((None, {}) if none)."""
+        with self._use(f"read the baseline of watch {watch!r}") as connection:
+            row = connection.execute(
+                "SELECT snapshot, generations FROM baselines WHERE watch = ?", (watch,)
+            ).fetchone()
+        if row is None:
+            return None, {}
+        try:
+            snapshot = Snapshot.from_dict(json.loads(row[0]))
+            generations = {str(k): int(v) for k, v in json.loads(row[1]).items()}
+        except Exception as exc:  # cattrs raises exception groups of anything
+            raise StateError(
+                f"the stored baseline of watch {watch!r} is unreadable ({type(exc).__name__})",
+                path=self._path,
+            ) from exc
+        return snapshot, generations
+
+    def commit_reload(
+        self,
+        watch: str,
+        snapshot: Snapshot,
+        generations: Mapping[str, int],
+        events: Sequence[Event],
+        targets: Callable[[Event], Sequence[str]],
+        now: float,
+    ) -> None:
+        """Store the reload's events, one pending delivery per target, and the new baseline, atomically.
+
+        Events already in the outbox (a replay after a crash) are left as they are, and so are
+        their deliveries. Handlers marked gone get no new deliveries.
+        """
+        # Routing is the caller's code: run it before the transaction so that its failure
+        # leaves nothing half-written and never holds the write lock.
+        routed = [(event, list(targets(event))) for event in events]
+        # The text is exactly json.dumps(snapshot.to_dict()), built from cached pieces: between
+        # two reloads most TaskState objects are carried over, and serialising ten thousand tasks
+        # again would cost a third of a second. Updating the cache outside the transaction is
+        # safe: it maps values to their JSON, whether or not this commit succeeds.
+        text = self._texts.get(watch) or _BaselineText()
+        baseline, counters = text.update(snapshot, generations)
+        self._texts[watch] = text
+        with self._transaction(f"commit a reload of watch {watch!r}") as connection:
+            gone = {key for (key,) in connection.execute("SELECT key FROM handlers WHERE status = 'gone'")}
+            for event, keys in routed:
+                connection.execute(
+                    "INSERT OR IGNORE INTO events (id, type, watch, task_id, payload, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        event.id,
+                        event.type,
+                        event.watch,
+                        event.task.id,
+                        json.dumps(event.to_payload(), ensure_ascii=False, separators=(",", ":")),
+                        now,
+                    ),
+                )
+                for key in keys:
+                    if key in gone:
+                        continue
+                    connection.execute(
+                        "INSERT OR IGNORE INTO handlers (key, status, changed_at) VALUES (?, 'active', ?)",
+                        (key, now),
+                    )
+                    connection.execute(
+                        "INSERT OR IGNORE INTO deliveries"
+                        " (event_id, handler_key, watch, task_id, status, next_attempt_at, created_at)"
+                        " VALUES (?, ?, ?, ?, 'pending', ?, ?)",
+                        (event.id, key, event.watch, event.task.id, now, now),
+                    )
+            connection.execute(
+                "INSERT INTO baselines (watch, snapshot, generations, updated_at)"
+                " VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (watch) DO UPDATE SET snapshot = excluded.snapshot,"
+                " generations = excluded.generations, updated_at = excluded.updated_at",
+                (watch, baseline, counters, now),
+            )
+
+    # -- the dispatcher's side --------------------------------------------------------------
+
+    def due_deliveries(self, handler_key: str, now: float, limit: int = 100) -> list[Delivery]:
+        """Pending deliveries of ``handler_key`` due at ``now``, one per task at a time.
+
+        Oldest first within a watch, the watches taking turns: a burst of a thousand events
+        from one export must not hold back the next event of another.
+        """
+        with self._use(f"read the deliveries due for {handler_key!r}") as connection:
+            rows = connection.execute(
+                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries AS d JOIN events AS e ON e.id = d.event_id"
+                f" WHERE d.handler_key = ? AND d.next_attempt_at <= ? AND {_HEAD_OF_LINE}"
+                " ORDER BY row_number() OVER (PARTITION BY d.watch ORDER BY d.id), d.id LIMIT ?",
+                (handler_key, now, limit),
+            ).fetchall()
+        return [Delivery._from_row(row) for row in rows]
+
+    def next_due_time(self, handler_key: str | None = None) -> float | None:
+        """When a delivery (of ``handler_key``, or of any handler) is due next; None if none is pending.
+
+        Rows held back by the per-task order do not count: they are not due until the row ahead
+        of them is settled, and counting them would wake a worker for nothing.
+        """
+        query = f"SELECT MIN(d.next_attempt_at) FROM deliveries AS d WHERE {_HEAD_OF_LINE}"
+        parameters: tuple[str, ...] = ()
+        if handler_key is not None:
+            query += " AND d.handler_key = ?"
+            parameters = (handler_key,)
+        with self._use("read the next due delivery") as connection:
+            (due,) = connection.execute(query, parameters).fetchone()
+        return None if due is None else float(due)
+
+    def record_delivered(self, delivery_id: int, now: float) -> None:
+        with self._transaction(f"record delivery {delivery_id} as delivered") as connection:
+            connection.execute(
+                "UPDATE deliveries SET status = 'delivered', attempts = attempts + 1,"
+                " next_attempt_at = NULL, last_attempt_at = ?, delivered_at = ? WHERE id = ?",
+                (now, now, delivery_id),
+            )
+
+    def record_failure(self, delivery_id: int, error: str, now: float, next_attempt_at: float | None) -> None:
+        """Count a failed attempt; ``next_attempt_at`` None gives up: the row becomes a dead letter."""
+        with self._transaction(f"record a failed attempt of delivery {delivery_id}") as connection:
+            connection.execute(
+                "UPDATE deliveries SET status = ?, attempts = attempts + 1, next_attempt_at = ?,"
+                " last_attempt_at = ?, last_error = ? WHERE id = ?",
+                (
+                    "pending" if next_attempt_at is not None else "dead",
+                    next_attempt_at,
+                    now,
+                    error,
+                    delivery_id,
+                ),
+            )
+
+    def mark_gone(self, handler_key: str, reason: str, now: float) -> None:
+        """The target said it is gone for good: its pending rows become 'gone', and it gets no new ones."""
+        with self._transaction(f"mark handler {handler_key!r} as gone") as connection:
+            connection.execute(
+                "INSERT INTO handlers (key, status, reason, changed_at) VALUES (?, 'gone', ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET status = 'gone', reason = excluded.reason,"
+                " changed_at = excluded.changed_at",
+                (handler_key, reason, now),
+            )
+            connection.execute(
+                "UPDATE deliveries SET status = 'gone', next_attempt_at = NULL,"
+                " last_error = COALESCE(last_error, ?)"
+                " WHERE handler_key = ? AND status = 'pending'",
+                (reason, handler_key),
+            )
+
+    # -- the operator's side ----------------------------------------------------------------
+
+    def deliveries(self, *, failed_only: bool = False, limit: int | None = None) -> list[Delivery]:
+        """Deliveries, newest first; ``failed_only``: dead, gone, and pending ones that have failed before."""
+        where = (
+            "WHERE d.status IN ('dead', 'gone') OR (d.status = 'pending' AND d.attempts > 0)"
+            if failed_only
+            else ""
+        )
+        query = (
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries AS d JOIN events AS e ON e.id = d.event_id"
+            f" {where} ORDER BY d.id DESC LIMIT ?"
+        )
+        with self._use("list deliveries") as connection:
+            # LIMIT -1 is SQLite for "no limit".
+            rows = connection.execute(query, (-1 if limit is None else limit,)).fetchall()
+        return [Delivery._from_row(row) for row in rows]
+
+    def redeliver(self, delivery_id: int, now: float) -> Delivery:
+        """Queue a delivery again, due now, attempts kept; StateError if there is no such delivery.
+
+        Redelivering to a handler marked gone makes it active again: an operator asking for a
+        delivery is saying the target is back.
+        """
+        with self._transaction(f"redeliver delivery {delivery_id}") as connection:
+            row = connection.execute(
+                "SELECT handler_key FROM deliveries WHERE id = ?", (delivery_id,)
+            ).fetchone()
+            if row is None:
+                raise StateError(f"no delivery with id {delivery_id}", path=self._path)
+            connection.execute(
+                "UPDATE deliveries SET status = 'pending', next_attempt_at = ? WHERE id = ?",
+                (now, delivery_id),
+            )
+            connection.execute(
+                "UPDATE handlers SET status = 'active', reason = NULL, changed_at = ?"
+                " WHERE key = ? AND status = 'gone'",
+                (now, row[0]),
+            )
+            delivery = connection.execute(
+                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries AS d JOIN events AS e ON e.id = d.event_id"
+                " WHERE d.id = ?",
+                (delivery_id,),
+            ).fetchone()
+        return Delivery._from_row(delivery)
+
+    def handler_status(self) -> dict[str, str]:
+        """Every handler key the store has seen: ``"active"`` or ``"gone: <reason>"``."""
+        with self._use("read handler status") as connection:
+            rows = connection.execute("SELECT key, status, reason FROM handlers ORDER BY key").fetchall()
+        return {
+            key: status if status != "gone" else f"gone: {reason or 'no reason given'}"
+            for key, status, reason in rows
+        }
+
+    def __repr__(self) -> str:
+        return f"<Store {str(self._path)!r}{' closed' if self._closed else ''}>"
+
+
+def _dumps(data: object) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+# What the snapshot without tasks ends with; the tasks' own JSON goes between the brackets.
+_EMPTY_TASKS_TAIL = '"tasks":[]}'
+
+
+@attrs.define
+class _BaselineText:
+    """The JSON of one watch's last baseline, kept in pieces: one per task object, and the counters.
+
+    A task is recognised by identity: the snapshot builder carries unchanged TaskState objects
+    from one reload to the next, and a frozen object's JSON cannot change. Each memory is one
+    attribute, replaced whole, so that two threads committing the same watch could only cost
+    each other a re-serialisation, never pair a task with another task's JSON.
+    """
+
+    # The tasks of the last text, and the JSON of each, at the same places.
+    _pieces: tuple[tuple[TaskState, ...], list[str]] = attrs.field(factory=lambda: ((), []))
+    _counters: tuple[dict[str, int], str] | None = None
+
+    def update(self, snapshot: Snapshot, generations: Mapping[str, int]) -> tuple[str, str]:
+        """``snapshot`` and ``generations`` as the baseline row's JSON texts; remembers their pieces."""
+        from cvat_watch.converter import to_dict
+
+        counters = dict(generations)
+        known_counters = self._counters
+        if known_counters is None or known_counters[0] != counters:
+            known_counters = (counters, json.dumps(counters, sort_keys=True, separators=(",", ":")))
+            self._counters = known_counters
+        head = _dumps(to_dict(attrs.evolve(snapshot, tasks=())))
+        if not head.endswith(_EMPTY_TASKS_TAIL):  # a field after "tasks": no way to splice
+            return _dumps(snapshot.to_dict()), known_counters[1]
+        tasks = snapshot.tasks
+        old_tasks, old_parts = self._pieces
+        if len(tasks) == len(old_tasks):
+            # The same tasks in the same places, most of them the same objects: find the others in C.
+            parts = old_parts.copy()
+            for index in itertools.compress(itertools.count(), map(operator.is_not, tasks, old_tasks)):
+                parts[index] = _dumps(to_dict(tasks[index]))
+        else:
+            known = {task.id: (task, part) for task, part in zip(old_tasks, old_parts, strict=True)}
+            parts = []
+            for task in tasks:
+                piece = known.get(task.id)
+                parts.append(piece[1] if piece is not None and piece[0] is task else _dumps(to_dict(task)))
+        self._pieces = (tasks, parts)
+        # head ends with "[]}": the tasks go between its brackets.
+        return f"{head[:-2]}{','.join(parts)}]}}", known_counters[1]
+
+
+def _make_private_dirs(folder: Path) -> None:
+    """Create ``folder`` and any missing parents as 0700 whatever the umask.
+
+    ``Path.mkdir(parents=True)`` gives only the last folder the requested mode; the parents
+    would get 0777 minus the umask, which is everything under ``umask 000``.
+    """
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:
+            continue  # made meanwhile by someone else: leave its mode alone
+        os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
+
+
+def _prepare_schema(connection: sqlite3.Connection, path: Path) -> None:
+    """Create the schema in a new file; refuse a file that is not ours or is from a newer version."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        application_id = connection.execute("PRAGMA application_id").fetchone()[0]
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        if application_id == 0 and version == 0:
+            (tables,) = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            if tables:
+                raise StateError(
+                    "not a cvat-watch state database (an SQLite database of something else)",
+                    path=path,
+                )
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    connection.execute(statement)
+            connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        elif application_id != APPLICATION_ID:
+            raise StateError(
+                "not a cvat-watch state database (an SQLite database of another application)",
+                path=path,
+            )
+        elif version > SCHEMA_VERSION:
+            raise StateError(
+                f"the state database has schema version {version}, newer than this cvat-watch"
+                f" understands ({SCHEMA_VERSION}); upgrade cvat-watch",
+                path=path,
+            )
+        elif version < SCHEMA_VERSION:
+            # No older schema has been released; a future migration goes here.
+            raise StateError(f"unknown old schema version {version}", path=path)
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                connection.execute("ROLLBACK")
+        raise

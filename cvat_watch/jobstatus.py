@@ -1,0 +1,548 @@
+"""The job-status file beside an export → :class:`~cvat_watch.model.JobStatus` records.
+
+Three shapes are accepted, told apart by content, never by the file name:
+
+* the flat list next-cvat writes: ``[{"job_id": 34, "task_id": "12", "state": …, "assignee": …}]``;
+* a page of CVAT's REST API (``GET /api/jobs``): ``{"count": N, "next": …, "results": [job, …]}``,
+  or a list of such pages, whose results are concatenated;
+* a plain list of CVAT job objects (``id`` instead of ``job_id``).
+
+Ids become strings; an assignee becomes its username; every other value is kept as written,
+including states and job types this version does not know: deciding what they mean is the
+model's business. Any input that cannot be read raises :class:`~cvat_watch.errors.JobStatusError`
+naming the file and the place in it, and nothing else.
+
+The daemon re-reads this file on every change, so the loop over the records does as little as
+it can: one cheap combined check per record, and the precise diagnosis only once a record fails it.
+The daemon's :class:`JobStatusParser` also remembers the last version, so that a record that did
+not change costs a comparison, not a new object.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import operator
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from cvat_watch.errors import JobStatusError
+from cvat_watch.model import JobStatus
+
+__all__ = ["JobStatusParser", "job_records", "load_job_status", "parse_job_status"]
+
+logger = logging.getLogger(__name__)
+
+_PathArg = str | os.PathLike[str] | None
+
+_SHAPE = "expected a list of jobs or a CVAT page with 'results'"
+_EMPTY = "empty file: the exporter may be mid-write"
+
+
+def load_job_status(path: str | os.PathLike[str]) -> tuple[JobStatus, ...]:
+    """Read the job-status file at ``path``; JobStatusError when it is missing or unusable."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise JobStatusError("no such job-status file", path=path) from None
+    except IsADirectoryError:
+        raise JobStatusError("is a directory, not a job-status file", path=path) from None
+    except PermissionError:
+        raise JobStatusError("permission denied reading the job-status file", path=path) from None
+    except OSError as error:
+        raise JobStatusError(
+            f"cannot read the job-status file: {error.strerror or error}", path=path
+        ) from None
+    except ValueError as error:  # a path with a NUL byte or one the file system cannot encode
+        raise JobStatusError(f"unusable path: {error}", path=path) from None
+    return parse_job_status(data, path=path)
+
+
+def parse_job_status(
+    data: bytes | str, *, path: str | os.PathLike[str] | None = None
+) -> tuple[JobStatus, ...]:
+    """Decode the JSON text of a job-status file; ``path`` only names the file in errors."""
+    return _records(_decode(data, path), path, None)
+
+
+def job_records(document: object, *, path: str | os.PathLike[str] | None = None) -> tuple[JobStatus, ...]:
+    """The records of an already-decoded job-status document, in file order, one per job id."""
+    return _records(document, path, None)
+
+
+@attrs.define
+class JobStatusParser:
+    """Reads one job-status file version after version, reusing the records that did not change.
+
+    The result is always what :func:`parse_job_status` returns for the same input. A record whose
+    values are those of the record at the same place last time gives back the same
+    :class:`~cvat_watch.model.JobStatus` object, so that a
+    :class:`~cvat_watch.daemon.snapshot.SnapshotBuilder` can tell the changed records by identity; when
+    records were added or removed, they are matched by their values instead. A new or changed
+    record is checked as :func:`parse_job_status` checks it; an unchanged one was checked when it
+    was read first. A file that fails to parse leaves the memory of the last good one.
+    """
+
+    # Per record of the last good parse, in file order (repeats included): its values as read and its job.
+    _values: list[tuple[object, ...]] = attrs.field(factory=list, repr=False)
+    _jobs: list[JobStatus] = attrs.field(factory=list, repr=False)
+    # The keys every record had, when all records had the same ones and only keys this module
+    # reads (then _values holds each record's values of those keys, in this order); else None.
+    _layout: tuple[str, ...] | None = attrs.field(default=None, repr=False)
+
+    def parse(
+        self, data: bytes | str, *, path: str | os.PathLike[str] | None = None
+    ) -> tuple[JobStatus, ...]:
+        """Like :func:`parse_job_status`."""
+        return _records(_decode(data, path), path, self, decoded=True)
+
+    def records(
+        self, document: object, *, path: str | os.PathLike[str] | None = None
+    ) -> tuple[JobStatus, ...]:
+        """Like :func:`job_records`."""
+        return _records(document, path, self)
+
+    def forget(self) -> None:
+        """Drop the memory of the last parse."""
+        self._values = []
+        self._jobs = []
+        self._layout = None
+
+
+def _decode(data: bytes | str, path: _PathArg) -> object:
+    if isinstance(data, (bytes, bytearray)):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise JobStatusError(
+                f"invalid UTF-8 at byte {error.start}: {error.reason}",
+                path=path,
+                where=f"byte {error.start}",
+            ) from None
+    else:
+        text = data
+    # Editors on Windows put a byte order mark in front; json refuses it in a str.
+    text = text.removeprefix("\ufeff")
+    if not text or text.isspace():
+        raise JobStatusError(_EMPTY, path=path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise _json_error(error, text, path) from None
+    except RecursionError:
+        raise JobStatusError("invalid JSON: nested too deeply", path=path) from None
+    except ValueError as error:  # e.g. an integer longer than Python's conversion limit
+        raise JobStatusError(f"invalid JSON: {error}", path=path) from None
+
+
+def _records(
+    document: object, path: _PathArg, parser: JobStatusParser | None, *, decoded: bool = False
+) -> tuple[JobStatus, ...]:
+    pages: list[dict[object, object]] = []
+    groups: list[tuple[str, Sequence[object]]] = []  # (where prefix, records)
+    if isinstance(document, dict):
+        if "results" not in document:
+            raise JobStatusError(f"{_SHAPE}; found an object without 'results'", path=path)
+        pages.append(document)
+        groups.append(("results", _results(document, "results", path)))
+    elif isinstance(document, (list, tuple)):
+        first = document[0] if document else None
+        if isinstance(first, dict) and "results" in first:
+            for index, page in enumerate(document):
+                where = f"pages[{index}]"
+                if not isinstance(page, dict) or "results" not in page:
+                    raise JobStatusError(
+                        f"expected a CVAT page with 'results' like pages[0], found {_kind(page)}",
+                        path=path,
+                        where=where,
+                    )
+                pages.append(page)
+                groups.append((f"{where}.results", _results(page, f"{where}.results", path)))
+        else:
+            groups.append(("", document))
+    else:
+        raise JobStatusError(f"{_SHAPE}; found {_kind(document)}", path=path)
+    jobs: list[JobStatus] = []
+    values: list[tuple[object, ...]] = []
+    layout = None
+    uniform = _uniform(groups) if parser is not None and decoded else None
+    if uniform is not None:
+        assert parser is not None
+        layout, values = uniform
+        prefix, records = groups[0]
+        if parser._layout != layout or not _plain_ids(values, layout):
+            _collect(records, prefix, jobs, [], None, path)
+        elif len(parser._values) == len(values):
+            jobs = _patched(records, prefix, values, parser, path)
+        else:
+            jobs = _matched(records, prefix, values, parser, path)
+    else:
+        reuse = _Reuse.of(parser, sum(len(records) for _, records in groups))
+        for prefix, records in groups:
+            _collect(records, prefix, jobs, values, reuse, path)
+    every_record = jobs
+    # Repeated ids are rare; one set over all ids is cheaper than a lookup per record.
+    if len(set(map(_JOB_ID, jobs))) != len(jobs):
+        jobs = _without_repeats(jobs, groups, path)
+    if pages:
+        _warn_if_partial(pages[0], pages[-1], len(jobs), path)
+    if parser is not None:
+        parser._values = values
+        parser._jobs = every_record
+        parser._layout = layout
+    return tuple(jobs)
+
+
+# The keys _collect reads from a record, the job id's first and the task id's next.
+_READ_KEYS = (
+    "job_id",
+    "id",
+    "task_id",
+    "state",
+    "stage",
+    "type",
+    "assignee",
+    "updated_date",
+    "updated",
+    "task_name",
+)
+_READ_KEY_SET = frozenset(_READ_KEYS)
+
+
+def _uniform(groups: list[tuple[str, Sequence[object]]]) -> tuple[tuple[str, ...], list[Any]] | None:
+    """For one decoded list of records that all have the same keys, all read here: those keys and
+    every record's values of them (from C, in one pass); None for any other document.
+
+    next-cvat's flat list is like this. Then a record whose values equal the last parse's at the
+    same place needs no look in Python; a CVAT page has keys not read here, whose absence proves
+    nothing about the keys that are.
+    """
+    if len(groups) != 1 or not groups[0][1]:
+        return None
+    records: Sequence[Any] = groups[0][1]
+    first = records[0]
+    if type(first) is not dict or not first.keys() <= _READ_KEY_SET or "task_id" not in first:
+        return None
+    layout = tuple(key for key in _READ_KEYS if key in first)
+    if layout[0] not in ("job_id", "id"):
+        return None
+    try:
+        # Decoded JSON: only objects take string subscripts, so this fails for anything else.
+        values = list(map(operator.itemgetter(*layout), records))
+        if set(map(len, records)) != {len(layout)}:
+            return None  # a record with a key more: one not read here, or one that changes what is
+    except (KeyError, TypeError):
+        return None
+    return layout, values
+
+
+def _plain_ids(values: list[Any], layout: tuple[str, ...]) -> bool:
+    """Whether every job and task id is an int or a str: 1.0 and true equal 1, yet are not ids."""
+    return all(
+        set(map(type, map(operator.itemgetter(layout.index(key)), values))) <= {int, str}
+        for key in (layout[0], "task_id")
+    )
+
+
+def _patched(
+    records: Sequence[object], prefix: str, values: list[Any], parser: JobStatusParser, path: _PathArg
+) -> list[JobStatus]:
+    """The last parse's jobs with those of records whose values changed built again (and checked).
+
+    A record with the last parse's values at the same place was checked then; with the ids'
+    types checked by _plain_ids, equal values are values of the same types.
+    """
+    changed = list(itertools.compress(itertools.count(), map(operator.ne, values, parser._values)))
+    if len(changed) > _MATCH_AFTER:  # probably shifted places
+        return _matched(records, prefix, values, parser, path)
+    jobs = parser._jobs.copy()
+    for index in changed:
+        jobs[index] = _one(records, index, prefix, path)
+    return jobs
+
+
+def _matched(
+    records: Sequence[object], prefix: str, values: list[Any], parser: JobStatusParser, path: _PathArg
+) -> list[JobStatus]:
+    """The jobs when records were added or removed: a record with the values of one of the last
+    parse's gets that record's job, the others are built (and checked)."""
+    try:
+        known = dict(zip(parser._values, parser._jobs, strict=True))
+    except TypeError:  # values that are objects (an assignee as a user object): nothing to match by
+        known = {}
+    jobs = []
+    for index, key in enumerate(values):
+        try:
+            job = known.get(key)
+        except TypeError:
+            job = None
+        jobs.append(job if job is not None else _one(records, index, prefix, path))
+    return jobs
+
+
+def _one(records: Sequence[object], index: int, prefix: str, path: _PathArg) -> JobStatus:
+    one: list[JobStatus] = []
+    _collect((records[index],), prefix, one, [], None, path, first=index)
+    return one[0]
+
+
+# Past this many records that differ from the one at their place last time, records were probably
+# added, removed or reordered (every later place shifts): then they are matched by their values.
+_MATCH_AFTER = 64
+
+
+@attrs.define
+class _Reuse:
+    """The last parse's jobs to hand out again: by place, or by values once many places differ."""
+
+    values: list[tuple[object, ...]]
+    jobs: list[JobStatus]
+    misses: int = 0
+    _by_values: dict[tuple[object, ...], JobStatus] | None = None
+
+    @classmethod
+    def of(cls, parser: JobStatusParser | None, count: int) -> _Reuse | None:
+        # After a parse on the fast path, the values are in another layout: nothing to compare with.
+        if parser is None or not parser._jobs or parser._layout is not None:
+            return None
+        # With records added or removed, places shift from the first change on: match by values at once.
+        misses = 0 if count == len(parser._jobs) else _MATCH_AFTER
+        return cls(parser._values, parser._jobs, misses)
+
+    def by_values(self) -> dict[tuple[object, ...], JobStatus]:
+        if self._by_values is None:
+            self._by_values = dict(zip(self.values, self.jobs, strict=True))
+        return self._by_values
+
+
+_JOB_ID = operator.attrgetter("job_id")
+
+
+def _collect(
+    records: Sequence[object],
+    prefix: str,
+    jobs: list[JobStatus],
+    values: list[tuple[object, ...]],
+    reuse: _Reuse | None,
+    path: _PathArg,
+    *,
+    first: int = 0,
+) -> None:
+    """Append one job and its values per record, in order; raise for the first unusable record."""
+    append = jobs.append
+    append_values = values.append
+    start = len(jobs) - first  # the place in the whole document of the record at index 0
+    old_values = reuse.values if reuse is not None else []
+    old_jobs = reuse.jobs if reuse is not None else []
+    known = len(old_values)
+    index = 0
+    try:
+        for index, raw in enumerate(records, first):
+            if type(raw) is not dict:
+                raise _diagnose(raw, f"{prefix}[{index}]", path)
+            job_id = raw["job_id"] if "job_id" in raw else raw.get("id")
+            task_id = raw.get("task_id")
+            state = raw.get("state")
+            stage = raw.get("stage")
+            job_type = raw.get("type")
+            assignee = raw.get("assignee")
+            if type(assignee) is dict:
+                assignee = assignee.get("username")
+            updated = raw.get("updated_date")
+            if updated is None:
+                updated = raw.get("updated")
+            task_name = raw.get("task_name")
+            # One combined test keeps the common, valid record cheap; _diagnose says what is wrong.
+            if not (
+                (type(job_id) is int or (type(job_id) is str and job_id))
+                and (type(task_id) is int or (type(task_id) is str and task_id))
+                and type(state) is str
+                and (stage is None or type(stage) is str)
+                and (job_type is None or type(job_type) is str)
+                and (assignee is None or type(assignee) is str)
+                and (updated is None or type(updated) is str)
+                and (task_name is None or type(task_name) is str)
+            ):
+                raise _diagnose(raw, f"{prefix}[{index}]", path)
+            # Checked values equal to the last parse's (ints equal only ints, strings only
+            # strings) make an equal job: hand out the same object instead of building one.
+            key = (job_id, task_id, state, stage, job_type, assignee, updated, task_name)
+            place = start + index
+            job = None
+            if place < known and key == old_values[place]:
+                job = old_jobs[place]
+            elif reuse is not None:
+                reuse.misses += 1
+                if reuse.misses > _MATCH_AFTER:
+                    job = reuse.by_values().get(key)
+            if job is None:
+                job = JobStatus(job_id, task_id, state, stage, job_type, assignee, updated, task_name)
+            append(job)
+            append_values(key)
+    except ValueError as error:
+        # str() of an integer id beyond Python's digit limit; only possible for a document
+        # built in code, since json.loads refuses such a number first.
+        raise JobStatusError(f"unusable id: {error}", path=path, where=f"{prefix}[{index}]") from None
+
+
+def _without_repeats(
+    jobs: list[JobStatus], groups: list[tuple[str, Sequence[object]]], path: _PathArg
+) -> list[JobStatus]:
+    """Drop identical repeats of a job; raise for a job id that comes with different content.
+
+    An identical repeat is harmless (a job that moved from one page to the next while the pages
+    were fetched); differing ones leave no way to know which is current.
+    """
+    # Every record produced exactly one job, so the n-th job comes from the n-th place.
+    places = (f"{prefix}[{index}]" for prefix, records in groups for index in range(len(records)))
+    first: dict[str, tuple[JobStatus, str]] = {}
+    unique: list[JobStatus] = []
+    for job, place in zip(jobs, places, strict=True):
+        # By place, not identity: a JobStatusParser may hand out one object for two identical records.
+        seen = first.get(job.job_id)
+        if seen is None:
+            first[job.job_id] = (job, place)
+            unique.append(job)
+            continue
+        earlier, earlier_place = seen
+        if earlier != job:
+            differing = ", ".join(
+                field.name
+                for field in attrs.fields(JobStatus)
+                if getattr(earlier, field.name) != getattr(job, field.name)
+            )
+            raise JobStatusError(
+                f"job {job.job_id} appears twice with different content ({differing}):"
+                f" first at {earlier_place}, again here",
+                path=path,
+                where=place,
+            )
+    return unique
+
+
+_TEXT_KEYS = ("stage", "type", "updated_date", "updated", "task_name")
+
+
+def _diagnose(raw: object, where: str, path: _PathArg) -> JobStatusError:
+    """The precise error for a record that failed the fast check."""
+    if not isinstance(raw, dict):
+        return JobStatusError(f"job record is {_kind(raw)}, not an object", path=path, where=where)
+    # The same choice as the fast path: a "job_id" key, present, wins over "id".
+    id_key = "job_id" if "job_id" in raw else "id"
+    for key in (id_key, "task_id"):
+        value = raw.get(key)
+        if value is None:
+            missing = "'id' (or 'job_id')" if key == "id" else repr(key)
+            return JobStatusError(f"job record has no {missing}", path=path, where=where)
+        if not (type(value) is int or (type(value) is str and value)):
+            return JobStatusError(
+                f"{key!r} must be a non-empty string or an integer, not {_kind(value)}",
+                path=path,
+                where=where,
+            )
+    state = raw.get("state")
+    if state is None:
+        return JobStatusError("job record has no 'state'", path=path, where=where)
+    if type(state) is not str:
+        return JobStatusError(f"'state' must be a string, not {_kind(state)}", path=path, where=where)
+    assignee = raw.get("assignee")
+    if isinstance(assignee, dict):
+        username = assignee.get("username")
+        if username is not None and type(username) is not str:
+            return JobStatusError(
+                f"'assignee.username' must be a string, not {_kind(username)}", path=path, where=where
+            )
+    elif assignee is not None and type(assignee) is not str:
+        return JobStatusError(
+            f"'assignee' must be null, a username or a user object, not {_kind(assignee)}",
+            path=path,
+            where=where,
+        )
+    for key in _TEXT_KEYS:
+        value = raw.get(key)
+        if value is not None and type(value) is not str:
+            return JobStatusError(
+                f"{key!r} must be a string or null, not {_kind(value)}", path=path, where=where
+            )
+    # The fast check and this diagnosis test the same things; reaching here means they drifted.
+    return JobStatusError("job record is not usable", path=path, where=where)
+
+
+def _results(page: dict[object, object], where: str, path: _PathArg) -> Sequence[object]:
+    results = page["results"]
+    if not isinstance(results, (list, tuple)):
+        raise JobStatusError(
+            f"'results' must be a list of jobs, not {_kind(results)}", path=path, where=where
+        )
+    return results
+
+
+def _warn_if_partial(
+    first: dict[object, object], last: dict[object, object], jobs: int, path: _PathArg
+) -> None:
+    # One page of a longer listing leaves whole jobs out: a task whose open jobs sit on a missing
+    # page would look completed. Not an error (a filtered listing is legitimate), but loud.
+    name = os.fspath(path) if path is not None else "job-status data"
+    count = first.get("count")
+    if type(count) is int and jobs < count:
+        logger.warning(
+            "%s holds %d of the %d jobs CVAT counted: pages of the listing are missing,"
+            " so a task with jobs there may look completed",
+            name,
+            jobs,
+            count,
+        )
+    elif last.get("next") is not None:
+        logger.warning(
+            "%s ends with a page that links to a next one: pages of the listing may be missing,"
+            " so a task with jobs there may look completed",
+            name,
+        )
+
+
+# What the parser stopped at when the text ends inside a literal, a number or a \u escape.
+_PARTIAL_TOKEN = re.compile(r"-|\.|[eE][-+]?|t(?:ru?)?|f(?:a(?:ls?)?)?|n(?:ul?)?")
+_PARTIAL_ESCAPE = re.compile(r"u[0-9a-fA-F]{0,4}")
+
+
+def _json_error(error: json.JSONDecodeError, text: str, path: _PathArg) -> JobStatusError:
+    where = f"line {error.lineno} column {error.colno}"
+    # A writer that has not finished leaves a prefix of a document: the parser fails at the end
+    # of the text, runs out of text inside a string, or stops at an unfinished token.
+    tail = text[error.pos :].rstrip()
+    truncated = (
+        not tail
+        or error.msg.startswith("Unterminated string")
+        or _PARTIAL_TOKEN.fullmatch(tail) is not None
+        or (error.msg.startswith("Invalid \\uXXXX") and _PARTIAL_ESCAPE.fullmatch(tail) is not None)
+    )
+    if truncated:
+        return JobStatusError(
+            f"truncated JSON ({error.msg}): the file ends mid-document; the exporter may be mid-write",
+            path=path,
+            where=where,
+        )
+    return JobStatusError(f"invalid JSON: {error.msg}", path=path, where=where)
+
+
+def _kind(value: object) -> str:
+    """How an error message names an unexpected JSON value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return f"a {type(value).__name__}"
