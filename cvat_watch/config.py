@@ -28,6 +28,13 @@ from urllib.parse import urlsplit
 import attrs
 from cattrs.errors import AttributeValidationNote, CattrsError, ClassValidationError
 
+from cvat_watch._subjects import (
+    default_stream_subjects,
+    render_subject,
+    subject_error,
+    subject_matches,
+    template_error,
+)
 from cvat_watch.converter import Secret, converter, error_paths
 from cvat_watch.errors import ConfigError
 from cvat_watch.eventtypes import ALL_EVENTS, DEFAULT_EVENTS
@@ -41,6 +48,7 @@ __all__ = [
     "Config",
     "HandlerConfig",
     "LogHandlerConfig",
+    "NatsHandlerConfig",
     "Secret",
     "WatchConfig",
     "WebhookHandlerConfig",
@@ -141,7 +149,31 @@ class CommandHandlerConfig:
     cwd: Path | None = None
 
 
-HandlerConfig = LogHandlerConfig | WebhookHandlerConfig | AppriseHandlerConfig | CommandHandlerConfig
+@attrs.frozen
+class NatsHandlerConfig:
+    """Publish each event to NATS JetStream, with the event id as ``Nats-Msg-Id``."""
+
+    key: str
+    events: tuple[str, ...]
+    url: str
+    subject: str
+    stream: str | None = None
+    stream_subjects: tuple[str, ...] = ()
+    create_stream: bool = True
+    #: Seconds the created stream remembers message ids; default: the retry schedule plus a day.
+    duplicate_window: float = 0.0
+    user: str | None = None
+    password: Secret | None = None
+    token: Secret | None = None
+    creds_file: Path | None = None
+    connect_timeout: float = 5.0
+    ack_timeout: float = 5.0
+    retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS
+
+
+HandlerConfig = (
+    LogHandlerConfig | WebhookHandlerConfig | AppriseHandlerConfig | CommandHandlerConfig | NatsHandlerConfig
+)
 
 
 @attrs.frozen
@@ -242,7 +274,29 @@ class _RawCommand:
     cwd: str | None = None
 
 
-_RawHandler = _RawLog | _RawWebhook | _RawApprise | _RawCommand
+@attrs.frozen(kw_only=True)
+class _RawNats:
+    type: str
+    name: str | None = None
+    events: tuple[str, ...] | None = None
+    url: str
+    subject: str
+    stream: str | None = None
+    stream_subjects: tuple[str, ...] | None = None
+    create_stream: bool = True
+    duplicate_window: float | None = None
+    user: str | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+    token_env: str | None = None
+    token_file: str | None = None
+    creds_file: str | None = None
+    connect_timeout: float = 5.0
+    ack_timeout: float = 5.0
+    retry_delays: tuple[float, ...] | None = None
+
+
+_RawHandler = _RawLog | _RawWebhook | _RawApprise | _RawCommand | _RawNats
 
 
 @attrs.frozen(kw_only=True)
@@ -259,12 +313,14 @@ _RAW_HANDLER_TYPES: dict[str, type[Any]] = {
     "webhook": _RawWebhook,
     "apprise": _RawApprise,
     "command": _RawCommand,
+    "nats": _RawNats,
 }
 _HANDLER_TYPES: dict[str, type[Any]] = {
     "log": LogHandlerConfig,
     "webhook": WebhookHandlerConfig,
     "apprise": AppriseHandlerConfig,
     "command": CommandHandlerConfig,
+    "nats": NatsHandlerConfig,
 }
 _HANDLER_TAGS: dict[type[Any], str] = {cls: tag for tag, cls in _HANDLER_TYPES.items()}
 
@@ -509,7 +565,7 @@ class _Resolver:
                     "unnamed handlers get the key <type>-<n>)",
                 )
             seen_keys[handler_key] = index
-            handlers.append(self.handler(key, handler_key, raw_handler))
+            handlers.append(self.handler(key, handler_key, raw_handler, watches))
         if not handlers:
             self.warn("handler", "no [[handler]] tables: changes are recorded but nobody is notified")
 
@@ -551,7 +607,9 @@ class _Resolver:
             recheck_interval=self.number(f"{key}.recheck_interval", raw.recheck_interval, strict=True),
         )
 
-    def handler(self, key: str, handler_key: str, raw: _RawHandler) -> HandlerConfig:
+    def handler(
+        self, key: str, handler_key: str, raw: _RawHandler, watches: Sequence[WatchConfig]
+    ) -> HandlerConfig:
         events = self.events(f"{key}.events", raw.events)
         if isinstance(raw, _RawLog):
             return LogHandlerConfig(
@@ -565,6 +623,8 @@ class _Resolver:
             return self.webhook(key, handler_key, events, raw)
         if isinstance(raw, _RawApprise):
             return self.apprise(key, handler_key, events, raw)
+        if isinstance(raw, _RawNats):
+            return self.nats(key, handler_key, events, raw, watches)
         return self.command(key, handler_key, events, raw)
 
     def webhook(
@@ -692,3 +752,134 @@ class _Resolver:
             retry_delays=self.retry_delays(f"{key}.retry_delays", raw.retry_delays),
             cwd=cwd,
         )
+
+    def nats(
+        self,
+        key: str,
+        handler_key: str,
+        events: tuple[str, ...],
+        raw: _RawNats,
+        watches: Sequence[WatchConfig],
+    ) -> NatsHandlerConfig:
+        try:
+            parts = urlsplit(raw.url)
+            valid = parts.scheme in ("nats", "tls") and bool(parts.hostname) and parts.port != 0
+        except ValueError:
+            valid = False
+        if not valid:
+            self.fail(f"{key}.url", "must be a nats:// or tls:// URL with a host")
+        if parts.username is not None:
+            self.warn(
+                f"{key}.url",
+                "contains credentials, which are shown in logs and output; "
+                "prefer user with password_env, token_env or creds_file",
+            )
+        problem = template_error(raw.subject)
+        if problem:
+            self.fail(f"{key}.subject", problem)
+        # Every subject this handler can publish to, checked now rather than at the first event.
+        subjects = [
+            render_subject(raw.subject, watch=watch.name, event_type=event)
+            for watch in watches
+            for event in events
+        ]
+        for subject in subjects:
+            problem = subject_error(subject)
+            if problem:
+                self.fail(f"{key}.subject", f"renders as {subject!r}, which {problem}")
+        stream_subjects: tuple[str, ...] = ()
+        if raw.stream is not None:
+            if not raw.stream or any(c in raw.stream for c in " \t.*>/\\"):
+                self.fail(f"{key}.stream", "must be a stream name without spaces, '.', '*', '>', '/' or '\\'")
+            if raw.stream_subjects is not None:
+                if not raw.stream_subjects:
+                    self.fail(f"{key}.stream_subjects", "must list at least one subject filter")
+                for index, pattern in enumerate(raw.stream_subjects):
+                    bad = subject_error(pattern.replace("*", "x").replace(">", "x"))
+                    if bad:
+                        self.fail(f"{key}.stream_subjects[{index}]", bad)
+                stream_subjects = raw.stream_subjects
+            elif raw.create_stream:
+                derived = default_stream_subjects(raw.subject)
+                if derived is None:
+                    self.fail(
+                        f"{key}.stream_subjects",
+                        f"required to create the stream: no safe filter follows from {raw.subject!r}",
+                    )
+                stream_subjects = derived
+            if stream_subjects:
+                for subject in subjects:
+                    if not any(subject_matches(pattern, subject) for pattern in stream_subjects):
+                        self.fail(
+                            f"{key}.stream_subjects",
+                            f"do not capture {subject!r}, which the subject template gives",
+                        )
+        elif raw.stream_subjects is not None:
+            self.fail(f"{key}.stream_subjects", "needs stream (the name of the stream to create)")
+        retry_delays = self.retry_delays(f"{key}.retry_delays", raw.retry_delays)
+        if raw.duplicate_window is None:
+            # Cover every retry of the schedule (plus the dispatcher's jitter and a day of
+            # downtime), so that JetStream drops a retried duplicate rather than storing it.
+            duplicate_window = float(math.ceil(sum(retry_delays) + 86400.0))
+        else:
+            duplicate_window = self.number(f"{key}.duplicate_window", raw.duplicate_window, strict=True)
+            horizon = sum(retry_delays)
+            if duplicate_window < horizon:
+                self.warn(
+                    f"{key}.duplicate_window",
+                    f"{duplicate_window:g} s is shorter than the retry schedule ({horizon:g} s): "
+                    "a late retry of an event whose ack was lost is stored twice",
+                )
+        credentials = self.nats_credentials(key, raw)
+        return NatsHandlerConfig(
+            key=handler_key,
+            events=events,
+            url=raw.url,
+            subject=raw.subject,
+            stream=raw.stream,
+            stream_subjects=stream_subjects,
+            create_stream=raw.create_stream,
+            duplicate_window=float(duplicate_window),
+            connect_timeout=self.number(f"{key}.connect_timeout", raw.connect_timeout, strict=True),
+            ack_timeout=self.number(f"{key}.ack_timeout", raw.ack_timeout, strict=True),
+            retry_delays=retry_delays,
+            **credentials,
+        )
+
+    def nats_credentials(self, key: str, raw: _RawNats) -> dict[str, Any]:
+        kinds = {
+            "password": ("password_env", "password_file"),
+            "token": ("token_env", "token_file"),
+            "creds": ("creds_file",),
+        }
+        given = [name for names in kinds.values() for name in names if getattr(raw, name) is not None]
+        if len(given) > 1:
+            self.fail(
+                f"{key}.{given[1]}",
+                "give one way to authenticate: password_env, password_file, token_env, token_file "
+                "or creds_file",
+            )
+        if raw.user is not None and not raw.user:
+            self.fail(f"{key}.user", "must not be empty")
+        has_password = bool(given) and given[0].startswith("password")
+        if has_password and raw.user is None:
+            self.fail(f"{key}.{given[0]}", "needs user")
+        if raw.user is not None and not has_password:
+            self.fail(f"{key}.user", "needs password_env or password_file")
+        credentials: dict[str, Any] = {"user": raw.user}
+        if not given:
+            return credentials
+        name = given[0]
+        value = getattr(raw, name)
+        if name == "creds_file":
+            path = self.path(f"{key}.creds_file", value)
+            # Read it now, so that a missing or unreadable file is a config error, not a failed
+            # delivery three days later; nats-py reads it again at every connect.
+            self.read_file(f"{key}.creds_file", value, what="creds file")
+            credentials["creds_file"] = path
+            return credentials
+        secret = self.env(f"{key}.{name}", value) if name.endswith("_env") else None
+        if secret is None:
+            secret = self.read_file(f"{key}.{name}", value, what=f"{name.split('_')[0]} file")
+        credentials[name.split("_")[0]] = Secret(secret)
+        return credentials

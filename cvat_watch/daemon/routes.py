@@ -15,6 +15,7 @@ from cvat_watch.config import (
     Config,
     HandlerConfig,
     LogHandlerConfig,
+    NatsHandlerConfig,
     WebhookHandlerConfig,
 )
 from cvat_watch.daemon.dispatch import Route
@@ -72,6 +73,24 @@ def _routes_of(handler_config: HandlerConfig) -> list[Route]:
             argv=handler_config.command,
             timeout=handler_config.timeout,
             cwd=str(handler_config.cwd) if handler_config.cwd else None,
+        )
+        return [Route(handler_config.key, handler, events, handler_config.retry_delays)]
+    if isinstance(handler_config, NatsHandlerConfig):
+        from cvat_watch.handlers.nats import NatsHandler
+
+        handler = NatsHandler(
+            url=handler_config.url,
+            subject=handler_config.subject,
+            stream=handler_config.stream,
+            stream_subjects=handler_config.stream_subjects,
+            create_stream=handler_config.create_stream,
+            duplicate_window=handler_config.duplicate_window,
+            user=handler_config.user,
+            password=handler_config.password.reveal() if handler_config.password else None,
+            token=handler_config.token.reveal() if handler_config.token else None,
+            creds_file=str(handler_config.creds_file) if handler_config.creds_file else None,
+            connect_timeout=handler_config.connect_timeout,
+            ack_timeout=handler_config.ack_timeout,
         )
         return [Route(handler_config.key, handler, events, handler_config.retry_delays)]
     raise ConfigError(f"unknown handler configuration {type(handler_config).__name__}")
