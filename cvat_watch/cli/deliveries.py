@@ -13,6 +13,7 @@ from cvat_watch.config import (
     Config,
     HandlerConfig,
     LogHandlerConfig,
+    NatsHandlerConfig,
     WebhookHandlerConfig,
 )
 from cvat_watch.daemon.store import Delivery
@@ -60,6 +61,21 @@ def _describe_handler(handler: HandlerConfig) -> str:
         return f"command {handler.command[0]} (+{len(handler.command) - 1} args), timeout {handler.timeout}s"
     if isinstance(handler, LogHandlerConfig):
         return f"log ({handler.format})"
+    if isinstance(handler, NatsHandlerConfig):
+        stream = f", stream {handler.stream}" if handler.stream else ""
+        auth = (
+            "user"
+            if handler.user
+            else "token"
+            if handler.token
+            else "creds"
+            if handler.creds_file
+            else "none"
+        )
+        return (
+            f"nats {redact_url(handler.url)} subject {handler.subject}{stream}"
+            f" (auth: {auth}, duplicate window {handler.duplicate_window:g}s)"
+        )
     return type(handler).__name__
 
 
@@ -79,6 +95,11 @@ def _handler_problems(handler: HandlerConfig) -> list[str]:
         program = handler.command[0]
         if shutil.which(program) is None:
             problems.append(f"handler {handler.key}: program {program!r} not found or not executable")
+    if isinstance(handler, NatsHandlerConfig):
+        try:
+            import nats  # noqa: F401
+        except ImportError:
+            problems.append(f"handler {handler.key}: needs nats-py: pip install 'cvat-watch[nats]'")
     if isinstance(handler, AppriseHandlerConfig):
         try:
             from cvat_watch.handlers.apprise import validate_template

@@ -122,3 +122,19 @@ def test_missing_secret_is_not_echoed(tmp_path: Path) -> None:
     """An empty password variable is an error that names the variable, not a value."""
     error = fails(tmp_path, 'subject = "a.{type}"\nuser = "u"\npassword_env = "P"\n', {"P": "  "})
     assert "environment variable P is empty" in str(error)
+
+
+def test_check_config_describes_the_handler_without_the_password(tmp_path: Path) -> None:
+    """`cvat-watch check-config` names URL, subject, stream and the kind of auth, never the password."""
+    from cvat_watch.testing.process import run_cli
+
+    path = tmp_path / "cvat-watch.toml"
+    path.write_text(
+        WATCHES
+        + NATS
+        + 'subject = "cvat.{watch}.{type}"\nstream = "CVAT"\nuser = "u"\npassword_env = "NATS_PW"\n'
+    )
+    result = run_cli("check-config", "--config", str(path), env={"NATS_PW": PASSWORD})
+    assert result.returncode == 0, result.stderr
+    assert "nats nats://127.0.0.1:4222 subject cvat.{watch}.{type}, stream CVAT (auth: user" in result.stdout
+    assert PASSWORD not in result.stdout + result.stderr
