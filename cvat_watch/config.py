@@ -123,6 +123,8 @@ class WebhookHandlerConfig:
     verify_tls: bool = True
     ca_file: Path | None = None
     headers: tuple[tuple[str, str], ...] = ()
+    #: The envelope: the event JSON, or CloudEvents 1.0 in binary or structured mode.
+    format: Literal["json", "cloudevents", "cloudevents-structured"] = "json"
 
 
 @attrs.frozen
@@ -248,6 +250,7 @@ class _RawWebhook:
     verify_tls: bool = True
     ca_file: str | None = None
     headers: dict[str, str] = attrs.Factory(dict)
+    format: str = "json"
 
 
 @attrs.frozen(kw_only=True)
@@ -675,6 +678,10 @@ class _Resolver:
             verify_tls=raw.verify_tls,
             ca_file=ca_file,
             headers=tuple(headers),
+            format=cast(
+                Literal["json", "cloudevents", "cloudevents-structured"],
+                self.choice(f"{key}.format", raw.format, ("json", "cloudevents", "cloudevents-structured")),
+            ),
         )
 
     def webhook_secret(self, key: str, raw: _RawWebhook) -> Secret | None:

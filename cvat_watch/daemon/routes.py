@@ -54,6 +54,7 @@ def _routes_of(handler_config: HandlerConfig) -> list[Route]:
             read_timeout=handler_config.read_timeout,
             verify=verify,
             headers=dict(handler_config.headers),
+            format=handler_config.format,
         )
         return [Route(handler_config.key, handler, events, handler_config.retry_delays)]
     if isinstance(handler_config, AppriseHandlerConfig):

@@ -9,6 +9,12 @@ base64-decoded; any other secret is used as its UTF-8 bytes. ``cvat_signature`` 
 own ``X-Signature-256: sha256=<hex HMAC-SHA256(secret, body)>``, keyed by the secret's UTF-8
 bytes as written, so receivers built for CVAT webhooks can check it unchanged.
 
+``format`` picks the envelope: ``"json"`` (the event JSON as the body), ``"cloudevents"``
+(CloudEvents 1.0 binary mode: ``ce-*`` headers, the same JSON body) or
+``"cloudevents-structured"`` (one ``application/cloudevents+json`` document); see
+:mod:`cvat_watch.handlers.cloudevents`. The Standard Webhooks headers and signature are added
+in every format, over the bytes actually sent.
+
 Redirects are not followed: a signed POST should not wander to another host. A 3xx is a
 final failure that tells the operator to fix the URL.
 """
@@ -37,8 +43,17 @@ import httpx
 
 from cvat_watch.errors import ConfigError, DeliveryError
 from cvat_watch.handlers.base import event_body, redact_url
+from cvat_watch.handlers.cloudevents import (
+    CLOUDEVENTS_FORMATS,
+    STRUCTURED_CONTENT_TYPE,
+    binary_headers,
+    structured_body,
+)
 
-__all__ = ["WebhookHandler", "parse_retry_after", "signing_key", "standard_signature"]
+__all__ = ["FORMATS", "WebhookHandler", "parse_retry_after", "signing_key", "standard_signature"]
+
+#: The envelopes a webhook can send.
+FORMATS: tuple[str, ...] = ("json", *CLOUDEVENTS_FORMATS)
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +157,7 @@ class WebhookHandler:
     _read_timeout: float = attrs.field(default=15.0, alias="read_timeout")
     _verify: bool | str = attrs.field(default=True, alias="verify")
     _headers: Mapping[str, str] | None = attrs.field(default=None, alias="headers")
+    _format: str = attrs.field(default="json", alias="format")
     _transport: httpx.BaseTransport | None = attrs.field(default=None, alias="transport")
     _target: str = attrs.field(init=False)
     _key: bytes | None = attrs.field(init=False)
@@ -169,6 +185,8 @@ class WebhookHandler:
         ):
             if not value > 0:
                 raise ConfigError(f"{name} must be a positive number of seconds", key=name)
+        if self._format not in FORMATS:
+            raise ConfigError(f"format must be one of: {', '.join(FORMATS)}", key="format")
         if self._secret is not None:
             self._key = signing_key(self._secret)
         elif self._cvat_signature:
@@ -195,6 +213,10 @@ class WebhookHandler:
         msg_id = str(event.get("id", ""))
         timestamp = int(time.time())
         headers["content-type"] = "application/json"
+        if self._format == "cloudevents":
+            headers.update(binary_headers(event))
+        elif self._format == "cloudevents-structured":
+            headers["content-type"] = STRUCTURED_CONTENT_TYPE
         headers["webhook-id"] = msg_id
         headers["webhook-timestamp"] = str(timestamp)
         if self._key is not None:
@@ -225,7 +247,7 @@ class WebhookHandler:
 
     def deliver(self, event: Mapping[str, Any]) -> None:
         """POST the event once; return on 2xx, raise ``DeliveryError`` otherwise."""
-        body = event_body(event)
+        body = structured_body(event) if self._format == "cloudevents-structured" else event_body(event)
         request = self._client.build_request(
             "POST", self._url, content=body, headers=self._request_headers(event, body)
         )
