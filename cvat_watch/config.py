@@ -115,6 +115,7 @@ class WebhookHandlerConfig:
     key: str
     events: tuple[str, ...]
     url: str
+    #: The signing secret; with several (a key rotation), the first listed.
     secret: Secret | None = None
     cvat_signature: bool = False
     connect_timeout: float = 5.0
@@ -123,6 +124,8 @@ class WebhookHandlerConfig:
     verify_tls: bool = True
     ca_file: Path | None = None
     headers: tuple[tuple[str, str], ...] = ()
+    #: The other secrets of a key rotation: each signs every request too.
+    extra_secrets: tuple[Secret, ...] = ()
     #: The envelope: the event JSON, or CloudEvents 1.0 in binary or structured mode.
     format: Literal["json", "cloudevents", "cloudevents-structured"] = "json"
 
@@ -240,9 +243,10 @@ class _RawWebhook:
     name: str | None = None
     events: tuple[str, ...] | None = None
     url: str
-    secret: str | None = None
-    secret_env: str | None = None
-    secret_file: str | None = None
+    # Each takes one name, or a list of them to sign with several keys during a rotation.
+    secret: str | tuple[str, ...] | None = None
+    secret_env: str | tuple[str, ...] | None = None
+    secret_file: str | tuple[str, ...] | None = None
     cvat_signature: bool = False
     connect_timeout: float = 5.0
     read_timeout: float = 15.0
@@ -641,7 +645,8 @@ class _Resolver:
                 "contains credentials, which are shown in logs and output; "
                 "prefer secret_env or secret_file with a signed webhook",
             )
-        secret = self.webhook_secret(key, raw)
+        secrets = self.webhook_secrets(key, raw)
+        secret = secrets[0] if secrets else None
         if raw.cvat_signature and secret is None:
             self.fail(f"{key}.cvat_signature", "needs a secret (secret_env, secret_file or secret)")
         if secret is not None and urlsplit(raw.url).scheme == "http":
@@ -671,6 +676,7 @@ class _Resolver:
             events=events,
             url=raw.url,
             secret=secret,
+            extra_secrets=secrets[1:],
             cvat_signature=raw.cvat_signature,
             connect_timeout=self.number(f"{key}.connect_timeout", raw.connect_timeout, strict=True),
             read_timeout=self.number(f"{key}.read_timeout", raw.read_timeout, strict=True),
@@ -684,20 +690,38 @@ class _Resolver:
             ),
         )
 
-    def webhook_secret(self, key: str, raw: _RawWebhook) -> Secret | None:
+    def webhook_secrets(self, key: str, raw: _RawWebhook) -> tuple[Secret, ...]:
+        """The signing secrets, in the order given; several only during a key rotation."""
         given = [n for n in ("secret", "secret_env", "secret_file") if getattr(raw, n) is not None]
         if len(given) > 1:
             self.fail(f"{key}.{given[1]}", "give only one of secret, secret_env and secret_file")
-        if raw.secret_env is not None:
-            return Secret(self.env(f"{key}.secret_env", raw.secret_env))
-        if raw.secret_file is not None:
-            return Secret(self.read_file(f"{key}.secret_file", raw.secret_file, what="secret file"))
-        if raw.secret is not None:
-            if not raw.secret:
-                self.fail(f"{key}.secret", "must not be empty")
+        if not given:
+            return ()
+        name = given[0]
+        value = getattr(raw, name)
+        names: tuple[str, ...] = (value,) if isinstance(value, str) else value
+        if not names:
+            self.fail(f"{key}.{name}", "must name at least one secret (or be left out)")
+        where = [
+            f"{key}.{name}" if isinstance(value, str) else f"{key}.{name}[{i}]" for i in range(len(names))
+        ]
+        if len(set(names)) < len(names):
+            self.fail(f"{key}.{name}", "lists the same secret twice")
+        if name == "secret_env":
+            values = [self.env(at, item) for at, item in zip(where, names, strict=True)]
+        elif name == "secret_file":
+            values = [
+                self.read_file(at, item, what="secret file") for at, item in zip(where, names, strict=True)
+            ]
+        else:
+            for at, item in zip(where, names, strict=True):
+                if not item:
+                    self.fail(at, "must not be empty")
             self.warn(f"{key}.secret", "inline secret in the config file; prefer secret_env or secret_file")
-            return Secret(raw.secret)
-        return None
+            values = list(names)
+        if len(set(values)) < len(values):
+            self.fail(f"{key}.{name}", "two entries hold the same secret")
+        return tuple(Secret(item) for item in values)
 
     def apprise(
         self, key: str, handler_key: str, events: tuple[str, ...], raw: _RawApprise

@@ -52,7 +52,8 @@ def describe_config(config: Config) -> tuple[list[str], list[str]]:
 
 def _describe_handler(handler: HandlerConfig) -> str:
     if isinstance(handler, WebhookHandlerConfig):
-        signed = "signed" if handler.secret else "unsigned"
+        keys = 1 + len(handler.extra_secrets)
+        signed = ("signed" if keys == 1 else f"signed with {keys} keys") if handler.secret else "unsigned"
         return f"webhook POST {redact_url(handler.url)} ({signed})"
     if isinstance(handler, AppriseHandlerConfig):
         schemes = sorted({url.reveal().split("://", 1)[0] for url in handler.urls})

@@ -48,7 +48,11 @@ def _routes_of(handler_config: HandlerConfig) -> list[Route]:
             verify = str(handler_config.ca_file)
         handler = handlers.WebhookHandler(
             url=handler_config.url,
-            secret=handler_config.secret.reveal() if handler_config.secret else None,
+            secret=(
+                [secret.reveal() for secret in (handler_config.secret, *handler_config.extra_secrets)]
+                if handler_config.secret
+                else None
+            ),
             cvat_signature=handler_config.cvat_signature,
             connect_timeout=handler_config.connect_timeout,
             read_timeout=handler_config.read_timeout,

@@ -2,12 +2,14 @@
 
 Every request carries ``webhook-id`` (the event id, stable across retries, so receivers can
 drop duplicates) and ``webhook-timestamp`` (unix seconds). With a secret it also carries
-``webhook-signature: v1,<base64 HMAC-SHA256>`` over ``"{id}.{timestamp}." + body``.
+``webhook-signature: v1,<base64 HMAC-SHA256>`` over ``"{id}.{timestamp}." + body``. With
+several secrets (a key rotation) it carries one such signature per secret, space-separated,
+as the Standard Webhooks spec allows: a receiver holding any one of the keys accepts it.
 
 The signing key: a secret written ``whsec_<base64>`` (the Standard Webhooks format) is
 base64-decoded; any other secret is used as its UTF-8 bytes. ``cvat_signature`` adds CVAT's
-own ``X-Signature-256: sha256=<hex HMAC-SHA256(secret, body)>``, keyed by the secret's UTF-8
-bytes as written, so receivers built for CVAT webhooks can check it unchanged.
+own ``X-Signature-256: sha256=<hex HMAC-SHA256(secret, body)>``, keyed by the (first) secret's
+UTF-8 bytes as written, so receivers built for CVAT webhooks can check it unchanged.
 
 ``format`` picks the envelope: ``"json"`` (the event JSON as the body), ``"cloudevents"``
 (CloudEvents 1.0 binary mode: ``ce-*`` headers, the same JSON body) or
@@ -33,7 +35,7 @@ import math
 import os
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC
 from typing import Any
 from urllib.parse import urlsplit
@@ -151,7 +153,8 @@ class WebhookHandler:
     """
 
     _url: str = attrs.field(alias="url")
-    _secret: str | None = attrs.field(default=None, alias="secret")
+    #: One secret, or several during a key rotation (each signs every request).
+    _secret: str | Sequence[str] | None = attrs.field(default=None, alias="secret")
     _cvat_signature: bool = attrs.field(default=False, alias="cvat_signature")
     _connect_timeout: float = attrs.field(default=5.0, alias="connect_timeout")
     _read_timeout: float = attrs.field(default=15.0, alias="read_timeout")
@@ -160,7 +163,8 @@ class WebhookHandler:
     _format: str = attrs.field(default="json", alias="format")
     _transport: httpx.BaseTransport | None = attrs.field(default=None, alias="transport")
     _target: str = attrs.field(init=False)
-    _key: bytes | None = attrs.field(init=False)
+    _secrets: tuple[str, ...] = attrs.field(init=False)
+    _keys: tuple[bytes, ...] = attrs.field(init=False)
     _client: httpx.Client = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -187,12 +191,18 @@ class WebhookHandler:
                 raise ConfigError(f"{name} must be a positive number of seconds", key=name)
         if self._format not in FORMATS:
             raise ConfigError(f"format must be one of: {', '.join(FORMATS)}", key="format")
-        if self._secret is not None:
-            self._key = signing_key(self._secret)
-        elif self._cvat_signature:
-            raise ConfigError("cvat_signature needs a secret", key="cvat_signature")
+        if self._secret is None:
+            self._secrets = ()
+        elif isinstance(self._secret, str):
+            self._secrets = (self._secret,)
         else:
-            self._key = None
+            self._secrets = tuple(self._secret)
+            if not self._secrets:
+                raise ConfigError("the list of webhook secrets is empty", key="secret")
+        # The same key written twice would only sign twice.
+        self._keys = tuple(dict.fromkeys(signing_key(secret) for secret in self._secrets))
+        if self._cvat_signature and not self._keys:
+            raise ConfigError("cvat_signature needs a secret", key="cvat_signature")
         verify = _ssl_verify(self._verify)
         if self._verify is False:
             logger.warning("TLS certificate verification is disabled for webhook %s", self._target)
@@ -204,7 +214,7 @@ class WebhookHandler:
         )
 
     def __repr__(self) -> str:
-        return f"WebhookHandler(url={self._target!r}, signed={self._key is not None})"
+        return f"WebhookHandler(url={self._target!r}, signed={bool(self._keys)}, keys={len(self._keys)})"
 
     def _request_headers(self, event: Mapping[str, Any], body: bytes) -> httpx.Headers:
         headers = httpx.Headers({"user-agent": _user_agent()})
@@ -219,10 +229,13 @@ class WebhookHandler:
             headers["content-type"] = STRUCTURED_CONTENT_TYPE
         headers["webhook-id"] = msg_id
         headers["webhook-timestamp"] = str(timestamp)
-        if self._key is not None:
-            headers["webhook-signature"] = standard_signature(self._key, msg_id, timestamp, body)
-        if self._cvat_signature and self._secret is not None:
-            digest = hmac.new(self._secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+        if self._keys:
+            headers["webhook-signature"] = " ".join(
+                standard_signature(key, msg_id, timestamp, body) for key in self._keys
+            )
+        if self._cvat_signature and self._secrets:
+            # CVAT's header holds one signature: the first secret's, the one being rotated to.
+            digest = hmac.new(self._secrets[0].encode("utf-8"), body, hashlib.sha256).hexdigest()
             headers["x-signature-256"] = f"sha256={digest}"
         return headers
 
@@ -230,7 +243,7 @@ class WebhookHandler:
         """Remove anything of the raw URL that a library's error text might have echoed."""
         parts = urlsplit(self._url)
         userinfo = parts.netloc.rpartition("@")[0]
-        for sensitive in (self._url, parts.query, userinfo, self._secret):
+        for sensitive in (self._url, parts.query, userinfo, *self._secrets):
             if sensitive:
                 text = text.replace(sensitive, "…")
         return text
