@@ -313,7 +313,7 @@ class Store:
                         event.id,
                         event.type,
                         event.watch,
-                        event.task.id,
+                        event.order_key,
                         json.dumps(event.to_payload(), ensure_ascii=False, separators=(",", ":")),
                         now,
                     ),
@@ -329,7 +329,7 @@ class Store:
                         "INSERT OR IGNORE INTO deliveries"
                         " (event_id, handler_key, watch, task_id, status, next_attempt_at, created_at)"
                         " VALUES (?, ?, ?, ?, 'pending', ?, ?)",
-                        (event.id, key, event.watch, event.task.id, now, now),
+                        (event.id, key, event.watch, event.order_key, now, now),
                     )
             connection.execute(
                 "INSERT INTO baselines (watch, snapshot, generations, updated_at)"

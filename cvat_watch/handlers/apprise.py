@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from cvat_watch.errors import ConfigError, DeliveryError
-from cvat_watch.eventtypes import TASK_COMPLETED, TASK_REOPENED
+from cvat_watch.eventtypes import (
+    PROJECT_COMPLETED,
+    PROJECT_EVENTS,
+    PROJECT_REOPENED,
+    TASK_COMPLETED,
+    TASK_REOPENED,
+)
 from cvat_watch.handlers.base import EVENT_FIELDS, event_fields
 
 if TYPE_CHECKING:
@@ -28,6 +34,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_BODY",
+    "DEFAULT_PROJECT_BODY",
+    "DEFAULT_PROJECT_TITLE",
     "DEFAULT_TITLE",
     "TEMPLATE_FIELDS",
     "AppriseHandler",
@@ -44,6 +52,15 @@ DEFAULT_BODY = (
     "Watch: {watch}\n"
     "Images: {image_count}, jobs completed: {jobs_completed}/{jobs_total}\n"
     "{task_url}"
+)
+
+#: The built-in message for project events (a configured title or body is used for every event).
+DEFAULT_PROJECT_TITLE = "CVAT {summary}: {project_name}"
+DEFAULT_PROJECT_BODY = (
+    "Project: {project_name} (#{project_id})\n"
+    "Watch: {watch}\n"
+    "Tasks: {task_count}, images: {image_count}\n"
+    "{project_url}"
 )
 
 _MISSING_EXTRA = "the apprise handler needs the optional extra: pip install 'cvat-watch[chat]'"
@@ -117,16 +134,18 @@ class AppriseHandler:
     """
 
     _url: str = attrs.field(alias="url")
-    _title: str = attrs.field(default=DEFAULT_TITLE, alias="title")
-    _body: str = attrs.field(default=DEFAULT_BODY, alias="body")
+    # None: the built-in message for the event's kind (task or project).
+    _title: str | None = attrs.field(default=None, alias="title")
+    _body: str | None = attrs.field(default=None, alias="body")
     _label: str = attrs.field(init=False)
     _apprise: apprise_lib.Apprise = attrs.field(init=False)
     _lib: Any = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self._label = _label(self._url)
-        validate_template(self._title, key="title")
-        validate_template(self._body, key="body")
+        for key, template in (("title", self._title), ("body", self._body)):
+            if template is not None:
+                validate_template(template, key=key)
         try:
             # Imported here so that cvat-watch works without the [chat] extra.
             import apprise
@@ -152,17 +171,18 @@ class AppriseHandler:
 
     def _notify_type(self, event_type: str) -> Any:
         kinds = self._lib.NotifyType
-        if event_type == TASK_COMPLETED:
+        if event_type in (TASK_COMPLETED, PROJECT_COMPLETED):
             return kinds.SUCCESS
-        if event_type == TASK_REOPENED:
+        if event_type in (TASK_REOPENED, PROJECT_REOPENED):
             return kinds.WARNING
         return kinds.INFO
 
     def deliver(self, event: Mapping[str, Any]) -> None:
         """Send one notification; a refusal or error raises ``DeliveryError(retry=True)``."""
         fields = event_fields(event)
-        title = self._title.format_map(fields)
-        body = self._body.format_map(fields)
+        project = fields["type"] in PROJECT_EVENTS
+        title = (self._title or (DEFAULT_PROJECT_TITLE if project else DEFAULT_TITLE)).format_map(fields)
+        body = (self._body or (DEFAULT_PROJECT_BODY if project else DEFAULT_BODY)).format_map(fields)
         try:
             result = self._apprise.notify(
                 body=body,

@@ -77,6 +77,8 @@ EVENT_FIELDS: tuple[str, ...] = (
     "job_id",
     "job_state",
     "previous_state",
+    "project_url",
+    "task_count",
 )
 
 
@@ -112,8 +114,9 @@ def event_fields(event: Mapping[str, Any]) -> dict[str, str]:
         "task_name": _text(task.get("name")),
         "task_subset": _text(task.get("subset")),
         "task_url": _text(task.get("url")),
-        "image_count": _text(task.get("image_count")),
-        "shape_count": _text(task.get("shape_count")),
+        # A project event has no task: its counts are the project's.
+        "image_count": _text(task.get("image_count") if task else project.get("image_count")),
+        "shape_count": _text(task.get("shape_count") if task else project.get("shape_count")),
         "jobs_total": str(len(jobs)) if isinstance(raw_jobs, list) else "",
         "jobs_completed": (
             str(sum(1 for j in jobs if j.get("state") == "completed")) if isinstance(raw_jobs, list) else ""
@@ -121,4 +124,6 @@ def event_fields(event: Mapping[str, Any]) -> dict[str, str]:
         "job_id": _text(job.get("id")),
         "job_state": _text(job.get("state")),
         "previous_state": _text(event.get("previous_state")),
+        "project_url": _text(project.get("url")),
+        "task_count": _text(project.get("task_count")),
     }
