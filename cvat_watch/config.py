@@ -77,6 +77,8 @@ _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _SENSITIVE_HEADER = re.compile(r"auth|token|secret|key|cookie|passw", re.IGNORECASE)
 _URL_LIST_SEPARATORS = re.compile(r"[\s,]+")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h)?")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 # --- public tree -------------------------------------------------------------------------
@@ -140,6 +142,10 @@ class AppriseHandlerConfig:
     title: str | None = None
     body: str | None = None
     retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS
+    #: Seconds to gather events into one digest message; None sends one message per event.
+    group_wait: float | None = None
+    #: The most events in one digest.
+    group_max: int = 50
 
 
 @attrs.frozen
@@ -268,6 +274,8 @@ class _RawApprise:
     title: str | None = None
     body: str | None = None
     retry_delays: tuple[float, ...] | None = None
+    group_wait: float | str | None = None
+    group_max: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -481,6 +489,15 @@ class _Resolver:
         if not strict and value < minimum:
             self.fail(key, f"must be at least {minimum:g}")
         return value
+
+    def duration(self, key: str, value: float | str) -> float:
+        """Seconds from a number or a string like ``"30s"``, ``"5m"``, ``"1h"``, ``"500ms"``."""
+        if isinstance(value, str):
+            found = _DURATION.fullmatch(value.strip())
+            if found is None:
+                self.fail(key, 'must be a number of seconds or a duration like "30s", "5m", "1h"')
+            value = float(found[1]) * _DURATION_UNITS[found[2] or "s"]
+        return self.number(key, float(value), strict=True)
 
     def choice(self, key: str, value: str, choices: Sequence[str]) -> str:
         if value not in choices:
@@ -758,6 +775,12 @@ class _Resolver:
             if "://" not in url or not url.split("://", 1)[0]:
                 where = f"{source}[{index}]" if raw.urls is not None else source
                 self.fail(where, f"entry {index + 1} is not an Apprise URL (scheme://...)")
+        group_wait = None if raw.group_wait is None else self.duration(f"{key}.group_wait", raw.group_wait)
+        if raw.group_max is not None:
+            if group_wait is None:
+                self.fail(f"{key}.group_max", "needs group_wait (without it every event is its own message)")
+            if raw.group_max < 1:
+                self.fail(f"{key}.group_max", "must be at least 1")
         return AppriseHandlerConfig(
             key=handler_key,
             events=events,
@@ -765,6 +788,8 @@ class _Resolver:
             title=raw.title,
             body=raw.body,
             retry_delays=self.retry_delays(f"{key}.retry_delays", raw.retry_delays),
+            group_wait=group_wait,
+            group_max=50 if raw.group_max is None else raw.group_max,
         )
 
     def command(

@@ -57,7 +57,14 @@ def _describe_handler(handler: HandlerConfig) -> str:
         return f"webhook POST {redact_url(handler.url)} ({signed})"
     if isinstance(handler, AppriseHandlerConfig):
         schemes = sorted({url.reveal().split("://", 1)[0] for url in handler.urls})
-        return f"apprise, {len(handler.urls)} URL(s): {', '.join(scheme + '://…' for scheme in schemes)}"
+        digest = (
+            f", digest of up to {handler.group_max} events every {handler.group_wait:g}s"
+            if handler.group_wait is not None
+            else ""
+        )
+        return (
+            f"apprise, {len(handler.urls)} URL(s): {', '.join(scheme + '://…' for scheme in schemes)}{digest}"
+        )
     if isinstance(handler, CommandHandlerConfig):
         return f"command {handler.command[0]} (+{len(handler.command) - 1} args), timeout {handler.timeout}s"
     if isinstance(handler, LogHandlerConfig):

@@ -71,7 +71,16 @@ def _routes_of(handler_config: HandlerConfig) -> list[Route]:
                 options["body"] = handler_config.body
             handler = handlers.AppriseHandler(url=url.reveal(), **options)
             key = handler_config.key if len(handler_config.urls) == 1 else f"{handler_config.key}/{index}"
-            routes.append(Route(key, handler, events, handler_config.retry_delays))
+            routes.append(
+                Route(
+                    key,
+                    handler,
+                    events,
+                    handler_config.retry_delays,
+                    group_wait=handler_config.group_wait,
+                    group_max=handler_config.group_max,
+                )
+            )
         return routes
     if isinstance(handler_config, CommandHandlerConfig):
         handler = handlers.CommandHandler(

@@ -6,6 +6,9 @@ the ``apprise`` logger with its own masking.
 
 Title and body are ``str.format_map`` templates over :data:`TEMPLATE_FIELDS`; every field is
 a string and a value the event lacks is ``""``.
+
+With a group wait configured, the dispatcher hands over several events at once
+(:meth:`AppriseHandler.deliver_group`): one digest message, one line per event.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import inspect
 import re
 import string
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -28,6 +31,7 @@ from cvat_watch.eventtypes import (
     TASK_REOPENED,
 )
 from cvat_watch.handlers.base import EVENT_FIELDS, event_fields
+from cvat_watch.handlers.log import format_line
 
 if TYPE_CHECKING:
     import apprise as apprise_lib
@@ -183,11 +187,14 @@ class AppriseHandler:
         project = fields["type"] in PROJECT_EVENTS
         title = (self._title or (DEFAULT_PROJECT_TITLE if project else DEFAULT_TITLE)).format_map(fields)
         body = (self._body or (DEFAULT_PROJECT_BODY if project else DEFAULT_BODY)).format_map(fields)
+        self._notify(title, body, self._notify_type(fields["type"]))
+
+    def _notify(self, title: str, body: str, notify_type: Any) -> None:
         try:
             result = self._apprise.notify(
                 body=body,
                 title=title,
-                notify_type=self._notify_type(fields["type"]),
+                notify_type=notify_type,
                 body_format=self._lib.NotifyFormat.TEXT,
             )
         except Exception as exc:  # a plugin bug must not stop the dispatcher
@@ -200,6 +207,32 @@ class AppriseHandler:
             raise DeliveryError(
                 f"{self._label}: notification failed ({status}; see the apprise log)", retry=True
             )
+
+    def deliver_group(self, events: Sequence[Mapping[str, Any]], *, group_id: str) -> None:
+        """Send ``events`` as one digest: a title counting them, one line each, and the group id.
+
+        The lines are the log handler's (task, project, counts, link); the group id at the end
+        is the same on every retry, so a repeated digest can be told from a new one.
+        """
+        if len(events) == 1:
+            # A group of one reads best as the ordinary message.
+            self.deliver(events[0])
+            return
+        kinds: dict[str, int] = {}
+        for event in events:
+            summary = event_fields(event)["summary"]
+            kinds[summary] = kinds.get(summary, 0) + 1
+        title = "CVAT: " + ", ".join(f"{count}× {summary}" for summary, count in kinds.items())
+        lines = [format_line(event) for event in events]
+        body = "\n".join([*lines, f"(digest {group_id})"])
+        types = {str(event.get("type")) for event in events}
+        if types & {TASK_REOPENED, PROJECT_REOPENED}:
+            notify_type = self._lib.NotifyType.WARNING
+        elif types <= {TASK_COMPLETED, PROJECT_COMPLETED}:
+            notify_type = self._lib.NotifyType.SUCCESS
+        else:
+            notify_type = self._lib.NotifyType.INFO
+        self._notify(title, body, notify_type)
 
     def close(self) -> None:
         """Forget the loaded service."""

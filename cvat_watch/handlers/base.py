@@ -8,13 +8,13 @@ attempt may help. Retrying, sleeping and remembering outcomes belong to the disp
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from cvat_watch.eventtypes import EVENT_SUMMARIES
 
-__all__ = ["EVENT_FIELDS", "Handler", "event_body", "event_fields", "redact_url"]
+__all__ = ["EVENT_FIELDS", "GroupHandler", "Handler", "event_body", "event_fields", "redact_url"]
 
 
 @runtime_checkable
@@ -27,6 +27,15 @@ class Handler(Protocol):
 
     def close(self) -> None:
         """Release what the handler holds (connections, clients); idempotent."""
+        ...
+
+
+@runtime_checkable
+class GroupHandler(Handler, Protocol):
+    """A handler that can also send several events as one message (a digest)."""
+
+    def deliver_group(self, events: Sequence[Mapping[str, Any]], *, group_id: str) -> None:
+        """One attempt at sending ``events`` together; ``group_id`` is the same on every retry."""
         ...
 
 
