@@ -208,7 +208,14 @@ class NatsHandler:
         client = await self._connection()
         js = client.jetstream(timeout=self._ack_timeout)
         if self._stream is not None:
-            await self._check_stream(js, subject)
+            try:
+                await self._check_stream(js, subject)
+            except (nats.errors.Error, OSError) as exc:
+                # Anything else nats-py raises while looking at the stream: a lost connection.
+                await self._drop_connection()
+                raise self._error(
+                    f"cannot look at stream {self._stream}: {self._scrub(_describe(exc))}"
+                ) from None
         try:
             ack = await js.publish(
                 subject,
@@ -303,9 +310,11 @@ class NatsHandler:
                         f"stream {self._stream} does not exist (create_stream is off)"
                     ) from None
                 info = await self._add_stream(js)
+            except nats.js.errors.ServiceUnavailableError:
+                raise self._error("JetStream is not available on the server (is it enabled?)") from None
             except nats.js.errors.APIError as exc:
                 raise self._error(f"cannot look at stream {self._stream}: {self._api_text(exc)}") from None
-            except nats.errors.TimeoutError:
+            except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
                 raise self._error("JetStream did not answer (is it enabled on the server?)") from None
             window = info.config.duplicate_window or 0.0
             if window + 1e-9 < self._duplicate_window:

@@ -50,7 +50,8 @@ class StoredMessage:
 class NatsServer:
     """``nats-server -js`` on 127.0.0.1: a free port, the store under ``store``.
 
-    ``user``/``password`` or ``token`` make the server require them.
+    ``user``/``password`` or ``token`` make the server require them; ``jetstream=False`` leaves
+    JetStream off (a plain NATS server).
     """
 
     def __init__(
@@ -60,6 +61,7 @@ class NatsServer:
         user: str | None = None,
         password: str | None = None,
         token: str | None = None,
+        jetstream: bool = True,
     ) -> None:
         binary = nats_server_binary()
         if binary is None:
@@ -72,6 +74,7 @@ class NatsServer:
             self._auth = ["--user", user, "--pass", password or ""]
         elif token is not None:
             self._auth = ["--auth", token]
+        self._jetstream = jetstream
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -85,7 +88,9 @@ class NatsServer:
     def start(self, *, timeout: float = 20.0) -> Self:
         """Start the server and wait until it accepts connections."""
         self.store.mkdir(parents=True, exist_ok=True)
-        command = [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store)]
+        command = [self.binary, "-a", "127.0.0.1", "-p", str(self.port)]
+        if self._jetstream:
+            command += ["-js", "-sd", str(self.store)]
         self._process = subprocess.Popen(
             [*command, *self._auth], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )

@@ -305,3 +305,14 @@ def _count(server: NatsServer) -> int:
         return int(stream_info(server.url, "CVAT").state.messages)
     except Exception:  # the stream appears with the first publish
         return 0
+
+
+def test_a_server_without_jetstream_is_a_clear_retryable_error(
+    tmp_path: Path, handlers: list[NatsHandler]
+) -> None:
+    """A plain NATS server (JetStream off): the handler says so instead of failing obscurely."""
+    with NatsServer(tmp_path / "plain", jetstream=False) as plain:
+        handler = make(handlers, plain.url)
+        with pytest.raises(DeliveryError, match="JetStream is not available on the server") as failed:
+            handler.deliver(sample_event())
+        assert failed.value.retry
