@@ -216,3 +216,17 @@ def _event_ids(workspace: Workspace) -> list[str]:
 
     with sqlite3.connect(f"file:{workspace.state_dir / 'cvat-watch.db'}?mode=ro", uri=True) as connection:
         return [event for (event,) in connection.execute("SELECT id FROM events")]
+
+
+def test_once_sends_what_waits_as_a_digest_without_waiting(tmp_path: Path, receiver: Receiver) -> None:
+    """`cvat-watch once` does not wait for group_wait: the waiting events go out as one digest."""
+    from cvat_watch.testing.process import run_cli
+
+    workspace = Workspace(tmp_path)
+    workspace.write_config(handlers=[chat(receiver, group_wait="1h")], watch_extra="notify_existing = true")
+    result = run_cli("once", "--config", str(workspace.config))
+    assert result.returncode == 0, result.stderr
+    [request] = receiver.wait_for(1)
+    assert tasks_in(message(request)["message"]) == ["11", "13"]
+    assert run_cli("once", "--config", str(workspace.config)).returncode == 0
+    assert len(receiver.requests) == 1
