@@ -396,18 +396,16 @@ class FileWatcher:
                     logger.info("%s: watch on %s stopped; watching it again", self._label(), resolved)
                     replaced.add(resolved)
                 self._unschedule(observer, resolved)
-            for resolved, identity in wanted.items():
-                if resolved in self._scheduled:
-                    continue
-                watched = self._schedule(observer, resolved, identity)
-                if watched is None:
-                    # Out of inotify instances or watches: poll every directory from now on.
-                    observer = self._fall_back_to_polling(observer)
-                    watched = self._schedule(observer, resolved, identity)
-                if not watched:
-                    for directory, (where, _identity) in locations.items():
-                        if where == resolved:
-                            locations[directory] = (resolved, None)
+            unwatched = self._schedule_all(observer, wanted)
+            if unwatched is None:
+                # Out of inotify instances or watches: poll every directory from now on,
+                # the ones scheduled on the inotify observer a moment ago included.
+                observer = self._fall_back_to_polling(observer)
+                unwatched = self._schedule_all(observer, wanted) or []
+            for resolved in unwatched:
+                for directory, (where, _identity) in locations.items():
+                    if where == resolved:
+                        locations[directory] = (resolved, None)
 
             for directory, location in locations.items():
                 before = self._locations.get(directory)
@@ -440,6 +438,20 @@ class FileWatcher:
             self._watched_dirs = frozenset(self._scheduled)
         if changed:
             self._mark(changed)
+
+    def _schedule_all(self, observer: BaseObserver, wanted: dict[str, _Identity]) -> list[str] | None:
+        """Schedule the wanted directories not watched yet; those that could not be, or None when
+        inotify ran out of instances or watches."""
+        unwatched = []
+        for resolved, identity in wanted.items():
+            if resolved in self._scheduled:
+                continue
+            watched = self._schedule(observer, resolved, identity)
+            if watched is None:
+                return None
+            if not watched:
+                unwatched.append(resolved)
+        return unwatched
 
     def _schedule(self, observer: BaseObserver, resolved: str, identity: _Identity) -> bool | None:
         """Whether ``resolved`` is watched now; None when inotify ran out of instances or watches."""
