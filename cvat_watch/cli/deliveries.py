@@ -7,6 +7,7 @@ import ssl
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
+from cvat_watch._escape import printable
 from cvat_watch.config import (
     AppriseHandlerConfig,
     CommandHandlerConfig,
@@ -134,10 +135,11 @@ def format_deliveries(rows: Sequence[Delivery], handlers: Mapping[str, str]) -> 
     ]
     for row in rows:
         when = _when(row.delivered_at if row.status == "delivered" else row.next_attempt_at)
-        error = (row.last_error or "").replace("\n", " ")
+        error = printable(row.last_error or "")
+        # Task ids come from the export: a newline in one must not forge a row.
         lines.append(
             f"{row.id:>6}  {row.status:<9} {row.attempts:>5}  {row.handler_key:<16} "
-            f"{row.event_type:<16} {row.task_id:<8} {when:<20}  {error[:80]}"
+            f"{row.event_type:<16} {printable(row.task_id):<8} {when:<20}  {error[:80]}"
         )
     if not rows:
         lines.append("(no deliveries)")

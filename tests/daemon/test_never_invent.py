@@ -282,3 +282,30 @@ def test_log_lines_escape_bidi_and_c1_characters_from_the_export(
     assert '"drive\\u202e20-\\u0085"' in line
     assert "job 2\\u202e6: reading state 'Completed'" in log
     assert "(1\\x855)" in log  # the task the export lacks, in the "export is behind" warning
+
+
+def test_deliveries_escapes_a_task_id_that_would_forge_a_row(workspace: Workspace) -> None:
+    """`deliveries` shows a task id holding a newline as one escaped cell of its own row."""
+    forged = "12\n    99  delivered"
+    text = workspace.annotations.read_text().replace("<id>12</id>", "<id>12&#10;    99  delivered</id>")
+    workspace.annotations.write_text(text)
+    config = workspace.write_config(handlers=['[[handler]]\ntype = "log"'])
+    jobs = [_job(job, forged if task == "12" else task, state) for job, task, state in _rows({})]
+    _write(workspace, _page(jobs))
+    assert run_cli("once", "--config", str(config)).returncode == 0
+    jobs = [
+        _job(job, forged if task == "12" else task, state) for job, task, state in _rows({"23": "completed"})
+    ]
+    _write(workspace, _page(jobs))
+    result = run_cli("once", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    listing = run_cli("deliveries", "--config", str(config))
+    assert listing.returncode == 0, listing.stderr
+    lines = listing.stdout.splitlines()
+    assert len(lines) == 2  # the header and the one delivery
+    assert "12\\n    99  delivered" in lines[1]
+
+
+def _rows(states: Mapping[str, str]) -> list[tuple[str, str, str]]:
+    states = {**EXAMPLE_STATES, **states}
+    return [(job, task, states[job]) for job, task in EXAMPLE_JOBS.items()]
