@@ -297,7 +297,8 @@ class ReaderBase:
 
     def meta_known(self) -> None:
         """Derive what the body needs from the meta: the task id images default to."""
-        single = self.tasks[0].id if len(self.tasks) == 1 else None
+        # A job export's <job><id> is the job's id: its images belong to a task the file never names.
+        single = self.tasks[0].id if len(self.tasks) == 1 and self.kind != "job" else None
         self.single_task_id = single
         self.default_task_id = single if self.kind != "project" else None
 
