@@ -17,6 +17,7 @@ Two fields on the XML-derived classes are not content:
 
 from __future__ import annotations
 
+import math
 import re
 import typing
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -475,6 +476,63 @@ class Tag:
 
 
 Shape = Box | Polygon | Polyline | Points | Ellipse | Cuboid | Mask | Skeleton | Tag
+
+
+# -- coordinates kept as text until first read ----------------------------------------------------
+#
+# A large export holds millions of coordinate pairs, and as Python tuples of floats each pair
+# costs ~100 bytes and a float() per number. The XML reader may therefore leave a ``points`` slot
+# holding the attribute's text (``"x,y;x,y"``), after checking that it is plain decimal numbers
+# (so decoding can neither fail nor give a different value later); the first read of ``points``
+# decodes it with points_from_text and stores the tuple in its place. Every read goes through the
+# descriptor below, so ``shape.points``, ==, hash(), repr(), evolve(), to_dict() and save() only
+# ever see the tuple: the text is never observable. __init__ always stores a tuple.
+
+
+def points_from_text(text: str) -> Coordinates:
+    """``"x,y;x,y"`` → ((x, y), (x, y)); ValueError for anything else (nan and inf included)."""
+    if not text:
+        return ()
+    # A few C-level passes and no Python loop: this is the hottest path of most exports.
+    flat = list(map(float, text.replace(";", ",").split(",")))
+    total = sum(flat)
+    if total - total:  # a nan or an infinity among them (x - x is 0.0 for every finite x)
+        for value in flat:
+            if not math.isfinite(value):
+                raise ValueError(text)
+    values = iter(flat)
+    return tuple(zip(values, values, strict=True))
+
+
+class _PointsSlot:
+    """The ``points`` attribute of a slotted class: decodes text its slot holds on first read."""
+
+    __slots__ = ("slot",)
+
+    def __init__(self, slot: typing.Any) -> None:
+        self.slot = slot  # the member descriptor of the slot
+
+    def __get__(self, obj: object, owner: type | None = None) -> typing.Any:
+        if obj is None:
+            return self
+        value = self.slot.__get__(obj, owner)
+        if type(value) is str:
+            value = points_from_text(value)
+            self.slot.__set__(obj, value)
+        return value
+
+    def __set__(self, obj: object, value: typing.Any) -> None:
+        self.slot.__set__(obj, value)
+
+    def __delete__(self, obj: object) -> None:
+        self.slot.__delete__(obj)
+
+
+#: The classes whose ``points`` slot may hold text until it is first read.
+TEXT_POINTS_CLASSES: tuple[type, ...] = (Polygon, Polyline, Points, SkeletonPoint, Skeleton)
+for _cls in TEXT_POINTS_CLASSES:
+    _cls.points = _PointsSlot(_cls.__dict__["points"])  # type: ignore[attr-defined]
+del _cls
 
 #: The shape kinds: CVAT's element name → (the ImageAnnotation field holding them, their class), in
 #: the order of ImageAnnotation's fields. The one table of shape kinds; cvatxml derives its own from it.
