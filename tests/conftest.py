@@ -12,8 +12,8 @@ from cvat_watch.testing.process import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Public CVAT files beside the project (``../shared/corpus``); a user's clone has none.
-#: CVAT_WATCH_CORPUS points elsewhere (a git worktree does not sit beside ``shared``).
-CORPUS = Path(os.environ.get("CVAT_WATCH_CORPUS") or ROOT.parent / "shared" / "corpus")
+#: CVAT_CORPUS_DIR points elsewhere (a git worktree does not sit beside ``shared``).
+CORPUS = Path(os.environ.get("CVAT_CORPUS_DIR") or ROOT.parent / "shared" / "corpus")
 
 
 @pytest.fixture
