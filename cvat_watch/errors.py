@@ -7,6 +7,7 @@ The tree::
     ├── JobStatusError     a job-status file could not be read (path, where)
     ├── ConfigError        the configuration is invalid (path, key)
     ├── StateError         the state database could not be read or written (path)
+    ├── QueryError         a question about an export its content cannot answer (also a LookupError)
     └── DeliveryError      a handler failed to deliver an event (retry, retry_after)
 
 Details travel as attributes so that callers can act on them; ``__str__`` formats them
@@ -23,6 +24,7 @@ __all__ = [
     "CvatWatchError",
     "DeliveryError",
     "JobStatusError",
+    "QueryError",
     "StateError",
 ]
 
@@ -106,6 +108,19 @@ class ConfigError(CvatWatchError):
     def __str__(self) -> str:
         prefix = _where(self.path, self.key or "")
         return f"{prefix}: {self.message}" if prefix else self.message
+
+
+class QueryError(CvatWatchError, LookupError):
+    """A question about an export that its content cannot answer, saying what is missing.
+
+    For example the task of a job export without a job-status file naming its job, an image name
+    that occurs in several tasks, or a task the export does not describe. A LookupError too, so
+    code written against the plain LookupError these questions used to raise keeps working.
+    """
+
+    def __init__(self, message: str, *, path: str | os.PathLike[str] | None = None) -> None:
+        super().__init__(message)
+        self.path = os.fspath(path) if path is not None else None
 
 
 class StateError(CvatWatchError):

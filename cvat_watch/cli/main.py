@@ -33,15 +33,17 @@ def _print_json(data: Any) -> None:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from cvat_watch.cli.report import format_table, task_reports
+    from cvat_watch.cli.report import format_table, task_reports, unreported_tasks
     from cvat_watch.converter import to_dict
     from cvat_watch.model import Annotations
 
     annotations = Annotations.from_path(args.export, args.jobs)
     reports = task_reports(annotations, base_url=args.base_url)
+    for note in unreported_tasks(annotations):
+        print(f"cvat-watch: {args.export}: {note}", file=sys.stderr)
     if args.json:
         _print_json([to_dict(report) for report in reports])
-    else:
+    elif reports:
         print(format_table(reports))
         if args.jobs is None:
             print("(no --jobs file given: no task counts as completed)", file=sys.stderr)
