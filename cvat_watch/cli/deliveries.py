@@ -55,7 +55,7 @@ def _describe_handler(handler: HandlerConfig) -> str:
     if isinstance(handler, WebhookHandlerConfig):
         keys = 1 + len(handler.extra_secrets)
         signed = ("signed" if keys == 1 else f"signed with {keys} keys") if handler.secret else "unsigned"
-        return f"webhook POST {redact_url(handler.url)} ({signed})"
+        return f"webhook POST {redact_url(handler.url)} ({signed}), timeout {handler.timeout:g}s"
     if isinstance(handler, AppriseHandlerConfig):
         schemes = sorted({url.reveal().split("://", 1)[0] for url in handler.urls})
         digest = (
@@ -63,9 +63,8 @@ def _describe_handler(handler: HandlerConfig) -> str:
             if handler.group_wait is not None
             else ""
         )
-        return (
-            f"apprise, {len(handler.urls)} URL(s): {', '.join(scheme + '://…' for scheme in schemes)}{digest}"
-        )
+        targets = ", ".join(scheme + "://…" for scheme in schemes)
+        return f"apprise, {len(handler.urls)} URL(s): {targets}{digest}, timeout {handler.timeout:g}s"
     if isinstance(handler, CommandHandlerConfig):
         return f"command {handler.command[0]} (+{len(handler.command) - 1} args), timeout {handler.timeout}s"
     if isinstance(handler, LogHandlerConfig):
