@@ -87,6 +87,9 @@ class Dispatcher:
     _clock: Callable[[], float] = attrs.field(default=time.time, kw_only=True)
     _jitter: float = attrs.field(default=0.1, kw_only=True)
     _rng: random.Random = attrs.field(default=None, converter=_random, kw_only=True)
+    #: Told each attempt's outcome (handler key, "delivered"/"failed"/"dead"/"gone", and for a
+    #: delivery the seconds since its event was committed): the metrics' hook.
+    _on_outcome: Callable[[str, str, float | None], None] | None = attrs.field(default=None, kw_only=True)
     _workers: dict[str, _Worker] = attrs.field(init=False)
     _stopping: threading.Event = attrs.field(factory=threading.Event, init=False)
 
@@ -219,8 +222,17 @@ class Dispatcher:
                 exc_info=True,
             )
             return self._failed(route, row, DeliveryError(repr(error), retry=True), now=now)
-        self._store.record_delivered(row.id, now if now is not None else self._clock())
+        when = now if now is not None else self._clock()
+        self._store.record_delivered(row.id, when)
+        self._report(route.key, "delivered", when - row.created_at)
         return True
+
+    def _report(self, key: str, outcome: str, latency: float | None = None) -> None:
+        if self._on_outcome is not None:
+            try:
+                self._on_outcome(key, outcome, latency)
+            except Exception:  # counting must never cost a delivery
+                log.warning("the delivery outcome hook failed", exc_info=True)
 
     def _failed(self, route: Route, row: Delivery, error: DeliveryError, *, now: float | None) -> bool:
         when = now if now is not None else self._clock()
@@ -229,6 +241,7 @@ class Dispatcher:
         if error.gone:
             self._store.record_failure(row.id, message, when, when)
             self._store.mark_gone(route.key, message, when)
+            self._report(route.key, "gone")
             log.warning(
                 "handler %s: the target is gone (%s); event %s and every pending and future"
                 " delivery to it are dropped until a redeliver",
@@ -239,6 +252,7 @@ class Dispatcher:
             return False
         next_attempt = self.next_attempt_at(route, attempts, error, when) if error.retry else None
         self._store.record_failure(row.id, message, when, next_attempt)
+        self._report(route.key, "dead" if next_attempt is None else "failed")
         if next_attempt is None:
             reason = "not retryable" if not error.retry else f"after {attempts} attempts"
             log.warning(

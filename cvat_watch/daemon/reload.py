@@ -142,6 +142,12 @@ class WatchRunner:
         return self._last_error
 
     @property
+    def snapshot(self) -> Snapshot | None:
+        """The last committed snapshot (the database's baseline), once read; for read-only views."""
+        baseline = self._baseline
+        return baseline[0] if baseline is not None else None
+
+    @property
     def paths(self) -> list[Path]:
         return [p for p in (self.config.annotations, self.config.job_status) if p is not None]
 

@@ -7,6 +7,7 @@ speaks sd_notify. :func:`run_once` is the same pipeline once, for cron.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -21,6 +22,8 @@ from cvat_watch.config import Config, load_config
 from cvat_watch.daemon import sdnotify
 from cvat_watch.daemon.dispatch import Dispatcher, Route
 from cvat_watch.daemon.events import JOB_STATE_CHANGED
+from cvat_watch.daemon.health import WatchdogPinger
+from cvat_watch.daemon.ops import Operations
 from cvat_watch.daemon.reload import ReloadOutcome, WatchRunner
 from cvat_watch.daemon.routes import build_routes, close_routes
 from cvat_watch.daemon.store import Store
@@ -60,20 +63,42 @@ class Daemon:
     # SimpleQueue.put is reentrant, so signal handlers may use it while the main loop waits.
     _inbox: queue.SimpleQueue[tuple[str, str]] = attrs.field(factory=queue.SimpleQueue)
     _last_recheck: dict[str, float] = attrs.field(factory=dict)
+    # What operators see: metrics, health, the status page (see ops.py); the watchdog's pinger.
+    _ops: Operations | None = None
+    _pinger: WatchdogPinger | None = None
+    _data_version: int | None = None
+
+    @property
+    def ops(self) -> Operations | None:
+        return self._ops
 
     def run(self) -> int:
         """Run until SIGTERM or SIGINT; SIGHUP reloads the configuration. Returns the exit code."""
         self._config = load_config(self.config_path, environ=self.environ)
         self._store = open_store(self._config)
+        self._ops = Operations(
+            state_path=self._store.path,
+            runners=lambda: self._runners,
+            handlers=lambda: [route.key for route in self._routes],
+        )
+        self._ops.config_loaded()
+        self._pinger = WatchdogPinger.from_environment(self._ops.liveness, self.environ)
+        if self._pinger is not None:
+            self._pinger.start()
         previous = self._install_signals()
         try:
             self._start(self._config)
+            log.info("%s", self.summary_line())
+            self._ops.ready = True
             self._notify_ready()
             self._loop()
         finally:
             sdnotify.notify("STOPPING=1", environ=self.environ)
             log.info("stopping: finishing deliveries in flight")
             self._shutdown()
+            if self._pinger is not None:
+                self._pinger.stop()
+            self._ops.close()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
         log.info("stopped")
@@ -84,7 +109,9 @@ class Daemon:
     def _start(self, config: Config) -> None:
         assert self._store is not None
         self._routes = build_routes(config)
-        dispatcher = Dispatcher(self._store, self._routes)
+        dispatcher = Dispatcher(
+            self._store, self._routes, on_outcome=self._ops.delivery if self._ops else None
+        )
         wants_job_events = any(JOB_STATE_CHANGED in route.events for route in self._routes)
         runners = {
             watch.name: WatchRunner(
@@ -93,7 +120,9 @@ class Daemon:
             for watch in config.watches
         }
         for runner in runners.values():
-            outcome = runner.reload(force=True)
+            with self._busy(f"loading watch {runner.name}"):
+                outcome = runner.reload(force=True)
+            self._reported(runner, outcome)
             self._last_recheck[runner.name] = time.monotonic()
             if outcome.status == "failed":
                 log.warning("watch %s: not loaded yet; waiting for valid files", runner.name)
@@ -149,18 +178,13 @@ class Daemon:
     # -- main loop ---------------------------------------------------------------------------
 
     def _loop(self) -> None:
-        watchdog_every = sdnotify.watchdog_interval(environ=self.environ)
-        next_ping = time.monotonic()
         while True:
-            now = time.monotonic()
-            if watchdog_every is not None and now >= next_ping:
-                sdnotify.notify("WATCHDOG=1", environ=self.environ)
-                next_ping = now + watchdog_every
-            timeout = _MAIN_LOOP_TICK
-            if watchdog_every is not None:
-                timeout = max(0.0, min(timeout, next_ping - now))
+            # WATCHDOG=1 comes from the pinger's thread, as long as this loop beats (health.py).
+            if self._ops is not None:
+                self._ops.liveness.beat()
+            self._wake_on_foreign_commit()
             try:
-                kind, name = self._inbox.get(timeout=timeout)
+                kind, name = self._inbox.get(timeout=_MAIN_LOOP_TICK)
             except queue.Empty:
                 self._periodic()
                 continue
@@ -174,12 +198,16 @@ class Daemon:
     def _reload_watch(self, name: str) -> None:
         runner = self._runners[name]
         try:
-            outcome = runner.reload()
+            with self._busy(f"reloading watch {name}"):
+                outcome = runner.reload()
         except CvatWatchError as error:
             # The state database failed (disk full, read-only): the baseline did not move, so
             # the same change is diffed again on the next event or re-check.
             log.error("watch %s: %s; will retry", name, error)
+            if self._ops is not None:
+                self._ops.reloaded(name, "error", error=str(error))
             return
+        self._reported(runner, outcome)
         self._last_recheck[name] = time.monotonic()
         if outcome.status == "committed":
             if outcome.events and self._dispatcher is not None:
@@ -209,6 +237,8 @@ class Daemon:
             close_routes(build_routes_check)
         except CvatWatchError as error:
             log.error("reload: %s; keeping the running configuration", error)
+            if self._ops is not None:
+                self._ops.config_loaded(error=str(error))
             self._notify_ready()
             return
         log.info("reload: applying %s", self.config_path)
@@ -218,6 +248,9 @@ class Daemon:
             config = attrs.evolve(config, state_dir=self._config.state_dir)
         self._config = config
         self._start(config)
+        if self._ops is not None:
+            self._ops.config_loaded()
+        log.info("reload: %s", self.summary_line())
         self._notify_ready()
 
     def _notify_ready(self) -> None:
@@ -226,6 +259,46 @@ class Daemon:
 
     def _notify_status(self) -> None:
         sdnotify.notify(f"STATUS={self.status_line()}", environ=self.environ)
+
+    # -- operations (ops.py): health, metrics, the log line operators look for -----------------
+
+    def _busy(self, what: str) -> Any:
+        """Long work in the main loop: the watchdog keeps being fed meanwhile (health.py)."""
+        if self._ops is None:
+            return contextlib.nullcontext()
+        return self._ops.liveness.busy(what)
+
+    def _reported(self, runner: WatchRunner, outcome: ReloadOutcome) -> None:
+        if self._ops is not None:
+            self._ops.reloaded(
+                runner.name,
+                outcome.status,
+                event_types=[event.type for event in outcome.events] if outcome.status == "committed" else (),
+                error=outcome.error,
+            )
+
+    def _wake_on_foreign_commit(self) -> None:
+        """Another process committed (``cvat-watch redeliver``): let the dispatcher look now."""
+        if self._store is None or self._dispatcher is None:
+            return
+        try:
+            version = self._store.data_version()
+        except CvatWatchError:
+            return  # the next reload or delivery reports a failing store
+        if self._data_version is not None and version != self._data_version:
+            log.debug("the state changed outside the daemon; waking the dispatcher")
+            self._dispatcher.wake()
+        self._data_version = version
+
+    def summary_line(self) -> str:
+        """What the daemon is doing, in one line: its watches, its handlers and its state."""
+        config = self._config
+        if config is None:
+            return "not configured"
+        watches = ", ".join(f"{watch.name} ({watch.annotations})" for watch in config.watches)
+        handlers = ", ".join(route.key for route in self._routes) or "none"
+        state = self._store.path if self._store is not None else config.state_dir
+        return f"watching {len(config.watches)} export(s): {watches}; handlers: {handlers}; state: {state}"
 
     def status_line(self) -> str:
         parts = []

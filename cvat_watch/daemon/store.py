@@ -25,6 +25,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Self
+from urllib.parse import quote
 
 import attrs
 
@@ -32,7 +33,7 @@ from cvat_watch.daemon.events import Event
 from cvat_watch.daemon.snapshot import Snapshot, TaskState
 from cvat_watch.errors import StateError
 
-__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "Delivery", "DeliveryStatus", "Store"]
+__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "Delivery", "DeliveryStatus", "OutboxSummary", "Store"]
 
 #: ``PRAGMA application_id`` of a cvat-watch database ("CVWT"): tells our file from any other SQLite file.
 APPLICATION_ID = 0x43565754
@@ -130,6 +131,19 @@ class Delivery:
 
 
 _FIELD_NAMES = tuple(field.name for field in attrs.fields(Delivery))
+
+
+@attrs.frozen
+class OutboxSummary:
+    """One handler's deliveries by status; ``retrying``: pending ones that failed before."""
+
+    pending: int = 0
+    retrying: int = 0
+    dead: int = 0
+    gone: int = 0
+    delivered: int = 0
+    #: Seconds since the oldest pending delivery's event was committed; None when none is pending.
+    oldest_pending_age: float | None = None
 
 
 def _describe(exc: BaseException) -> str:
@@ -464,6 +478,96 @@ class Store:
             key: status if status != "gone" else f"gone: {reason or 'no reason given'}"
             for key, status, reason in rows
         }
+
+    # -- read-only views: metrics, the status page, admin commands ---------------------------
+
+    @classmethod
+    def open_read_only(cls, path: Path | str, *, busy_timeout: float = 10.0) -> Store:
+        """Open an existing database for reading only; StateError if it is missing or not ours.
+
+        Never creates the file (an admin command pointed at the wrong folder must say so, not
+        report an empty outbox), and never writes: the daemon keeps its own connection, and a
+        reader on a second connection does not wait for the daemon's lock between statements.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise StateError("no state database here", path=path)
+        connection: sqlite3.Connection | None = None
+        try:
+            connection = sqlite3.connect(
+                f"file:{quote(str(path.resolve()))}?mode=ro",
+                uri=True,
+                timeout=busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            application_id = connection.execute("PRAGMA application_id").fetchone()[0]
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+        except (sqlite3.Error, OSError) as exc:
+            if connection is not None:
+                connection.close()
+            raise StateError(f"cannot open the state database: {_describe(exc)}", path=path) from exc
+        if application_id != APPLICATION_ID or version != SCHEMA_VERSION:
+            connection.close()
+            raise StateError(
+                f"not a cvat-watch state database of schema version {SCHEMA_VERSION}"
+                f" (application id {application_id:#x}, version {version})",
+                path=path,
+            )
+        return cls(path=path, connection=connection)
+
+    def outbox_summary(self, now: float) -> dict[str, OutboxSummary]:
+        """Per handler key seen in the outbox: its counts by status and its oldest pending age."""
+        with self._use("summarise the outbox") as connection:
+            rows = connection.execute(
+                "SELECT handler_key, status, count(*), min(id) FROM deliveries"
+                " WHERE status != 'delivered' GROUP BY handler_key, status"
+            ).fetchall()
+            # Counted apart: the delivered rows are most of a long-lived outbox, and counting
+            # them walks the index once, without touching the rows.
+            delivered = dict(
+                connection.execute(
+                    "SELECT handler_key, count(*) FROM deliveries WHERE status = 'delivered'"
+                    " GROUP BY handler_key"
+                ).fetchall()
+            )
+            retrying = dict(
+                connection.execute(
+                    "SELECT handler_key, count(*) FROM deliveries WHERE status = 'pending'"
+                    " AND attempts > 0 GROUP BY handler_key"
+                ).fetchall()
+            )
+            # Ids grow with creation time: the smallest pending id is the oldest pending row.
+            oldest: dict[str, float] = {}
+            for key, status, _count, first in rows:
+                if status == "pending":
+                    (created,) = connection.execute(
+                        "SELECT created_at FROM deliveries WHERE id = ?", (first,)
+                    ).fetchone()
+                    oldest[key] = float(created)
+        counts: dict[str, dict[str, int]] = {}
+        for key, status, count, _first in rows:
+            counts.setdefault(key, {})[status] = int(count)
+        return {
+            key: OutboxSummary(
+                pending=counts.get(key, {}).get("pending", 0),
+                retrying=int(retrying.get(key, 0)),
+                dead=counts.get(key, {}).get("dead", 0),
+                gone=counts.get(key, {}).get("gone", 0),
+                delivered=int(delivered.get(key, 0)),
+                oldest_pending_age=max(0.0, now - oldest[key]) if key in oldest else None,
+            )
+            for key in sorted(set(counts) | set(delivered))
+        }
+
+    def data_version(self) -> int:
+        """SQLite's ``data_version``: changes when another connection (process) commits.
+
+        Cheap (no disk read), so the daemon polls it to notice ``cvat-watch redeliver``.
+        """
+        with self._use("read the data version") as connection:
+            return int(connection.execute("PRAGMA data_version").fetchone()[0])
 
     def __repr__(self) -> str:
         return f"<Store {str(self._path)!r}{' closed' if self._closed else ''}>"
