@@ -43,6 +43,7 @@ __all__ = [
     "Secret",
     "WatchConfig",
     "WebhookHandlerConfig",
+    "configured_state_dir",
     "default_state_dir",
     "load_config",
 ]
@@ -321,6 +322,22 @@ def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | No
     for warning in config.warnings:
         logger.warning("%s", warning)
     return config
+
+
+def configured_state_dir(path: str | os.PathLike[str]) -> Path | None:
+    """The ``state_dir`` a configuration file sets (absolute), or None when it leaves it out.
+
+    Reads nothing else: the admin commands that only need the state must work without the
+    handlers' secrets, which an admin shell usually does not have.
+    """
+    file = Path(os.path.abspath(os.fspath(path)))
+    value = _read_toml(file).get("state_dir")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError("must be a non-empty string", path=file, key="state_dir")
+    state_dir = Path(value).expanduser()
+    return state_dir if state_dir.is_absolute() else file.parent / state_dir
 
 
 def _read_toml(file: Path) -> dict[str, Any]:

@@ -33,11 +33,14 @@ def _print_json(data: Any) -> None:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    from cvat_watch.cli.progress import reading_progress
     from cvat_watch.cli.report import format_table, task_reports
     from cvat_watch.converter import to_dict
     from cvat_watch.model import Annotations
 
-    annotations = Annotations.from_path(args.export, args.jobs)
+    # A project export of a gigabyte takes a while: say how far it got, on a terminal only.
+    with reading_progress(args.export, sys.stderr):
+        annotations = Annotations.from_path(args.export, args.jobs)
     reports = task_reports(annotations, base_url=args.base_url)
     if args.json:
         _print_json([to_dict(report) for report in reports])
@@ -54,10 +57,23 @@ def _setup_logging(args: argparse.Namespace) -> None:
     configure_logging(json_lines=args.log_format == "json", level=args.log_level.upper())
 
 
+def _setup_command_logging() -> None:
+    """Short commands: warnings (the config's among them) once on stderr, as the command's own lines."""
+    from cvat_watch.cli.logs import configure_logging
+
+    configure_logging(level="WARNING", command=True)
+
+
 def _load_config(args: argparse.Namespace) -> Any:
     from cvat_watch.config import load_config
 
     return load_config(args.config)
+
+
+def _state_database(args: argparse.Namespace) -> Any:
+    from cvat_watch.cli.state import find_state
+
+    return find_state(state_dir=args.state_dir, config=args.config)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -93,6 +109,7 @@ def _cmd_once(args: argparse.Namespace) -> int:
 def _cmd_check_config(args: argparse.Namespace) -> int:
     from cvat_watch.cli.deliveries import describe_config
 
+    _setup_command_logging()
     config = _load_config(args)
     lines, problems = describe_config(config)
     print("\n".join(lines))
@@ -103,9 +120,11 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 def _cmd_deliveries(args: argparse.Namespace) -> int:
     from cvat_watch.cli.deliveries import format_deliveries
-    from cvat_watch.daemon.service import open_store
+    from cvat_watch.daemon.store import Store
 
-    store = open_store(_load_config(args))
+    _setup_command_logging()
+    # Read-only: no handler is started, so no secret is needed, and nothing is ever created.
+    store = Store.open_read_only(_state_database(args))
     try:
         rows = store.deliveries(failed_only=args.failed, limit=args.limit)
         gone = store.handler_status()
@@ -119,24 +138,32 @@ def _cmd_deliveries(args: argparse.Namespace) -> int:
 
 
 def _delivery_dict(row: Any) -> dict[str, Any]:
+    from datetime import UTC, datetime
+
     from cvat_watch.converter import to_dict
 
     data: dict[str, Any] = to_dict(row)
     data.pop("payload", None)
+    for field in ("created_at", "delivered_at", "next_attempt_at"):
+        if data.get(field) is not None:
+            data[field] = datetime.fromtimestamp(data[field], UTC).isoformat(timespec="milliseconds")
     return data
 
 
 def _cmd_redeliver(args: argparse.Namespace) -> int:
-    from cvat_watch.daemon.service import open_store
+    from cvat_watch.daemon.store import Store
 
-    store = open_store(_load_config(args))
+    _setup_command_logging()
+    # Found, never created; no handler is started, so no secret is needed.
+    store = Store.open(_state_database(args))
     try:
         row = store.redeliver(args.delivery_id, time.time())
     finally:
         store.close()
+    # The daemon notices another process's commit within a second (the state's data_version).
     print(
         f"delivery {row.id} ({row.event_type} {row.event_id} → {row.handler_key}) is due now;"
-        " a running daemon sends it within a few seconds, or run `cvat-watch once`"
+        " a running daemon sends it within 2 seconds, or run `cvat-watch once`"
     )
     return EXIT_OK
 
@@ -194,7 +221,19 @@ def _add_daemon_commands(commands: Any) -> None:
     check = with_config(commands.add_parser("check-config", help="validate the configuration and exit"))
     check.set_defaults(func=_cmd_check_config)
 
-    deliveries = with_config(
+    def with_state(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        parser.add_argument(
+            "--config", "-c", metavar="FILE", help="the TOML configuration (only its state_dir is read)"
+        )
+        parser.add_argument(
+            "--state-dir",
+            metavar="DIR",
+            help="the daemon's state folder (default: the config's state_dir, $STATE_DIRECTORY,"
+            " /var/lib/cvat-watch, then ~/.local/state/cvat-watch)",
+        )
+        return parser
+
+    deliveries = with_state(
         commands.add_parser("deliveries", help="list the outbox: what was sent, what failed")
     )
     deliveries.add_argument("--failed", action="store_true", help="only dead, gone or retrying deliveries")
@@ -202,7 +241,7 @@ def _add_daemon_commands(commands: Any) -> None:
     deliveries.add_argument("--limit", type=int, default=50, help="at most this many rows (default 50)")
     deliveries.set_defaults(func=_cmd_deliveries)
 
-    redeliver = with_config(commands.add_parser("redeliver", help="queue one delivery again, due now"))
+    redeliver = with_state(commands.add_parser("redeliver", help="queue one delivery again, due now"))
     redeliver.add_argument("delivery_id", metavar="ID", type=int, help="the delivery's id from `deliveries`")
     redeliver.set_defaults(func=_cmd_redeliver)
 
