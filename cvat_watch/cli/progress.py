@@ -59,10 +59,16 @@ def reading_progress(path: str | os.PathLike[str], stream: TextIO) -> Iterator[N
     stop = threading.Event()
 
     def show() -> None:
+        seen = False
         while True:
             position = _position(target)
+            # Not open yet: nothing read; open: its position; closed again: all of it read.
+            if position is None:
+                position = total if seen else 0
+            else:
+                seen = True
             elapsed = time.monotonic() - started
-            share = f"{100 * position / total:3.0f}%" if position is not None and total else "…"
+            share = f"{100 * position / total:3.0f}%" if total else "…"
             stream.write(f"\rreading {target.name} ({_size(total)}): {share}  {elapsed:.0f} s ")
             stream.flush()
             if stop.wait(_INTERVAL):

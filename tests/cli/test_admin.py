@@ -104,7 +104,9 @@ def test_no_state_is_an_error_and_nothing_is_created(tmp_path: Path, workspace: 
     assert not workspace.state_dir.exists()
 
 
-def test_without_a_configured_state_dir_the_systemd_places_are_tried(tmp_path: Path, workspace: Workspace) -> None:
+def test_without_a_configured_state_dir_the_systemd_places_are_tried(
+    tmp_path: Path, workspace: Workspace
+) -> None:
     """A config without state_dir (as under systemd): $STATE_DIRECTORY is used, and without it the
     error lists /var/lib/cvat-watch and the user default."""
     workspace.write_config(handlers=[])
@@ -113,14 +115,20 @@ def test_without_a_configured_state_dir_the_systemd_places_are_tried(tmp_path: P
     config.write_text(workspace.config.read_text().replace('state_dir = "state"', ""))
     home = tmp_path / "home"
     found = run_cli(
-        "deliveries", "--config", str(config), env={"STATE_DIRECTORY": str(workspace.state_dir), "HOME": str(home)}
+        "deliveries",
+        "--config",
+        str(config),
+        env={"STATE_DIRECTORY": str(workspace.state_dir), "HOME": str(home)},
     )
     assert found.returncode == 0, found.stderr
     assert "(no deliveries)" in found.stdout
     if (SYSTEMD_STATE_DIR / "cvat-watch.db").exists():
         pytest.skip("this machine has a real /var/lib/cvat-watch state")
     lost = run_cli(
-        "deliveries", "--config", str(config), env={"STATE_DIRECTORY": "", "HOME": str(home), "XDG_STATE_HOME": ""}
+        "deliveries",
+        "--config",
+        str(config),
+        env={"STATE_DIRECTORY": "", "HOME": str(home), "XDG_STATE_HOME": ""},
     )
     assert lost.returncode == 2
     assert str(SYSTEMD_STATE_DIR) in lost.stderr and str(home / ".local/state/cvat-watch") in lost.stderr
@@ -178,11 +186,15 @@ def test_daemon_logs_one_summary_line_at_start_and_at_reload(
         assert daemon.stop() == 0
 
 
-def test_apprise_info_lines_stay_out_of_the_log(tmp_path: Path, workspace: Workspace, receiver: Receiver) -> None:
+def test_apprise_info_lines_stay_out_of_the_log(
+    tmp_path: Path, workspace: Workspace, receiver: Receiver
+) -> None:
     """At the default level, Apprise's own INFO lines ("Sent JSON notification") do not appear."""
     apprise_url = f"json://127.0.0.1:{receiver.port}/chat"
     workspace.write_config(
-        handlers=[f'[[handler]]\ntype = "apprise"\nname = "chat"\nurls = ["{apprise_url}"]\nretry_delays = [0.2]\n']
+        handlers=[
+            f'[[handler]]\ntype = "apprise"\nname = "chat"\nurls = ["{apprise_url}"]\nretry_delays = [0.2]\n'
+        ]
     )
     with DaemonRig(tmp_path) as rig:
         daemon = rig.start(workspace.config, args=("--log-level", "info"))
