@@ -49,16 +49,14 @@ def test_outbox_gauges_are_read_from_the_state_after_a_restart(tmp_path: Path) -
     path = tmp_path / "cvat-watch.db"
     with Store.open(path) as store:
         store.commit_reload(
-            "w",
-            _snapshot("1", "2", "3"),
-            {},
-            [_event("1"), _event("2"), _event("3")],
-            lambda _: ["a", "b"],
-            now=1000.0,
+            "w", _snapshot("1", "2"), {}, [_event("1"), _event("2")], lambda _: ["a", "b"], now=1000.0
+        )
+        store.commit_reload(
+            "w", _snapshot("1", "2", "3"), {}, [_event("3")], lambda _: ["a", "b"], now=1050.0
         )
         (first, *_rest) = store.due_deliveries("a", now=1000.0)
         store.record_failure(first.id, "HTTP 503", 1001.0, 2000.0)  # retrying: still pending
-        for row in store.due_deliveries("b", now=1000.0):
+        for row in store.due_deliveries("b", now=1050.0):
             store.record_delivered(row.id, 1002.0)
     operations = Operations(
         state_path=path, runners=dict, handlers=lambda: ["a", "b", "c"], clock=lambda: 1100.0
