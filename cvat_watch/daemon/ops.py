@@ -105,11 +105,11 @@ class Operations:
 
     # -- what a scrape and the page read ------------------------------------------------------
 
-    def _outbox(self) -> Mapping[str, OutboxSummary]:
+    def _outbox(self, *, delivered: bool = False) -> Mapping[str, OutboxSummary]:
         with self._reader_lock:
             if self._reader is None:
                 self._reader = Store.open_read_only(self.state_path)
-            return self._reader.outbox_summary(self.clock())
+            return self._reader.outbox_summary(self.clock(), delivered=delivered)
 
     def _counts(self, name: str, snapshot: Snapshot) -> WatchCounts:
         known = self._counted.get(name)
@@ -135,7 +135,7 @@ class Operations:
 
     def status_view(self) -> StatusView:
         try:
-            outbox = self._outbox()
+            outbox = self._outbox(delivered=True)
             state = str(self.state_path)
         except CvatWatchError as problem:
             outbox = {}

@@ -517,49 +517,45 @@ class Store:
             )
         return cls(path=path, connection=connection)
 
-    def outbox_summary(self, now: float) -> dict[str, OutboxSummary]:
-        """Per handler key seen in the outbox: its counts by status and its oldest pending age."""
+    def outbox_summary(self, now: float, *, delivered: bool = False) -> dict[str, OutboxSummary]:
+        """Per handler key seen in the state: its counts by status and its oldest pending age.
+
+        Each count is a range of the (handler, status, …, id) index, so a scrape costs what is
+        pending, not what was ever delivered; ``delivered`` counts those too (the status page).
+        """
+        statuses = ("pending", "dead", "gone", "delivered") if delivered else ("pending", "dead", "gone")
+        summaries = {}
         with self._use("summarise the outbox") as connection:
-            rows = connection.execute(
-                "SELECT handler_key, status, count(*), min(id) FROM deliveries"
-                " WHERE status != 'delivered' GROUP BY handler_key, status"
-            ).fetchall()
-            # Counted apart: the delivered rows are most of a long-lived outbox, and counting
-            # them walks the index once, without touching the rows.
-            delivered = dict(
-                connection.execute(
-                    "SELECT handler_key, count(*) FROM deliveries WHERE status = 'delivered'"
-                    " GROUP BY handler_key"
-                ).fetchall()
-            )
-            retrying = dict(
-                connection.execute(
-                    "SELECT handler_key, count(*) FROM deliveries WHERE status = 'pending'"
-                    " AND attempts > 0 GROUP BY handler_key"
-                ).fetchall()
-            )
-            # Ids grow with creation time: the smallest pending id is the oldest pending row.
-            oldest: dict[str, float] = {}
-            for key, status, _count, first in rows:
-                if status == "pending":
-                    (created,) = connection.execute(
-                        "SELECT created_at FROM deliveries WHERE id = ?", (first,)
+            keys = [key for (key,) in connection.execute("SELECT key FROM handlers ORDER BY key")]
+            for key in keys:
+                counts = {}
+                oldest = None
+                for status in statuses:
+                    count, first = connection.execute(
+                        "SELECT count(*), min(id) FROM deliveries WHERE handler_key = ? AND status = ?",
+                        (key, status),
                     ).fetchone()
-                    oldest[key] = float(created)
-        counts: dict[str, dict[str, int]] = {}
-        for key, status, count, _first in rows:
-            counts.setdefault(key, {})[status] = int(count)
-        return {
-            key: OutboxSummary(
-                pending=counts.get(key, {}).get("pending", 0),
-                retrying=int(retrying.get(key, 0)),
-                dead=counts.get(key, {}).get("dead", 0),
-                gone=counts.get(key, {}).get("gone", 0),
-                delivered=int(delivered.get(key, 0)),
-                oldest_pending_age=max(0.0, now - oldest[key]) if key in oldest else None,
-            )
-            for key in sorted(set(counts) | set(delivered))
-        }
+                    counts[status] = int(count)
+                    if status == "pending" and first is not None:
+                        # Ids grow with creation time: the smallest pending id is the oldest row.
+                        (created,) = connection.execute(
+                            "SELECT created_at FROM deliveries WHERE id = ?", (first,)
+                        ).fetchone()
+                        oldest = max(0.0, now - float(created))
+                (retrying,) = connection.execute(
+                    "SELECT count(*) FROM deliveries WHERE handler_key = ? AND status = 'pending'"
+                    " AND attempts > 0",
+                    (key,),
+                ).fetchone()
+                summaries[key] = OutboxSummary(
+                    pending=counts["pending"],
+                    retrying=int(retrying),
+                    dead=counts["dead"],
+                    gone=counts["gone"],
+                    delivered=counts.get("delivered", 0),
+                    oldest_pending_age=oldest,
+                )
+        return summaries
 
     def data_version(self) -> int:
         """SQLite's ``data_version``: changes when another connection (process) commits.
