@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 from collections.abc import Iterator
@@ -206,3 +207,24 @@ def test_apprise_info_lines_stay_out_of_the_log(
     assert "watching 1 export(s)" in daemon.log  # our INFO lines are there
     assert "Sent JSON notification" not in daemon.log
     assert not [line for line in daemon.log.splitlines() if " apprise" in line and "INFO" in line]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, as an admin under systemd has")
+def test_root_leaves_no_root_owned_files_in_the_service_state(
+    workspace: Workspace, receiver: Receiver
+) -> None:
+    """Run by root on a state owned by the service's user, the commands leave every file there owned by
+    that user (SQLite's -wal and -shm included), so the service can still open its state."""
+    _state_with_a_failed_and_a_delivered_row(workspace, receiver)
+    service_uid, service_gid = 61234, 61234
+    for path in [workspace.state_dir, *workspace.state_dir.iterdir()]:
+        os.chown(path, service_uid, service_gid)
+    (row, *_) = StateDatabase(workspace.state_dir / "cvat-watch.db").deliveries("beta-with-a-longer-name")
+    # The read-only listing is what leaves SQLite's -wal and -shm behind.
+    assert run_cli("deliveries", "--state-dir", str(workspace.state_dir)).returncode == 0
+    owners = {path.name: (path.stat().st_uid, path.stat().st_gid) for path in workspace.state_dir.iterdir()}
+    assert "cvat-watch.db-shm" in owners
+    assert set(owners.values()) == {(service_uid, service_gid)}, owners
+    assert run_cli("redeliver", str(row["id"]), "--state-dir", str(workspace.state_dir)).returncode == 0
+    owners = {path.name: (path.stat().st_uid, path.stat().st_gid) for path in workspace.state_dir.iterdir()}
+    assert set(owners.values()) == {(service_uid, service_gid)}, owners
