@@ -120,19 +120,18 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 def _cmd_deliveries(args: argparse.Namespace) -> int:
     from cvat_watch.cli.deliveries import format_deliveries
-    from cvat_watch.cli.state import as_state_owner
     from cvat_watch.daemon.store import Store
 
     _setup_command_logging()
     # Read-only: no handler is started, so no secret is needed, and nothing is ever created.
-    database = _state_database(args)
-    with as_state_owner(database):
-        store = Store.open_read_only(database)
-        try:
-            rows = store.deliveries(failed_only=args.failed, limit=args.limit)
-            gone = store.handler_status()
-        finally:
-            store.close()
+    # Run by root on the service's state, SQLite gives the -wal and -shm files it creates to
+    # the database's owner, so the service can still open them (a test pins this).
+    store = Store.open_read_only(_state_database(args))
+    try:
+        rows = store.deliveries(failed_only=args.failed, limit=args.limit)
+        gone = store.handler_status()
+    finally:
+        store.close()
     if args.json:
         _print_json([_delivery_dict(row) for row in rows])
     else:
@@ -154,18 +153,15 @@ def _delivery_dict(row: Any) -> dict[str, Any]:
 
 
 def _cmd_redeliver(args: argparse.Namespace) -> int:
-    from cvat_watch.cli.state import as_state_owner
     from cvat_watch.daemon.store import Store
 
     _setup_command_logging()
     # Found, never created; no handler is started, so no secret is needed.
-    database = _state_database(args)
-    with as_state_owner(database):
-        store = Store.open(database)
-        try:
-            row = store.redeliver(args.delivery_id, time.time())
-        finally:
-            store.close()
+    store = Store.open(_state_database(args))
+    try:
+        row = store.redeliver(args.delivery_id, time.time())
+    finally:
+        store.close()
     # The daemon notices another process's commit within a second (the state's data_version).
     print(
         f"delivery {row.id} ({row.event_type} {row.event_id} → {row.handler_key}) is due now;"

@@ -11,16 +11,15 @@ place tried; nothing is ever created.
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from cvat_watch.config import configured_state_dir, default_state_dir
 from cvat_watch.daemon.service import STATE_FILE_NAME
 from cvat_watch.errors import StateError
 
-__all__ = ["SYSTEMD_STATE_DIR", "as_state_owner", "find_state"]
+__all__ = ["SYSTEMD_STATE_DIR", "find_state"]
 
 #: ``StateDirectory=cvat-watch`` in the shipped unit.
 SYSTEMD_STATE_DIR = Path("/var/lib/cvat-watch")
@@ -68,25 +67,3 @@ def find_state(
         else f"; pass --state-dir (the systemd unit keeps it in {SYSTEMD_STATE_DIR}, readable by root)"
     )
     raise StateError(f"no cvat-watch state database ({STATE_FILE_NAME}) found in {tried}{hint}")
-
-
-@contextlib.contextmanager
-def as_state_owner(database: Path) -> Iterator[None]:
-    """Give the files SQLite made beside ``database`` during the block to the database's owner.
-
-    SQLite creates the ``-wal`` and ``-shm`` files beside the database, even for a reader, and
-    leaves them when the last connection was read-only. Made by root (an admin's ``sudo``),
-    they would be root's, and the service (``DynamicUser=yes``) could no longer open its own
-    state. Switching the effective user instead does not work: the state lies in folders only
-    root may cross (``/var/lib/private``).
-    """
-    owner = database.stat()
-    try:
-        yield
-    finally:
-        if os.geteuid() == 0 and owner.st_uid != 0:
-            for suffix in ("-wal", "-shm", "-journal"):
-                sidecar = database.with_name(database.name + suffix)
-                with contextlib.suppress(FileNotFoundError):
-                    if sidecar.stat().st_uid != owner.st_uid:
-                        os.chown(sidecar, owner.st_uid, owner.st_gid)
