@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import typing
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -580,6 +580,15 @@ class JobStatus:
         return rule == "completed" or self.stage == ACCEPTANCE
 
 
+def is_task_complete(jobs: Sequence[JobStatus], rule: CompletionRule = "completed") -> bool:
+    """The one rule for a task: at least one counting job, and every one done under ``rule``.
+
+    ``jobs`` are the task's counting jobs (ground-truth and consensus jobs already left out).
+    The library's queries, the daemon's snapshot and the CLI's report all ask this function.
+    """
+    return bool(jobs) and all(job.is_done(rule) for job in jobs)
+
+
 ExportKind = Literal["project", "task", "job"]
 
 
@@ -714,8 +723,7 @@ class Annotations:
 
     def is_task_completed(self, task_id: str | int, *, rule: CompletionRule = "completed") -> bool:
         """At least one counting job, and every one completed (and, for ``accepted``, at acceptance)."""
-        jobs = self.jobs_of_task(task_id)
-        return bool(jobs) and all(job.is_done(rule) for job in jobs)
+        return is_task_complete(self.jobs_of_task(task_id), rule)
 
     def get_completed_task_ids(self, *, rule: CompletionRule = "completed") -> list[str]:
         """The ids of the export's tasks that are completed, in file order."""
@@ -727,9 +735,7 @@ class Annotations:
         return [task for task in self.tasks if task.id is not None and task.id in done]
 
     def _done_task_ids(self, rule: CompletionRule) -> set[str]:
-        return {
-            task_id for task_id, jobs in self.jobs_by_task().items() if all(job.is_done(rule) for job in jobs)
-        }
+        return {task_id for task_id, jobs in self.jobs_by_task().items() if is_task_complete(jobs, rule)}
 
     # -- images -------------------------------------------------------------------------------
 
