@@ -35,11 +35,13 @@ from cvat_watch.eventtypes import ALL_EVENTS, DEFAULT_EVENTS
 __all__ = [
     "ALL_EVENTS",
     "DEFAULT_EVENTS",
+    "DEFAULT_HTTP_LISTEN",
     "DEFAULT_RETRY_DELAYS",
     "AppriseHandlerConfig",
     "CommandHandlerConfig",
     "Config",
     "HandlerConfig",
+    "HttpConfig",
     "LogHandlerConfig",
     "Secret",
     "WatchConfig",
@@ -144,6 +146,19 @@ class CommandHandlerConfig:
 
 HandlerConfig = LogHandlerConfig | WebhookHandlerConfig | AppriseHandlerConfig | CommandHandlerConfig
 
+#: Where the daemon's HTTP listener (metrics, health, status page) binds by default: loopback only.
+DEFAULT_HTTP_LISTEN = "127.0.0.1:8765"
+
+
+@attrs.frozen
+class HttpConfig:
+    """The daemon's HTTP listener (``[http]``): metrics, health checks, the status page."""
+
+    listen: str = DEFAULT_HTTP_LISTEN
+    #: The host and port of ``listen``, split and checked.
+    host: str = "127.0.0.1"
+    port: int = 8765
+
 
 @attrs.frozen
 class Config:
@@ -154,6 +169,8 @@ class Config:
     watches: tuple[WatchConfig, ...]
     handlers: tuple[HandlerConfig, ...]
     warnings: tuple[str, ...] = ()
+    #: None: no ``[http]`` table, no listener.
+    http: HttpConfig | None = None
 
 
 def default_state_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -251,6 +268,12 @@ class _RawFile:
     state_dir: str | None = None
     watch: tuple[_RawWatch, ...] = ()
     handler: tuple[_RawHandler, ...] = ()
+    http: _RawHttp | None = None
+
+
+@attrs.frozen(kw_only=True)
+class _RawHttp:
+    listen: str = DEFAULT_HTTP_LISTEN
 
 
 # --- the "type" tag that picks a handler class --------------------------------------------
@@ -530,13 +553,29 @@ class _Resolver:
         if not handlers:
             self.warn("handler", "no [[handler]] tables: changes are recorded but nobody is notified")
 
+        http = self.http("http", raw.http) if raw.http is not None else None
         return Config(
             path=self.file,
             state_dir=state_dir,
             watches=watches,
             handlers=tuple(handlers),
             warnings=tuple(self._warnings),
+            http=http,
         )
+
+    def http(self, key: str, raw: _RawHttp) -> HttpConfig:
+        host, sep, port_text = raw.listen.rpartition(":")
+        bracketed = host.startswith("[") and host.endswith("]")
+        host = host[1:-1] if bracketed else host
+        if not sep or not host or not port_text.isdecimal() or int(port_text) > 65535:
+            self.fail(f"{key}.listen", f"expected host:port (e.g. {DEFAULT_HTTP_LISTEN}), got {raw.listen!r}")
+        if host not in ("127.0.0.1", "::1", "localhost") and not host.startswith("127."):
+            self.warn(
+                f"{key}.listen",
+                f"{host} is reachable beyond this machine: the status page and metrics have no"
+                " authentication; put an authenticating proxy in front",
+            )
+        return HttpConfig(listen=raw.listen, host=host, port=int(port_text))
 
     def watch(self, key: str, raw: _RawWatch) -> WatchConfig:
         name = self.name(f"{key}.name", raw.name)

@@ -19,6 +19,7 @@ from pathlib import Path
 import attrs
 
 from cvat_watch.daemon.health import Liveness
+from cvat_watch.daemon.http import HttpListener, Request, Response
 from cvat_watch.daemon.metrics import CONTENT_TYPE, Metrics, OutboxCollector, ScrapeState, WatchCounts
 from cvat_watch.daemon.reload import WatchRunner
 from cvat_watch.daemon.snapshot import Snapshot
@@ -228,3 +229,18 @@ class Operations:
 
     def answer_status_page(self) -> Answer:
         return 200, "text/html; charset=utf-8", render(self.status_view()).encode()
+
+    def register(self, listener: HttpListener) -> None:
+        """Serve ``GET /metrics``, ``/healthz``, ``/readyz`` and ``/`` (the status page) on ``listener``."""
+
+        def route(answer: Callable[[], Answer]) -> Callable[[Request], Response]:
+            def handle(_request: Request) -> Response:
+                status, content_type, body = answer()
+                return Response(status, body, content_type=content_type)
+
+            return handle
+
+        listener.get("/metrics", route(self.answer_metrics))
+        listener.get("/healthz", route(self.answer_healthz))
+        listener.get("/readyz", route(self.answer_readyz))
+        listener.get("/", route(self.answer_status_page))

@@ -23,6 +23,7 @@ from cvat_watch.daemon import sdnotify
 from cvat_watch.daemon.dispatch import Dispatcher, Route
 from cvat_watch.daemon.events import JOB_STATE_CHANGED
 from cvat_watch.daemon.health import WatchdogPinger
+from cvat_watch.daemon.http import HttpListener
 from cvat_watch.daemon.ops import Operations
 from cvat_watch.daemon.reload import ReloadOutcome, WatchRunner
 from cvat_watch.daemon.routes import build_routes, close_routes
@@ -66,6 +67,7 @@ class Daemon:
     # What operators see: metrics, health, the status page (see ops.py); the watchdog's pinger.
     _ops: Operations | None = None
     _pinger: WatchdogPinger | None = None
+    _listener: HttpListener | None = None
     _data_version: int | None = None
 
     @property
@@ -87,6 +89,7 @@ class Daemon:
             self._pinger.start()
         previous = self._install_signals()
         try:
+            self._start_listener(self._config)
             self._start(self._config)
             log.info("%s", self.summary_line())
             self._ops.ready = True
@@ -96,6 +99,8 @@ class Daemon:
             sdnotify.notify("STOPPING=1", environ=self.environ)
             log.info("stopping: finishing deliveries in flight")
             self._shutdown()
+            if self._listener is not None:
+                self._listener.stop()
             if self._pinger is not None:
                 self._pinger.stop()
             self._ops.close()
@@ -246,6 +251,9 @@ class Daemon:
         if self._config is not None and config.state_dir != self._config.state_dir:
             log.warning("reload: state_dir changed; it takes effect at the next restart")
             config = attrs.evolve(config, state_dir=self._config.state_dir)
+        if self._config is not None and config.http != self._config.http:
+            log.warning("reload: [http] changed; it takes effect at the next restart")
+            config = attrs.evolve(config, http=self._config.http)
         self._config = config
         self._start(config)
         if self._ops is not None:
@@ -261,6 +269,20 @@ class Daemon:
         sdnotify.notify(f"STATUS={self.status_line()}", environ=self.environ)
 
     # -- operations (ops.py): health, metrics, the log line operators look for -----------------
+
+    def _start_listener(self, config: Config) -> None:
+        """The HTTP listener, before the first load, so that /readyz says "not yet" meanwhile."""
+        if config.http is None or self._ops is None:
+            return
+        listener = HttpListener(host=config.http.host, port=config.http.port)
+        self._ops.register(listener)
+        try:
+            listener.start()
+        except OSError as error:
+            raise CvatWatchError(
+                f"cannot listen on {config.http.listen}: {error.strerror or error}"
+            ) from error
+        self._listener = listener
 
     def _busy(self, what: str) -> Any:
         """Long work in the main loop: the watchdog keeps being fed meanwhile (health.py)."""
