@@ -72,7 +72,7 @@ body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222;background:#fafa
 h1{font-size:1.3em;margin:0 0 .2em}h2{font-size:1.1em;margin:0 0 .4em}
 .meta{color:#666;margin-bottom:1em}section.watch{background:#fff;border:1px solid #ddd;
 border-radius:6px;padding:.8em 1em;margin-bottom:1em;max-width:60em}
-.bar{background:#e4e4e4;border-radius:4px;height:1.1em;width:100%;max-width:40em;overflow:hidden}
+.bar{display:inline-block;vertical-align:middle;background:#e4e4e4;border-radius:4px;height:1.1em;width:60%;max-width:36em;overflow:hidden}
 .bar>span{display:block;height:100%;background:#3a8f4b}
 .count{font-weight:600;margin-left:.5em}table{border-collapse:collapse;margin-top:.4em}
 td,th{padding:.15em .7em .15em 0;text-align:left;vertical-align:top}th{color:#555;font-weight:600}
