@@ -25,6 +25,8 @@ __all__ = ["describe_config", "format_deliveries"]
 def describe_config(config: Config) -> tuple[list[str], list[str]]:
     """Lines describing the configuration, and the problems that would stop the daemon."""
     lines = [f"config: {config.path}", f"state: {config.state_dir}"]
+    if config.http is not None:
+        lines.append(f"http: http://{config.http.listen}/ (status page, /metrics, /healthz, /readyz)")
     problems: list[str] = []
     for watch in config.watches:
         lines.append(
