@@ -233,3 +233,19 @@ def test_status_page_in_a_real_browser(
         dom = chromium.dump_dom(url)
         assert '<td class="n pending">1</td>' in dom and '<td class="n retrying">1</td>' in dom
         assert daemon.stop() == 0
+
+
+def test_a_taken_port_is_a_clear_error(tmp_path: Path, workspace: Workspace) -> None:
+    """When the listen address is taken, `run` exits 2 naming the address instead of running blind."""
+    import socket
+
+    workspace.write_config(handlers=[])
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        workspace.config.write_text(workspace.config.read_text() + f'\n[http]\nlisten = "127.0.0.1:{port}"\n')
+        with DaemonRig(tmp_path) as rig:
+            daemon = rig.start(workspace.config, ready=False)
+            assert daemon.process.wait(timeout=30) == 2
+            assert f"cannot listen on 127.0.0.1:{port}" in daemon.log

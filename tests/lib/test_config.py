@@ -830,6 +830,9 @@ def _example_options() -> list[tuple[str, str | None, str]]:
         if body.strip() in ("[[watch]]", "[[handler]]"):
             section, handler_type = body.strip()[2:-2], None
             continue
+        if body.strip() == "[http]":
+            section, handler_type = "http", None
+            continue
         if not _OPTION.match(line):
             continue
         if section == "handler" and body.startswith("type = "):
@@ -850,6 +853,8 @@ def test_every_option_shown_in_the_example_is_real(
         text = line + "\n" + WATCH
     elif section == "watch":
         text = watch + line + "\n"
+    elif section == "http":
+        text = WATCH + f"[http]\n{line}\n"
     else:
         text = WATCH + f'[[handler]]\ntype = "{handler_type}"\n{line}\n'
     environ = {"CVAT_WATCH_WEBHOOK_SECRET": "x", "CVAT_WATCH_APPRISE_URLS": "json://h"}
