@@ -3,6 +3,7 @@ a real receiver, a real headless Chromium where it is installed."""
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -249,3 +250,20 @@ def test_a_taken_port_is_a_clear_error(tmp_path: Path, workspace: Workspace) -> 
             daemon = rig.start(workspace.config, ready=False)
             assert daemon.process.wait(timeout=30) == 2
             assert f"cannot listen on 127.0.0.1:{port}" in daemon.log
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes whatever the modes say")
+def test_not_ready_when_the_state_is_not_writable(tmp_path: Path, workspace: Workspace) -> None:
+    """A state folder that became read-only makes /readyz 503 with the reason; /healthz stays 200."""
+    workspace.write_config(handlers=[])
+    port = _listen(workspace.config)
+    with DaemonRig(tmp_path) as rig:
+        daemon = rig.start(workspace.config)
+        workspace.state_dir.chmod(0o500)
+        try:
+            ready = _get(port, "/readyz")
+            assert ready.status_code == 503 and "not writable" in ready.text
+            assert _get(port, "/healthz").status_code == 200
+        finally:
+            workspace.state_dir.chmod(0o700)
+        assert daemon.stop() == 0
