@@ -267,3 +267,30 @@ def test_not_ready_when_the_state_is_not_writable(tmp_path: Path, workspace: Wor
         finally:
             workspace.state_dir.chmod(0o700)
         assert daemon.stop() == 0
+
+
+def test_digest_deliveries_are_counted_per_event(
+    tmp_path: Path, workspace: Workspace, receiver: Receiver
+) -> None:
+    """A chat digest of two events counts two deliveries, each with its latency."""
+    pytest.importorskip("apprise")
+    all_open = {"21": "in progress", "22": "in progress", "23": "in progress", "24": "in progress"}
+    workspace.write_jobs(all_open)
+    workspace.write_config(
+        handlers=[
+            f'[[handler]]\ntype = "apprise"\nname = "chat"\nurls = ["json://127.0.0.1:{receiver.port}/chat"]\n'
+            'group_wait = "1h"\ngroup_max = 2\nretry_delays = [0.3]\n'
+        ]
+    )
+    port = _listen(workspace.config)
+    with DaemonRig(tmp_path) as rig:
+        daemon = rig.start(workspace.config)
+        workspace.write_jobs({**all_open, "21": "completed", "22": "completed", "24": "completed"})
+        receiver.wait_for(1, timeout=15)
+        wait_until(
+            lambda: _value(port, "cvat_watch_deliveries_total", handler="chat", outcome="delivered") == 2,
+            what="two deliveries counted",
+        )
+        assert _value(port, "cvat_watch_delivery_latency_seconds_count", handler="chat") == 2
+        assert _value(port, "cvat_watch_outbox_pending", handler="chat") == 0
+        assert daemon.stop() == 0
