@@ -85,12 +85,15 @@ def retry_delays(delay: float, count: int) -> str:
 # -- what should have happened, and what did -------------------------------------------------------
 
 
-def expected_events(watch: str, states: Sequence[frozenset[str]]) -> list[tuple[str, str, str, int]]:
+def expected_events(
+    watch: str, states: Sequence[frozenset[str]], *, epoch: str
+) -> list[tuple[str, str, str, int]]:
     """The events a sequence of observed completed-task sets implies: (id, type, task, generation).
 
     ``states[0]`` is the silent baseline of the first start. A task entering the completed set is
     ``task.completed`` with the next generation of that task; leaving it is ``task.reopened`` with
-    the current one (the rule the README states for ids).
+    the current one (the rule the README states for ids). ``epoch`` is the state database's
+    (:meth:`StateDatabase.epoch`), part of every id.
     """
     generation: Counter[str] = Counter()
     events = []
@@ -101,7 +104,9 @@ def expected_events(watch: str, states: Sequence[frozenset[str]]) -> list[tuple[
                 kind = TASK_COMPLETED
             else:
                 kind = TASK_REOPENED
-            events.append((event_id(watch, task, kind, generation[task]), kind, task, generation[task]))
+            events.append(
+                (event_id(watch, task, kind, generation[task], epoch=epoch), kind, task, generation[task])
+            )
     return events
 
 
@@ -243,7 +248,7 @@ def receiver_down(root: Path, *, refused: int = 5) -> RecoveryRun:
         for state in _DOWN_STATES:
             export.write_jobs(state)
             states.append(state)
-            wanted = len(expected_events("w", states))
+            wanted = len(expected_events("w", states, epoch=db.epoch()))
             wait_until(_at_least(wanted, lambda: len(db.events())), what=f"{wanted} events committed")
         # Down for a while: several refused attempts (0.2 s apart) on the oldest row.
         first = wait_until(
@@ -254,7 +259,7 @@ def receiver_down(root: Path, *, refused: int = 5) -> RecoveryRun:
         receiver = rig.receiver(port=port)
         down_seconds = time.monotonic() - started
         receiver.script(Reply(503))
-        wanted = len(expected_events("w", states))
+        wanted = len(expected_events("w", states, epoch=db.epoch()))
         wait_until(
             lambda: _quiescent(db, lambda: Receipts(tuple(receiver.requests)), wanted),
             timeout=30,
@@ -262,7 +267,7 @@ def receiver_down(root: Path, *, refused: int = 5) -> RecoveryRun:
         )
         assert daemon.stop() == 0, daemon.log
         return RecoveryRun(
-            expected=tuple(expected_events("w", states)),
+            expected=tuple(expected_events("w", states, epoch=db.epoch())),
             store_events=tuple(db.events()),
             receipts=Receipts(tuple(receiver.requests)),
             deliveries=tuple(db.deliveries()),
@@ -325,14 +330,14 @@ def gone_and_bad_request(root: Path) -> GoneRun:
                 daemon = rig.start(config)
             export.write_jobs(state)
             states.append(state)
-            wanted = len(expected_events("w", states))
+            wanted = len(expected_events("w", states, epoch=db.epoch()))
             # Each step waits until the event is settled for both handlers (delivered, dead or
             # gone, or never queued for the gone one), so the order of outcomes is fixed.
             wait_until(
                 _at_least(wanted, lambda: len(db.events()) if db.unsettled() == 0 else -1),
                 what=f"event {wanted} settled",
             )
-        expected = expected_events("w", states)
+        expected = expected_events("w", states, epoch=db.epoch())
         wait_until(
             lambda: {e[0] for e in expected[1:]} <= Receipts(tuple(bad.requests)).ids,
             what="the later events at the 400 handler",
@@ -443,7 +448,7 @@ def sigkill_loop(root: Path, *, kills: int = 10, tasks: int = 6, seed: int = 0) 
             if rng.random() < 0.5 and observed():
                 write_next()
         daemon = rig.start(config)
-        wanted = len(expected_events("w", states))
+        wanted = len(expected_events("w", states, epoch=db.epoch()))
         wait_until(
             lambda: observed() and _quiescent(db, received, wanted),
             timeout=60,
@@ -454,7 +459,7 @@ def sigkill_loop(root: Path, *, kills: int = 10, tasks: int = 6, seed: int = 0) 
             kills=kills,
             kill_points=dict(points),
             states=tuple(states),
-            expected=tuple(expected_events("w", states)),
+            expected=tuple(expected_events("w", states, epoch=db.epoch())),
             store_ids=frozenset(db.event_ids()),
             receipts=Receipts(tuple(receiver.requests)),
             integrity=db.integrity(),
@@ -628,9 +633,10 @@ def many_exports(root: Path, *, exports: int = 20, tasks: int = 4) -> ManyRun:
         daemon = rig.start(config)
         expected: list[str] = []
         began = time.monotonic()
+        epoch = db.epoch()
         for i, export in enumerate(watched):
             state = frozenset(export.task_ids[:2])
-            expected += [e[0] for e in expected_events(f"w{i:02d}", [frozenset(), state])]
+            expected += [e[0] for e in expected_events(f"w{i:02d}", [frozenset(), state], epoch=epoch)]
             export.write_jobs(state)
         wait_until(
             lambda: set(expected) <= Receipts(tuple(receiver.requests)).ids,
@@ -701,7 +707,7 @@ def big_export(
         )
         daemon = rig.start(config, timeout=120)
         burst = frozenset(big.task_ids[:completing])
-        expected = [e[0] for e in expected_events("big", [frozenset(), burst])]
+        expected = [e[0] for e in expected_events("big", [frozenset(), burst], epoch=db.epoch())]
         written = time.monotonic()
         big.write_jobs(burst)
         wait_until(lambda: receiver.requests, timeout=120, what="the first event of the burst")
@@ -709,7 +715,10 @@ def big_export(
         reload_seconds = first - written
         small.write_jobs({small.task_ids[0]})
         other_written = time.monotonic()
-        (other,) = (e[0] for e in expected_events("small", [frozenset(), frozenset({small.task_ids[0]})]))
+        (other,) = (
+            e[0]
+            for e in expected_events("small", [frozenset(), frozenset({small.task_ids[0]})], epoch=db.epoch())
+        )
         arrived = wait_until(
             lambda: [r for r in receiver.requests if r.headers["webhook-id"] == other],
             timeout=120,

@@ -54,6 +54,7 @@ def diff(
     *,
     generations: Mapping[str, int],
     timestamp: str,
+    epoch: str,
     notify_existing: bool = False,
     job_events: bool = False,
 ) -> DiffResult:
@@ -64,6 +65,7 @@ def diff(
     * a task completed in ``new`` but not in ``old`` (or absent from it): ``task.completed``;
     * completed in ``old`` and present but not completed in ``new``: ``task.reopened``;
     * a task missing from ``new`` produces nothing;
+    * every id includes ``epoch``, the state database's (see events.event_id);
     * with ``job_events``: ``job.state_changed`` for every job whose state differs, and for a
       job that appears in a state other than ``new`` (never on first start).
     """
@@ -95,6 +97,7 @@ def diff(
                 transition or kind,
                 generation,
                 job.id if job is not None else None,
+                epoch=epoch,
             ),
             timestamp=timestamp,
             watch=new.watch,

@@ -36,15 +36,19 @@ JOB_STATE_CHANGED = "job.state_changed"
 EVENT_TYPES = frozenset({TASK_COMPLETED, TASK_REOPENED, JOB_STATE_CHANGED})
 
 
-def event_id(watch: str, task_id: str, transition: str, generation: int, job_id: str | None = None) -> str:
+def event_id(
+    watch: str, task_id: str, transition: str, generation: int, job_id: str | None = None, *, epoch: str
+) -> str:
     """``evt_`` and 32 hex digits derived from what the event is about, never from when.
 
-    The same (watch, task, transition, generation) gives the same id on every retry and after
-    every restart, which lets receivers drop duplicates; a second completion after a reopen has
-    a higher generation and so a new id.
+    The same (epoch, watch, task, transition, generation) gives the same id on every retry and
+    after every restart, which lets receivers drop duplicates; a second completion after a
+    reopen has a higher generation and so a new id. ``epoch`` is the state database's random
+    epoch (Store.epoch): when the state is lost or reset the generations start again, and the
+    new epoch keeps the ids they give from repeating ids receivers already hold.
     """
     # A JSON array keeps the parts apart: ("a:b", "c") and ("a", "b:c") must not collide.
-    material = json.dumps([watch, task_id, transition, generation, job_id], ensure_ascii=False)
+    material = json.dumps([epoch, watch, task_id, transition, generation, job_id], ensure_ascii=False)
     return "evt_" + hashlib.sha256(material.encode("utf-8")).hexdigest()[:32]
 
 

@@ -43,7 +43,7 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> 
 def event(task_id: str, kind: str = TASK_COMPLETED, generation: int = 1) -> Event:
     return Event(
         type=kind,
-        id=event_id("w", task_id, kind, generation),
+        id=event_id("w", task_id, kind, generation, epoch="e"),
         timestamp="2024-05-01T10:00:00.000000Z",
         watch="w",
         project=None,
@@ -128,8 +128,8 @@ def test_targets_are_the_routes_that_want_the_event_type(store: Store) -> None:
 
 
 def test_route_keys_must_be_unique(store: Store) -> None:
-    """Two routes with one key are refused: their delivery rows would be indistinguishable."""
-    with pytest.raises(ValueError, match="share the key"):
+    """Two routes with one identity are refused: their delivery rows would be indistinguishable."""
+    with pytest.raises(ValueError, match="share the identity"):
         Dispatcher(store, [route("a", Recording()), route("a", Recording())])
 
 

@@ -98,8 +98,9 @@ def test_slow_and_failing_receivers_are_retried_on_schedule_and_hold_up_nobody(t
             tmp_path / "cvat-watch.toml", handlers=handlers, watches=[first.watch("a"), second.watch("b")]
         )
         daemon = rig.start(config)
-        (event_a,) = _ids(expected_events("a", [frozenset(), frozenset({"11"})]))
-        (event_b,) = _ids(expected_events("b", [frozenset(), frozenset({"11"})]))
+        epoch = StateDatabase(tmp_path / "state" / "cvat-watch.db").epoch()
+        (event_a,) = _ids(expected_events("a", [frozenset(), frozenset({"11"})], epoch=epoch))
+        (event_b,) = _ids(expected_events("b", [frozenset(), frozenset({"11"})], epoch=epoch))
         first.write_jobs({"11"})
         stuck = slow.wait_for(1)[0]
         # The flaky receiver runs through 500 and 429 to 200 while the slow one holds its request.
@@ -256,7 +257,7 @@ def test_disk_full_is_logged_survived_and_recovered(tmp_path: Path, full_disk: s
             filler.unlink()
         else:
             resource.prlimit(pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-        expected = _ids(expected_events("w", [frozenset(), done]))
+        expected = _ids(expected_events("w", [frozenset(), done], epoch=db.epoch()))
         wait_until(
             lambda: set(expected) <= Receipts(tuple(receiver.requests)).ids,
             timeout=15,

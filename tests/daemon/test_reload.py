@@ -403,7 +403,14 @@ def test_every_reload_commits_what_a_fresh_pipeline_computes(
         summary = xmlio.loads_summary(export.annotations.read_bytes())
         records = jobstatus.parse_job_status(export.job_status.read_bytes())
         expected = build_snapshot(watch="w", summary=summary, jobs=records)
-        result = diff(baseline, expected, generations=generations, timestamp=TIMESTAMP, job_events=job_events)
+        result = diff(
+            baseline,
+            expected,
+            generations=generations,
+            timestamp=TIMESTAMP,
+            epoch=store.epoch,
+            job_events=job_events,
+        )
         outcome = runner.reload(force=baseline is None)
         if baseline is not None and expected == baseline and result.generations == generations:
             assert outcome.status in ("unchanged", "committed")

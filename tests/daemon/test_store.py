@@ -21,12 +21,13 @@ from cvat_watch.daemon.store import Store
 from cvat_watch.errors import StateError
 
 ROOT = Path(__file__).resolve().parents[2]
+EPOCH = "e" * 32
 
 
 def event(task_id: str, kind: str = TASK_COMPLETED, generation: int = 1, watch: str = "w") -> Event:
     return Event(
         type=kind,
-        id=event_id(watch, task_id, kind, generation),
+        id=event_id(watch, task_id, kind, generation, epoch=EPOCH),
         timestamp="2024-05-01T10:00:00.000000Z",
         watch=watch,
         project=ProjectInfo(id="3", name="p"),
@@ -469,7 +470,7 @@ while True:
             tasks.append(TaskState(id=str(t), completed=all(s == "completed" for s in states), jobs=jobs))
         new = Snapshot(watch=watch, tasks=tasks)
         result = diff(
-            old, new, generations=generations, timestamp=str(n), notify_existing=True, job_events=True
+            old, new, generations=generations, timestamp=str(n), epoch=store.epoch, notify_existing=True, job_events=True
         )
         store.commit_reload(watch, new, result.generations, result.events, lambda e: ["a", "b"], float(n))
         for row in store.due_deliveries("a", float(n), limit=7):
@@ -487,7 +488,7 @@ def _check_invariants(path: Path) -> int:
         assert connection.execute("PRAGMA foreign_key_check").fetchall() == []
         events = {row[0] for row in connection.execute("SELECT id FROM events")}
         targets: dict[str, list[str]] = {}
-        for event_key, handler in connection.execute("SELECT event_id, handler_key FROM deliveries"):
+        for event_key, handler in connection.execute("SELECT event_id, handler_id FROM deliveries"):
             targets.setdefault(event_key, []).append(handler)
         assert set(targets) == events
         assert all(sorted(handlers) == ["a", "b"] for handlers in targets.values())
@@ -502,14 +503,16 @@ def _check_invariants(path: Path) -> int:
                 generation = generations.get(f"task:{task.id}", 0)
                 if task.completed:
                     # notify_existing: every completed task was announced at its current generation.
-                    assert event_id(watch, task.id, TASK_COMPLETED, generation) in events
+                    assert event_id(watch, task.id, TASK_COMPLETED, generation, epoch=store.epoch) in events
                 elif generation:
-                    assert event_id(watch, task.id, TASK_REOPENED, generation) in events
+                    assert event_id(watch, task.id, TASK_REOPENED, generation, epoch=store.epoch) in events
                 for job in task.jobs:
                     changes = generations.get(f"job:{job.id}", 0)
                     if changes:
                         transition = f"job:{job.id}:{job.state}"
-                        assert event_id(watch, task.id, transition, changes, job.id) in events
+                        assert (
+                            event_id(watch, task.id, transition, changes, job.id, epoch=store.epoch) in events
+                        )
     return len(events)
 
 
