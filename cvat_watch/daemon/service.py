@@ -90,6 +90,9 @@ class Daemon:
         lock = lock_state(self._config, "run")
         try:
             self._store = open_store(self._config)
+            # The first checkpoint is one interval after the start (opening has just recovered
+            # whatever WAL an earlier process left).
+            self._last_checkpoint = time.monotonic()
             previous = self._install_signals()
             try:
                 self._start(self._config)
