@@ -84,7 +84,7 @@ def test_two_configs_sharing_a_state_folder_never_deliver_each_others_rows(tmp_p
 def test_sighup_twice_while_a_webhook_is_in_flight_sends_the_event_once(tmp_path: Path) -> None:
     """Two SIGHUPs while a POST is held by a slow receiver: the POST completes and is recorded, the
     event is POSTed exactly once, and a file change during the attempt is committed at once."""
-    run = reliability.reload_in_flight(tmp_path, reply_delay=5.0)
+    run = reliability.reload_in_flight(tmp_path, reply_delay=11.0)
     assert run.reloads == 2
     # The file change after the reloads was committed while the first POST was still open: the
     # main loop never waited for the attempt.

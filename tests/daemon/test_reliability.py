@@ -311,12 +311,13 @@ def test_state_dir_below_a_regular_file_fails_start_with_exit_2_naming_it(tmp_pa
     )
     result = run_cli("run", "--config", str(config), "--allow-root", timeout=30)
     assert result.returncode == 2
-    assert str(state / "cvat-watch.db") in result.stderr
+    # The state folder's lock file is the first thing a process that delivers opens there.
+    assert str(state / "cvat-watch.lock") in result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
 
 
 def test_read_only_state_dir_fails_start_with_exit_2_naming_it(tmp_path: Path) -> None:
-    """A state folder on a read-only mount is one error line naming the database and exit code 2."""
+    """A state folder on a read-only mount is one error line naming the file there and exit code 2."""
     export = GeneratedExport(tmp_path / "export", tasks=2)
     state = tmp_path / "state"
     config = write_daemon_config(
@@ -344,7 +345,7 @@ def test_read_only_state_dir_fails_start_with_exit_2_naming_it(tmp_path: Path) -
     finally:
         _unmount(state)
     assert result.returncode == 2
-    assert str(state / "cvat-watch.db") in result.stderr
+    assert str(state / "cvat-watch.lock") in result.stderr
     assert "read-only" in result.stderr.lower()
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
 
