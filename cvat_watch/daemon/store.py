@@ -234,6 +234,9 @@ class Store:
     def open(cls, path: Path | str, *, busy_timeout: float = 10.0) -> Store:
         """Open (and on first use create) the database; StateError naming ``path`` on failure.
 
+        A new database is built beside ``path`` and linked into place complete, so that a file
+        at ``path`` is always a whole cvat-watch database: any other file there (another
+        program's database, an emptied or truncated one) is an error, never a first start.
         A new file gets mode 0600 and a new parent directory 0700: the outbox holds task names
         and links that are nobody else's business.
         """
@@ -242,25 +245,15 @@ class Store:
         # and no WAL, which SQLite does not do in memory.
         in_memory = str(path) == ":memory:"
         connection: sqlite3.Connection | None = None
-        existing = False
         try:
             if not in_memory:
                 _make_private_dirs(path.parent)
-                # A file that is there and not empty must be ours: anything else (another
-                # program's database, a truncated copy) is an error, never a first start. An
-                # empty one is what a crash right after the creation below leaves.
-                with contextlib.suppress(FileNotFoundError):
-                    existing = os.stat(path).st_size > 0
-                # Create the file ourselves so that its mode never depends on SQLite's defaults;
-                # SQLite gives the -wal and -shm files the mode of the database file.
-                os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
-            connection = sqlite3.connect(
-                path,
-                timeout=busy_timeout,
-                isolation_level=None,  # transactions are explicit: BEGIN IMMEDIATE ... COMMIT
-                check_same_thread=False,  # shared by worker threads, serialised by the lock
-            )
-            connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+                if not os.path.lexists(path):
+                    _create(path, busy_timeout)
+            connection = _connect(path, busy_timeout)
+            # Before anything writes (switching to WAL rewrites the header): never touch a file
+            # that is not ours.
+            _refuse_foreign(connection, path, new=in_memory)
             mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal" and not in_memory:
                 raise StateError(
@@ -269,7 +262,7 @@ class Store:
                 )
             connection.execute("PRAGMA synchronous = FULL")
             connection.execute("PRAGMA foreign_keys = ON")
-            epoch = _prepare_schema(connection, path, existing=existing)
+            epoch = _prepare_schema(connection, path)
             identity = None
             if not in_memory:
                 status = os.stat(path)
@@ -806,10 +799,71 @@ def _make_private_dirs(folder: Path) -> None:
         os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
 
 
-def _prepare_schema(connection: sqlite3.Connection, path: Path, *, existing: bool) -> str:
-    """Create the schema in a new file, or migrate an older one; refuse a file that is not ours.
+def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    connection = sqlite3.connect(
+        path,
+        timeout=busy_timeout,
+        isolation_level=None,  # transactions are explicit: BEGIN IMMEDIATE ... COMMIT
+        check_same_thread=False,  # shared by worker threads, serialised by the lock
+    )
+    connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+    return connection
 
-    Returns the database's epoch.
+
+def _create(path: Path, busy_timeout: float) -> None:
+    """Build a new database (WAL, schema, epoch) in a file of its own, then link it to ``path``.
+
+    A crash halfway leaves only the temporary file; ``path`` never holds half a database. When
+    another process creates ``path`` meanwhile, its database is the one used.
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.new")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temporary)
+    # Created by us so that its mode never depends on SQLite's defaults; SQLite gives the -wal
+    # and -shm files the mode of the database file.
+    os.close(os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    try:
+        connection = _connect(temporary, busy_timeout)
+        try:
+            connection.execute("PRAGMA journal_mode = WAL").fetchone()
+            connection.execute("PRAGMA synchronous = FULL")
+            _prepare_schema(connection, temporary, create=True)
+        finally:
+            connection.close()  # the last connection: checkpoints and removes the -wal file
+        with contextlib.suppress(FileExistsError):
+            os.link(temporary, path)
+        descriptor = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+    finally:
+        for leftover in (temporary, Path(f"{temporary}-wal"), Path(f"{temporary}-shm")):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)
+
+
+def _refuse_foreign(connection: sqlite3.Connection, path: Path, *, new: bool) -> None:
+    """StateError unless the database is ours (or ``new``: in memory, about to get the schema)."""
+    application_id = connection.execute("PRAGMA application_id").fetchone()[0]
+    if application_id == APPLICATION_ID:
+        return
+    if application_id != 0:
+        raise StateError(
+            "not a cvat-watch state database (an SQLite database of another application)", path=path
+        )
+    (tables,) = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    if tables or not new:
+        raise StateError(
+            "not a cvat-watch state database (a file of something else, or one that lost its"
+            " content); move it away to start a new state",
+            path=path,
+        )
+
+
+def _prepare_schema(connection: sqlite3.Connection, path: Path, *, create: bool = False) -> str:
+    """Create the schema in a new (or in-memory) database, or migrate an older one; refuse one that
+    is not ours. Returns the database's epoch.
     """
     connection.execute("BEGIN IMMEDIATE")
     try:
@@ -817,7 +871,7 @@ def _prepare_schema(connection: sqlite3.Connection, path: Path, *, existing: boo
         version = connection.execute("PRAGMA user_version").fetchone()[0]
         if application_id == 0 and version == 0:
             (tables,) = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            if tables or existing:
+            if tables or not (create or str(path) == ":memory:"):
                 raise StateError(
                     "not a cvat-watch state database (a file of something else, or one that lost"
                     " its content); move it away to start a new state",
