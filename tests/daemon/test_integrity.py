@@ -96,7 +96,8 @@ def test_sighup_twice_while_a_webhook_is_in_flight_sends_the_event_once(tmp_path
 
 
 def test_a_burst_of_sighups_is_one_reload(tmp_path: Path) -> None:
-    """100 SIGHUPs sent at once are one reload; a later file change is still processed."""
+    """100 SIGHUPs within about half a second are one reload (two at most, should the test itself be
+    held up for longer than the daemon's gathering pause); a later file change is still processed."""
     export = GeneratedExport(tmp_path / "export", tasks=2)
     with DaemonRig(tmp_path) as rig:
         receiver = rig.receiver()
@@ -108,13 +109,15 @@ def test_a_burst_of_sighups_is_one_reload(tmp_path: Path) -> None:
         daemon = rig.start(config)
         for _ in range(100):
             os.kill(daemon.process.pid, signal.SIGHUP)
+            # Paced, so that each SIGHUP reaches the daemon's handler on its own: the kernel
+            # merges a signal sent while the same one is still pending.
+            time.sleep(0.005)
         rig.notify.wait_for("READY=1", count=2)
         # A sentinel behind the burst: once its event is out, every SIGHUP has been handled.
         export.write_jobs({export.task_ids[0]})
-        receiver.wait_for(1, timeout=15)
+        receiver.wait_for(1, timeout=30)
         assert daemon.stop() == 0, daemon.log
-    assert rig.notify.count("RELOADING=1") == 1
-    assert daemon.log.count("reload: applying") <= 1
+    assert 1 <= rig.notify.count("RELOADING=1") <= 2
 
 
 def test_sigterm_goes_ahead_of_pending_reloads(tmp_path: Path) -> None:
@@ -134,7 +137,8 @@ def test_sigterm_goes_ahead_of_pending_reloads(tmp_path: Path) -> None:
 
 def test_a_changed_handler_gets_the_next_event_and_a_removed_one_keeps_its_rows(tmp_path: Path) -> None:
     """A reload that points handler "hook" at another URL: later events go to the new URL only; the
-    old URL's pending row stays bound to it (orphaned), it is never sent to the new URL."""
+    old URL's pending row stays bound to it (orphaned), it is never sent to the new URL, even once
+    it is due again."""
     export = GeneratedExport(tmp_path / "export", tasks=3)
     with DaemonRig(tmp_path) as rig:
         old = rig.receiver(default=Reply(503))
@@ -144,7 +148,7 @@ def test_a_changed_handler_gets_the_next_event_and_a_removed_one_keeps_its_rows(
         write_daemon_config(
             config_path,
             watches=watches,
-            handlers=[Workspace.webhook(old.url(), retry_delays="[0.2, 0.2, 60]")],
+            handlers=[Workspace.webhook(old.url(), retry_delays="[0.2, 0.2, 0.2, 0.2]")],
         )
         daemon = rig.start(config_path)
         db = StateDatabase(tmp_path / STATE_DB)
@@ -153,14 +157,21 @@ def test_a_changed_handler_gets_the_next_event_and_a_removed_one_keeps_its_rows(
         write_daemon_config(config_path, watches=watches, handlers=[Workspace.webhook(new.url())])
         daemon.signal(signal.SIGHUP)
         rig.notify.wait_for("READY=1", count=2)
-        export.write_jobs({export.task_ids[0], export.task_ids[1]})
-        (request,) = new.wait_for(1)
+        export.write_jobs(set(export.task_ids[:2]))
+        new.wait_for(1)
+        # The old row is due again (its retry delay is 0.2 s) ...
+        wait_until(
+            lambda: db.query("SELECT next_attempt_at FROM deliveries WHERE id = 1")[0][0] < time.time(),
+            what="the old row due",
+        )
+        # ... and the new handler's worker has looked at the store since: a third event is out.
+        export.write_jobs(set(export.task_ids))
+        new.wait_for(2)
         listing = run_cli("deliveries", "--config", str(config_path))
         assert daemon.stop() == 0, daemon.log
-    first, second = db.events()
-    assert request.headers["webhook-id"] == second[0]
-    assert first[0] not in _ids(new)
-    assert set(_ids(old)) == {first[0]}
+    first, second, third = (event[0] for event in db.events())
+    assert _ids(new) == [second, third]
+    assert set(_ids(old)) == {first}
     assert listing.returncode == 0, listing.stderr
     orphaned = [line for line in listing.stdout.splitlines() if "orphaned" in line]
     assert len(orphaned) == 1 and "task.completed" in orphaned[0], listing.stdout
