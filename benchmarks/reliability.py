@@ -84,6 +84,7 @@ __all__ = [
     "retry_delays",
     "sigkill_loop",
     "state_lost",
+    "stop_during_reload",
     "two_configs",
     "two_instances",
 ]
@@ -1198,6 +1199,11 @@ def clock_step(root: Path, *, delay: float = 0.5, step: float = 3600.0) -> Clock
             store.commit_reload("w", Snapshot(watch="w"), {}, [event], dispatcher.targets, wall())
             dispatcher.wake()
             (failed, *_rest) = receiver.wait_for(before + 1)[before:]
+            # Stepped only once the failure is recorded: its retry time is in the old clock's terms.
+            wait_until(
+                lambda: any(row.attempts for row in store.deliveries() if row.event_id == event.id),
+                what="the failure recorded",
+            )
             offset[0] += sign * step
             retried = receiver.wait_for(before + 2, timeout=30)[before + 1]
             timings.append(retried.at - failed.at)
@@ -1207,6 +1213,59 @@ def clock_step(root: Path, *, delay: float = 0.5, step: float = 3600.0) -> Clock
         receiver.stop()
         store.close()
     return ClockStepRun(delay, timings[0], timings[1], frozenset(ids), Receipts(tuple(receiver.requests)))
+
+
+@attrs.frozen
+class StopRun:
+    """Scenario 8f: SIGTERM while a SIGHUP's reload parses a big export again."""
+
+    megabytes: float
+    load_seconds: float
+    stop_seconds: float
+    exit_code: int
+    ready_after_reload: bool
+
+    def tally(self) -> IntegrityTally:
+        return IntegrityTally(
+            f"SIGTERM during a reload of a {self.megabytes:.0f} MB export",
+            1,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            f"stopped {self.stop_seconds:.2f} s after SIGTERM, exit {self.exit_code}"
+            f" (a full load takes {self.load_seconds:.1f} s; TimeoutStopSec=30);"
+            f" the reload {'finished' if self.ready_after_reload else 'was abandoned'}",
+        )
+
+
+def stop_during_reload(root: Path, *, shapes_per_image: int = 50) -> StopRun:
+    """A watch of a ~50 MB export whose settings change, SIGHUP (the watch is loaded anew), and
+    SIGTERM as soon as the daemon says RELOADING=1: how long the stop takes."""
+    export = GeneratedExport(root / "big", tasks=2000, jobs_per_task=2, shapes_per_image=shapes_per_image)
+    config = root / "cvat-watch.toml"
+    with DaemonRig(root) as rig:
+        write_daemon_config(config, watches=[export.watch("big", recheck_interval=600.0)], handlers=[])
+        began = time.monotonic()
+        daemon = rig.start(config, timeout=300)
+        load_seconds = time.monotonic() - began
+        write_daemon_config(config, watches=[export.watch("big", recheck_interval=601.0)], handlers=[])
+        daemon.signal(signal.SIGHUP)
+        rig.notify.wait_for("RELOADING=1", timeout=60)
+        stopped = time.monotonic()
+        daemon.signal(signal.SIGTERM)
+        code = daemon.process.wait(timeout=120)
+        stop_seconds = time.monotonic() - stopped
+        daemon.stop()
+    return StopRun(
+        export.annotations.stat().st_size / 1e6,
+        load_seconds,
+        stop_seconds,
+        code,
+        rig.notify.count("READY=1") > 1,
+    )
 
 
 # -- the table -----------------------------------------------------------------------------------------
@@ -1315,6 +1374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             (reload_in_flight, lambda ts: ts[0].notes),
             (state_lost, lambda ts: ts[0].notes),
             (clock_step, lambda ts: ts[-1].notes),
+            (stop_during_reload, lambda ts: "; ".join(t.notes.split(";")[0] for t in ts)),
         ]
         for scenario, notes in scenarios:
             tallies = []

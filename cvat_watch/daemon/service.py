@@ -96,7 +96,8 @@ class Daemon:
             previous = self._install_signals()
             try:
                 self._start(self._config)
-                self._notify_ready()
+                if not self._stop_requested.is_set():
+                    self._notify_ready()
                 self._loop()
             except StateLostError as error:
                 log.critical("%s", error)
@@ -353,6 +354,8 @@ class Daemon:
                 continue
             runner = self._add_runner(watch)
             self._watchers[runner.name] = self._watch(runner)
+        if self._stop_requested.is_set():
+            return  # the reload was cut short: not ready, stopping
         self._notify_ready()
 
     def _notify_ready(self) -> None:

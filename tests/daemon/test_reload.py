@@ -162,6 +162,29 @@ def test_a_changed_job_status_reads_only_that_file(export: Export, store: Store,
     assert jobs_size <= read < jobs_size + export.annotations.stat().st_size // 2
 
 
+@pytest.mark.parametrize("phases", [1, 2, 3, 4])
+def test_an_interrupted_reload_commits_nothing_and_the_next_one_does(
+    export: Export, store: Store, phases: int
+) -> None:
+    """A stop request seen after any phase (read, parse, build) ends the reload as "interrupted"
+    with nothing committed; the next reload commits the change."""
+    runner = make_runner(export, store)
+    runner.reload(force=True)
+    set_state(export, 0, "rejected")
+    export.write_jobs()
+    asked = []
+
+    def interrupted() -> bool:
+        asked.append(True)
+        return len(asked) >= phases
+
+    before = store.load_baseline("w")
+    assert runner.reload(interrupted=interrupted).status == "interrupted"
+    assert store.load_baseline("w") == before
+    assert runner.reload().status == "committed"
+    assert store.load_baseline("w") != before
+
+
 @pytest.mark.parametrize("how", ["force", "recheck"])
 def test_force_and_the_recheck_interval_read_everything(
     export: Export, store: Store, settle_quickly: int, how: str
