@@ -1201,7 +1201,9 @@ def clock_step(root: Path, *, delay: float = 0.5, step: float = 3600.0) -> Clock
             (failed, *_rest) = receiver.wait_for(before + 1)[before:]
             # Stepped only once the failure is recorded: its retry time is in the old clock's terms.
             wait_until(
-                lambda: any(row.attempts for row in store.deliveries() if row.event_id == event.id),
+                lambda wanted=event.id: any(
+                    row.attempts for row in store.deliveries() if row.event_id == wanted
+                ),
                 what="the failure recorded",
             )
             offset[0] += sign * step
