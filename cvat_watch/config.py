@@ -31,6 +31,7 @@ from cattrs.errors import AttributeValidationNote, CattrsError, ClassValidationE
 
 from cvat_watch.converter import Secret, converter, error_paths
 from cvat_watch.errors import ConfigError
+from cvat_watch.eventtypes import ALL_EVENTS, DEFAULT_EVENTS
 
 __all__ = [
     "ALL_EVENTS",
@@ -63,8 +64,6 @@ DEFAULT_RETRY_DELAYS: tuple[float, ...] = (
     72000.0,
     86400.0,
 )
-DEFAULT_EVENTS: tuple[str, ...] = ("task.completed", "task.reopened")
-ALL_EVENTS: tuple[str, ...] = (*DEFAULT_EVENTS, "job.state_changed")
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 # RFC 9110 token characters.

@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 
+from cvat_watch.eventtypes import ALL_EVENTS, JOB_STATE_CHANGED, TASK_COMPLETED, TASK_REOPENED
 from cvat_watch.model import job_url, task_url  # re-exported: the model owns the link rules
 
 __all__ = [
@@ -30,10 +31,7 @@ __all__ = [
     "task_url",
 ]
 
-TASK_COMPLETED = "task.completed"
-TASK_REOPENED = "task.reopened"
-JOB_STATE_CHANGED = "job.state_changed"
-EVENT_TYPES = frozenset({TASK_COMPLETED, TASK_REOPENED, JOB_STATE_CHANGED})
+EVENT_TYPES = frozenset(ALL_EVENTS)
 
 
 def event_id(

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from cvat_watch.errors import ConfigError, DeliveryError
+from cvat_watch.eventtypes import TASK_COMPLETED, TASK_REOPENED
 from cvat_watch.handlers.base import EVENT_FIELDS, event_fields
 
 if TYPE_CHECKING:
@@ -151,9 +152,9 @@ class AppriseHandler:
 
     def _notify_type(self, event_type: str) -> Any:
         kinds = self._lib.NotifyType
-        if event_type == "task.completed":
+        if event_type == TASK_COMPLETED:
             return kinds.SUCCESS
-        if event_type == "task.reopened":
+        if event_type == TASK_REOPENED:
             return kinds.WARNING
         return kinds.INFO
 

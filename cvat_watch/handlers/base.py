@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
+from cvat_watch.eventtypes import EVENT_SUMMARIES
+
 __all__ = ["EVENT_FIELDS", "Handler", "event_body", "event_fields", "redact_url"]
 
 
@@ -77,12 +79,6 @@ EVENT_FIELDS: tuple[str, ...] = (
     "previous_state",
 )
 
-_SUMMARIES = {
-    "task.completed": "task completed",
-    "task.reopened": "task reopened",
-    "job.state_changed": "job state changed",
-}
-
 
 def _text(value: object) -> str:
     return "" if value is None else str(value)
@@ -106,7 +102,7 @@ def event_fields(event: Mapping[str, Any]) -> dict[str, str]:
     event_type = _text(event.get("type"))
     return {
         "type": event_type,
-        "summary": _SUMMARIES.get(event_type, event_type.replace(".", " ").replace("_", " ")),
+        "summary": EVENT_SUMMARIES.get(event_type, event_type.replace(".", " ").replace("_", " ")),
         "id": _text(event.get("id")),
         "timestamp": _text(event.get("timestamp")),
         "watch": _text(event.get("watch")),

@@ -11,6 +11,7 @@ from typing import Any, TextIO
 import attrs
 
 from cvat_watch.errors import DeliveryError
+from cvat_watch.eventtypes import JOB_STATE_CHANGED
 from cvat_watch.handlers.base import event_body, event_fields
 
 __all__ = ["LogHandler"]
@@ -40,7 +41,7 @@ def format_line(event: Mapping[str, Any]) -> str:
         where.insert(0, f"project {_quoted(f['project_name'] or f['project_id'])}")
     details = []
     url = f["task_url"]
-    if f["type"] == "job.state_changed":
+    if f["type"] == JOB_STATE_CHANGED:
         subject = f"job {_one_line(f['job_id'])} of {subject}"
         details.append(f"{_one_line(f['previous_state'] or '?')} → {_one_line(f['job_state'])}")
         job = event.get("job")
