@@ -131,6 +131,8 @@ class Dispatcher:
     _workers: dict[str, _Worker] = attrs.field(init=False)
     _stopping: threading.Event = attrs.field(factory=threading.Event, init=False)
     _started: bool = attrs.field(default=False, init=False)
+    # Threads of removed routes, on their way out: stop() waits for them too.
+    _leaving: list[threading.Thread] = attrs.field(factory=list, init=False, repr=False)
     # Guards _routes, _workers and each worker's route, retired and replaced.
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
     # Per row whose retry time this process set: clock() - monotonic() when it set it. When the
@@ -222,7 +224,11 @@ class Dispatcher:
             for identity in [i for i, w in self._workers.items() if w.retired and w.thread is None]:
                 unused.append(self._workers.pop(identity).route)
         _close(unused)
-        self.register()
+        try:
+            self.register()
+        except CvatWatchError as error:
+            # Only the names shown by `deliveries` wait for the next start; delivery goes on.
+            log.error("reload: cannot record the handlers: %s", error)
         return in_use
 
     def wake(self) -> None:
@@ -240,6 +246,9 @@ class Dispatcher:
         with self._lock:
             self._started = False
             workers = list(self._workers.values())
+            leaving, self._leaving = self._leaving, []
+        for gone in leaving:
+            gone.join(max(0.0, deadline - time.monotonic()))
         for worker in workers:
             thread = worker.thread
             if thread is None:
@@ -262,6 +271,8 @@ class Dispatcher:
                 leaving = self._stopping.is_set() or worker.retired
                 if worker.retired and self._workers.get(route.identity) is worker:
                     del self._workers[route.identity]
+                    if worker.thread is not None:
+                        self._leaving.append(worker.thread)
             _close(replaced)
             if leaving:
                 if worker.retired:
