@@ -892,6 +892,8 @@ class TwoConfigsRun:
     receipts_b: Receipts
     pending_of_a: int
     orphaned_listed: int
+    #: Whether B's daemon warned that the state was last used by A's configuration.
+    b_warned: bool
 
     @property
     def a_ids_at_b(self) -> set[str]:
@@ -965,6 +967,7 @@ def two_configs(root: Path) -> TwoConfigsRun:
         wait_until(lambda: db.unsettled() == pending_of_a, what="B's own row settled")
         listing = run_cli("deliveries", "--config", str(config_b))
         assert daemon.stop() == 0, daemon.log
+        b_warned = f"was last used by the configuration {config_a}" in daemon.log
         receiver_a.set_default(Reply(200))
         daemon = rig.start(config_a)
         wait_until(lambda: db.unsettled() == 0, timeout=30, what="A's rows delivered by A")
@@ -977,6 +980,7 @@ def two_configs(root: Path) -> TwoConfigsRun:
             receipts_b=Receipts(tuple(receiver_b.requests)),
             pending_of_a=pending_of_a,
             orphaned_listed=sum("orphaned" in line for line in listing.stdout.splitlines()),
+            b_warned=b_warned,
         )
 
 

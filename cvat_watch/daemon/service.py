@@ -61,6 +61,20 @@ def lock_state(config: Config, command: str) -> StateLock:
     return StateLock.acquire(config.state_dir, command=f"cvat-watch {command} --config {config.path}")
 
 
+def claim_state(store: Store, config: Config) -> None:
+    """Warn when the state was last used by another configuration file."""
+    previous = store.claim(str(config.path))
+    if previous is not None:
+        log.warning(
+            "the state in %s was last used by the configuration %s, now by %s: two configurations"
+            " sharing one state folder mix their watches' baselines when names repeat; give each"
+            " its own state_dir (or leave it out: the default is one folder per configuration file)",
+            config.state_dir,
+            previous,
+            config.path,
+        )
+
+
 @attrs.define
 class Daemon:
     """The long-running process: watchers → runners → outbox → dispatcher, under systemd."""
@@ -90,6 +104,7 @@ class Daemon:
         lock = lock_state(self._config, "run")
         try:
             self._store = open_store(self._config)
+            claim_state(self._store, self._config)
             # The first checkpoint is one interval after the start (opening has just recovered
             # whatever WAL an earlier process left).
             self._last_checkpoint = time.monotonic()
@@ -391,6 +406,8 @@ def run_once(config: Config, *, dry_run: bool = False) -> list[ReloadOutcome]:
         store = _dry_run_store(config) if dry_run else open_store(config)
         routes = build_routes(config)
         try:
+            if not dry_run:
+                claim_state(store, config)
             dispatcher = Dispatcher(store, routes)
             wants_job_events = any(JOB_STATE_CHANGED in route.events for route in routes)
             outcomes = []

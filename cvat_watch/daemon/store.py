@@ -598,6 +598,23 @@ class Store:
                     handler_id,
                 )
 
+    def claim(self, config_path: str) -> str | None:
+        """Record that ``config_path`` now delivers from this state; the configuration that did before.
+
+        None when it was the same one (or nobody yet). Two configurations on one state folder is
+        almost always a mistake (their watches' baselines would mix when names repeat), so the
+        caller warns; a configuration file that moved is the harmless case.
+        """
+        with self._transaction("record the configuration using the state") as connection:
+            row = connection.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()
+            connection.execute(
+                "INSERT INTO meta (key, value) VALUES ('config', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (config_path,),
+            )
+        previous = None if row is None else str(row[0])
+        return None if previous == config_path else previous
+
     # -- keeping the file healthy -----------------------------------------------------------
 
     def verify(self) -> None:

@@ -68,7 +68,7 @@ def test_a_second_run_once_or_redeliver_on_a_running_state_refuses_at_once_namin
 def test_two_configs_sharing_a_state_folder_never_deliver_each_others_rows(tmp_path: Path) -> None:
     """Team A's rows, pending when A stops, are never sent to team B's URL by B's daemon on the same
     state folder (B's handler has the same name); `deliveries` of B lists them as orphaned, and A
-    delivers them when it runs again."""
+    delivers them when it runs again. B warns that the state was last used by A's configuration."""
     run = reliability.two_configs(tmp_path)
     assert run.cross_deliveries == 0
     assert run.a_ids_at_b == set()
@@ -76,6 +76,7 @@ def test_two_configs_sharing_a_state_folder_never_deliver_each_others_rows(tmp_p
     assert run.a_received == run.expected_a
     assert run.b_received == run.expected_b
     assert run.duplicated == 0
+    assert run.b_warned
 
 
 # -- 2. a reload never resends ----------------------------------------------------------------------

@@ -742,3 +742,11 @@ def test_checkpoint_empties_the_wal_into_the_database_file(tmp_path: Path) -> No
     connection = sqlite3.connect(copy)
     assert connection.execute("SELECT count(*) FROM events").fetchone() == (1,)
     connection.close()
+
+
+def test_claim_names_the_configuration_that_used_the_state_before(store: Store) -> None:
+    """claim() returns the previous configuration only when it was another one."""
+    assert store.claim("/etc/a.toml") is None
+    assert store.claim("/etc/a.toml") is None
+    assert store.claim("/etc/b.toml") == "/etc/a.toml"
+    assert store.claim("/etc/b.toml") is None
