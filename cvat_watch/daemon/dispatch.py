@@ -17,7 +17,7 @@ them), but waits are measured on the monotonic clock: when the wall clock is ste
 worker notices the step at its next look (for every retry time it set, it remembers the
 difference of the two clocks then) and moves the retry times by the same step, so a clock set
 back an hour neither holds retries back an hour nor, set forward, fires them early. A worker
-looks at least every ``max(retry_delays)`` seconds, which bounds how late a step is noticed.
+also wakes for each retry it set by the monotonic clock, so a step is noticed when it matters.
 """
 
 from __future__ import annotations
@@ -137,7 +137,8 @@ class Dispatcher:
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
     # Per row whose retry time this process set: clock() - monotonic() when it set it. When the
     # difference changes, the wall clock was stepped and the stored time is moved with it.
-    _scheduled: dict[int, float] = attrs.field(factory=dict, init=False, repr=False)
+    # Also: whose row it is, and when its retry is due on the monotonic clock.
+    _scheduled: dict[int, tuple[str, float, float]] = attrs.field(factory=dict, init=False, repr=False)
     _schedule_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
 
     @_workers.default
@@ -296,12 +297,25 @@ class Dispatcher:
             log.error("dispatch %s: %s; trying again in %.0f s", route.key, error, STORE_FAILURE_WAIT)
             return STORE_FAILURE_WAIT
         # More due rows (a full batch, or a task's next event) make the wait zero: loop at once.
-        # Never longer than the longest retry delay, so that a step of the wall clock is noticed
-        # (and followed) before any retry it would have shifted is late.
-        longest = max(route.retry_delays, default=MAX_IDLE_WAIT) * (1 + self._jitter)
-        return (
-            min(MAX_IDLE_WAIT, longest) if due is None else min(MAX_IDLE_WAIT, longest, due - self._clock())
-        )
+        waits = [MAX_IDLE_WAIT]
+        if due is not None:
+            waits.append(due - self._clock())
+        # Wake for the next retry this worker set by the monotonic clock too: after the wall
+        # clock was set back, the stored time lies far ahead, and the look at that moment
+        # follows the step and finds the row due.
+        retry = self._next_retry(route.identity)
+        if retry is not None:
+            waits.append(retry)
+        return min(waits)
+
+    def _next_retry(self, identity: str) -> float | None:
+        """Seconds (monotonic) until the earliest future retry this process set for ``identity``."""
+        now = self._monotonic()
+        with self._schedule_lock:
+            ahead = [
+                due - now for key, _offset, due in self._scheduled.values() if key == identity and due > now
+            ]
+        return min(ahead, default=None)
 
     def _follow_clock_step(self) -> None:
         """Move the retry times this process set by the step the wall clock took since it set them."""
@@ -309,14 +323,15 @@ class Dispatcher:
         with self._schedule_lock:
             moves = {
                 row: offset - was
-                for row, was in self._scheduled.items()
+                for row, (_identity, was, _due) in self._scheduled.items()
                 if abs(offset - was) > CLOCK_STEP_TOLERANCE
             }
             if not moves:
                 return
             self._store.shift_retries(moves)
             for row in moves:
-                self._scheduled[row] = offset
+                identity, _was, due = self._scheduled[row]
+                self._scheduled[row] = (identity, offset, due)
         step = max(moves.values(), key=abs)
         log.warning("the wall clock was stepped by %+.0f s; %d retry time(s) moved with it", step, len(moves))
 
@@ -386,23 +401,26 @@ class Dispatcher:
         self._remember_schedule(row.id, None)
         return True
 
-    def _remember_schedule(self, row: int, clocks: float | None) -> None:
+    def _remember_schedule(self, row: int, schedule: tuple[str, float, float] | None) -> None:
         with self._schedule_lock:
-            if clocks is None:
+            if schedule is None:
                 self._scheduled.pop(row, None)
             else:
-                self._scheduled[row] = clocks
+                self._scheduled[row] = schedule
 
     def _failed(self, route: Route, row: Delivery, error: DeliveryError, *, now: float | None) -> bool:
         when = now if now is not None else self._clock()
         # The two clocks' difference as the retry time is set: see _follow_clock_step.
-        clocks = when - self._monotonic()
+        monotonic = self._monotonic()
+        clocks = when - monotonic
         message = str(error)
         attempts = row.attempts + 1
         if error.gone:
             self._store.record_failure(row.id, message, when, when)
             self._store.mark_gone(route.identity, message, when)
-            self._remember_schedule(row.id, None)
+            with self._schedule_lock:  # every pending row of the route is gone with it
+                for gone in [key for key, value in self._scheduled.items() if value[0] == route.identity]:
+                    del self._scheduled[gone]
             log.warning(
                 "handler %s: the target is gone (%s); event %s and every pending and future"
                 " delivery to it are dropped until a redeliver",
@@ -413,7 +431,12 @@ class Dispatcher:
             return False
         next_attempt = self.next_attempt_at(route, attempts, error, when) if error.retry else None
         self._store.record_failure(row.id, message, when, next_attempt)
-        self._remember_schedule(row.id, clocks if next_attempt is not None and now is None else None)
+        self._remember_schedule(
+            row.id,
+            (route.identity, clocks, monotonic + next_attempt - when)
+            if next_attempt is not None and now is None
+            else None,
+        )
         if next_attempt is None:
             reason = "not retryable" if not error.retry else f"after {attempts} attempts"
             log.warning(
