@@ -23,13 +23,13 @@ from cvat_watch.testing.process import (
     wait_until,
     write_daemon_config,
 )
-from cvat_watch.testing.receiver import Reply
+from cvat_watch.testing.receiver import Receiver, Reply
 
 STATE_DB = Path("state") / "cvat-watch.db"
 
 
-def _ids(receiver: object) -> list[str]:
-    return [request.headers["webhook-id"] for request in receiver.requests]  # type: ignore[attr-defined]
+def _ids(receiver: Receiver) -> list[str]:
+    return [request.headers["webhook-id"] for request in receiver.requests]
 
 
 # -- 1. one process per state ---------------------------------------------------------------------
