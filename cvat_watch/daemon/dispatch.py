@@ -33,7 +33,7 @@ import attrs
 from cvat_watch.daemon.events import Event
 from cvat_watch.daemon.store import Delivery, Store
 from cvat_watch.errors import CvatWatchError, DeliveryError
-from cvat_watch.handlers.base import Handler
+from cvat_watch.handlers.base import GroupHandler, Handler
 
 __all__ = ["Dispatcher", "Route"]
 
@@ -76,6 +76,10 @@ class Route:
     handler: Handler = attrs.field(repr=False, eq=False)
     events: frozenset[str]
     retry_delays: tuple[float, ...] = attrs.field(converter=_delays)
+    #: Seconds to gather events into one delivery (a digest; the handler must be a
+    #: ``GroupHandler``), and the most events in one; None delivers each event on its own.
+    group_wait: float | None = None
+    group_max: int = 50
     identity: str = attrs.field(default=attrs.Factory(lambda self: self.key, takes_self=True), kw_only=True)
     options: object = attrs.field(default=None, kw_only=True, repr=False)
 
@@ -288,6 +292,8 @@ class Dispatcher:
     def look(self, worker: _Worker) -> float:
         """One look at the store for ``worker``: attempt what is due; how long to wait before the next."""
         route = worker.route
+        if route.group_wait is not None:
+            return self._look_groups(route)
         try:
             self._follow_clock_step()
             rows = self._store.due_deliveries(route.identity, self._clock())
@@ -346,6 +352,9 @@ class Dispatcher:
         attempts = 0
         self.register()
         for route in self.routes:
+            if route.group_wait is not None:
+                attempts += self._run_groups_once(route, now=now)
+                continue
             attempted: set[int] = set()
             while True:
                 when = now if now is not None else self._clock()
@@ -467,6 +476,84 @@ class Dispatcher:
         # delay, if longer): a huge value must not park a delivery for years.
         asked = min(error.retry_after or 0.0, max(MAX_RETRY_AFTER, *route.retry_delays))
         return now + max(delay, asked)
+
+    # -- grouped routes (digests) -------------------------------------------------------------
+    #
+    # The store claims a group (committed before the attempt), the handler sends it as one
+    # message, and the outcome is recorded for every row of the group in one transaction.
+
+    def _look_groups(self, route: Route) -> float:
+        """look() for a grouped route: attempt the next due group; how long to wait before the next."""
+        assert route.group_wait is not None
+        try:
+            claimed = self._store.claim_group(
+                route.identity, self._clock(), wait=route.group_wait, limit=route.group_max
+            )
+            if claimed is not None:
+                self._attempt_group(route, *claimed, now=None)
+                return 0.0
+            due = self._store.next_group_time(route.identity, wait=route.group_wait)
+        except CvatWatchError as error:
+            log.error("dispatch %s: %s; trying again in %.0f s", route.key, error, STORE_FAILURE_WAIT)
+            return STORE_FAILURE_WAIT
+        return MAX_IDLE_WAIT if due is None else min(MAX_IDLE_WAIT, due - self._clock())
+
+    def _run_groups_once(self, route: Route, *, now: float | None) -> int:
+        """``run_once`` for a grouped route: everything due goes out now, in groups, once each."""
+        attempts = 0
+        attempted: set[str] = set()
+        while True:
+            when = now if now is not None else self._clock()
+            claimed = self._store.claim_group(
+                route.identity, when, wait=0.0, limit=route.group_max, force=True
+            )
+            if claimed is None or claimed[0] in attempted:
+                return attempts
+            attempted.add(claimed[0])
+            self._attempt_group(route, *claimed, now=now)
+            attempts += 1
+
+    def _attempt_group(
+        self, route: Route, group_id: str, rows: Sequence[Delivery], *, now: float | None
+    ) -> None:
+        if not rows:
+            return
+        handler = route.handler
+        ids = [row.id for row in rows]
+        try:
+            if not isinstance(handler, GroupHandler):
+                raise DeliveryError(f"handler {route.key} cannot send grouped events", retry=False)
+            handler.deliver_group([row.payload for row in rows], group_id=group_id)
+        except Exception as exc:
+            if not isinstance(exc, DeliveryError):
+                log.error(
+                    "handler %s raised an unexpected error on group %s", route.key, group_id, exc_info=True
+                )
+            error = exc if isinstance(exc, DeliveryError) else DeliveryError(repr(exc), retry=True)
+            when = now if now is not None else self._clock()
+            if error.gone:
+                self._store.record_group(ids, when, error=str(error), next_attempt_at=when)
+                self._store.mark_gone(route.identity, str(error), when)
+                log.warning(
+                    "handler %s: the target is gone (%s); group %s dropped", route.key, error, group_id
+                )
+                return
+            attempts = max(row.attempts for row in rows) + 1
+            next_attempt = self.next_attempt_at(route, attempts, error, when) if error.retry else None
+            self._store.record_group(ids, when, error=str(error), next_attempt_at=next_attempt)
+            log.warning(
+                "handler %s: group %s of %d events failed (attempt %d): %s; %s",
+                route.key,
+                group_id,
+                len(rows),
+                attempts,
+                error,
+                "giving up, kept as dead letters"
+                if next_attempt is None
+                else f"next attempt in {next_attempt - when:.1f} s",
+            )
+            return
+        self._store.record_group(ids, now if now is not None else self._clock())
 
 
 def _close(routes: Iterable[Route]) -> None:

@@ -28,6 +28,7 @@ from cvat_watch.daemon.routes import build_routes, close_routes
 from cvat_watch.daemon.store import StateLock, Store
 from cvat_watch.daemon.watcher import FileWatcher
 from cvat_watch.errors import CvatWatchError, StateLostError
+from cvat_watch.eventtypes import PROJECT_EVENTS
 
 __all__ = [
     "STATE_FILE_NAME",
@@ -152,6 +153,10 @@ class Daemon:
         assert self._dispatcher is not None
         return any(JOB_STATE_CHANGED in route.events for route in self._dispatcher.routes)
 
+    def _wants_project_events(self) -> bool:
+        assert self._dispatcher is not None
+        return any(not route.events.isdisjoint(PROJECT_EVENTS) for route in self._dispatcher.routes)
+
     def _add_runner(self, watch: WatchConfig) -> WatchRunner:
         assert self._store is not None and self._dispatcher is not None
         runner = WatchRunner(
@@ -159,6 +164,7 @@ class Daemon:
             store=self._store,
             targets=self._dispatcher.targets,
             job_events=self._wants_job_events(),
+            project_events=self._wants_project_events(),
         )
         outcome = runner.reload(force=True, interrupted=self._stop_requested.is_set)
         self._last_recheck[runner.name] = time.monotonic()
@@ -360,12 +366,14 @@ class Daemon:
                     watcher.stop()
                 del self._runners[name]
         job_events = self._wants_job_events()
+        project_events = self._wants_project_events()
         for watch in config.watches:
             if self._stop_requested.is_set():
                 return
             runner = self._runners.get(watch.name)
             if runner is not None:
                 runner.job_events = job_events
+                runner.project_events = project_events
                 continue
             runner = self._add_runner(watch)
             self._watchers[runner.name] = self._watch(runner)
@@ -410,10 +418,15 @@ def run_once(config: Config, *, dry_run: bool = False) -> list[ReloadOutcome]:
                 claim_state(store, config)
             dispatcher = Dispatcher(store, routes)
             wants_job_events = any(JOB_STATE_CHANGED in route.events for route in routes)
+            wants_project_events = any(not route.events.isdisjoint(PROJECT_EVENTS) for route in routes)
             outcomes = []
             for watch in config.watches:
                 runner = WatchRunner(
-                    config=watch, store=store, targets=dispatcher.targets, job_events=wants_job_events
+                    config=watch,
+                    store=store,
+                    targets=dispatcher.targets,
+                    job_events=wants_job_events,
+                    project_events=wants_project_events,
                 )
                 outcomes.append(runner.reload(force=True, dry_run=dry_run))
             if not dry_run:
