@@ -72,3 +72,15 @@ def test_build_routes_binds_each_route_to_its_identity(tmp_path: Path) -> None:
         close_routes(again)
     finally:
         close_routes(routes)
+
+
+def test_a_nats_handler_is_its_server_subject_and_stream(tmp_path: Path) -> None:
+    """A NATS handler's identity is its server URL, subject and stream: another subject is another handler."""
+
+    def nats(subject: str) -> str:
+        return f'[[handler]]\ntype = "nats"\nname = "bus"\nurl = "nats://127.0.0.1:4222"\nsubject = "{subject}"\n'
+
+    first = identities(tmp_path, nats("cvat.events"))
+    assert first["bus"].startswith("nats:")
+    assert identities(tmp_path, nats("cvat.events"))["bus"] == first["bus"]
+    assert identities(tmp_path, nats("cvat.other"))["bus"] != first["bus"]
