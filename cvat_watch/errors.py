@@ -7,6 +7,8 @@ The tree::
     ├── JobStatusError     a job-status file could not be read (path, where)
     ├── ConfigError        the configuration is invalid (path, key)
     ├── StateError         the state database could not be read or written (path)
+    │   ├── StateLockedError   another process uses the state folder (holder)
+    │   └── StateLostError     the state file was deleted or replaced while in use
     ├── QueryError         a question about an export its content cannot answer (also a LookupError)
     └── DeliveryError      a handler failed to deliver an event (retry, retry_after)
 
@@ -26,6 +28,8 @@ __all__ = [
     "JobStatusError",
     "QueryError",
     "StateError",
+    "StateLockedError",
+    "StateLostError",
 ]
 
 
@@ -132,6 +136,18 @@ class StateError(CvatWatchError):
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class StateLockedError(StateError):
+    """Another process holds the state folder's lock; ``holder`` is what it wrote there (pid, command)."""
+
+    def __init__(self, message: str, *, path: str | os.PathLike[str] | None = None, holder: str = "") -> None:
+        super().__init__(message, path=path)
+        self.holder = holder
+
+
+class StateLostError(StateError):
+    """The state database was deleted or replaced under the running process."""
 
 
 class DeliveryError(CvatWatchError):
