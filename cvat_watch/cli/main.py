@@ -34,7 +34,7 @@ def _print_json(data: Any) -> None:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from cvat_watch.cli.progress import reading_progress
-    from cvat_watch.cli.report import format_table, task_reports
+    from cvat_watch.cli.report import format_table, task_reports, unreported_tasks
     from cvat_watch.converter import to_dict
     from cvat_watch.model import Annotations
 
@@ -42,9 +42,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
     with reading_progress(args.export, sys.stderr):
         annotations = Annotations.from_path(args.export, args.jobs)
     reports = task_reports(annotations, base_url=args.base_url)
+    for note in unreported_tasks(annotations):
+        print(f"cvat-watch: {args.export}: {note}", file=sys.stderr)
     if args.json:
         _print_json([to_dict(report) for report in reports])
-    else:
+    elif reports:
         print(format_table(reports))
         if args.jobs is None:
             print("(no --jobs file given: no task counts as completed)", file=sys.stderr)
@@ -123,12 +125,13 @@ def _cmd_deliveries(args: argparse.Namespace) -> int:
     from cvat_watch.daemon.store import Store
 
     _setup_command_logging()
-    # Read-only: no handler is started, so no secret is needed, and nothing is ever created.
-    # Run by root on the service's state, SQLite gives the -wal and -shm files it creates to
-    # the database's owner, so the service can still open them (a test pins this).
+    # Read-only: no handler is started and nothing is ever created. Reading needs no lock: the
+    # database is in WAL mode, and a reader never blocks the daemon. Run by root on the
+    # service's state, SQLite gives the -wal and -shm files it creates to the database's owner.
+    configured = _configured_identities(args)
     store = Store.open_read_only(_state_database(args))
     try:
-        rows = store.deliveries(failed_only=args.failed, limit=args.limit)
+        rows = store.deliveries(failed_only=args.failed, limit=args.limit, configured=configured)
         gone = store.handler_status()
     finally:
         store.close()
@@ -153,21 +156,86 @@ def _delivery_dict(row: Any) -> dict[str, Any]:
 
 
 def _cmd_redeliver(args: argparse.Namespace) -> int:
-    from cvat_watch.daemon.store import Store
+    from cvat_watch.daemon.mailbox import Mailbox
+    from cvat_watch.daemon.store import StateLock, Store
+    from cvat_watch.errors import StateError, StateLockedError
 
     _setup_command_logging()
-    # Found, never created; no handler is started, so no secret is needed.
-    store = Store.open(_state_database(args))
+    database = _state_database(args)
+    configured = _configured_identities(args)
     try:
-        row = store.redeliver(args.delivery_id, time.time())
+        # The lock: only one process writes a state; without a daemon, this command is it.
+        lock = StateLock.acquire(database.parent, command="cvat-watch redeliver")
+    except StateLockedError as error:
+        if "cvat-watch run" not in error.holder:
+            raise  # `once` (or an older daemon) is delivering: try again when it is done
+        # The service holds the state: it carries the request out itself, and sends at once.
+        answer = Mailbox(database.parent).ask(
+            {"action": "redeliver", "id": args.delivery_id}, timeout=_REDELIVER_ANSWER_WAIT
+        )
+        if answer is None:
+            print(
+                f"delivery {args.delivery_id}: the running daemon ({error.holder}) has not answered"
+                f" within {_REDELIVER_ANSWER_WAIT:.0f} s (a long reload?); it carries the request out"
+                " when that work ends"
+            )
+            return EXIT_OK
+        if not answer.get("ok"):
+            raise StateError(str(answer.get("error", "the daemon refused the request"))) from None
+        print(
+            f"delivery {answer['id']} ({answer['event_type']} {answer['event_id']} → {answer['handler']})"
+            " is due now; the running daemon is sending it"
+        )
+        _warn_unconfigured(answer["id"], answer["handler"], answer["handler_id"], configured)
+        return EXIT_OK
+    try:
+        store = Store.open(database)
+        try:
+            row = store.redeliver(args.delivery_id, time.time())
+        finally:
+            store.close()
     finally:
-        store.close()
-    # The daemon notices another process's commit within a second (the state's data_version).
+        lock.release()
     print(
         f"delivery {row.id} ({row.event_type} {row.event_id} → {row.handler_key}) is due now;"
-        " a running daemon sends it within 2 seconds, or run `cvat-watch once`"
+        " it is sent when the daemon starts, or run `cvat-watch once`"
     )
+    _warn_unconfigured(row.id, row.handler_key, row.handler_id, configured)
     return EXIT_OK
+
+
+#: How long `redeliver` waits for the running daemon to carry its request out.
+_REDELIVER_ANSWER_WAIT = 10.0
+
+
+def _configured_identities(args: argparse.Namespace) -> set[str] | None:
+    """The identities of the configured handlers; None without a config or its secrets.
+
+    They mark rows whose handler is no longer configured ("orphaned"). Computing them needs the
+    handlers' URLs, some of which are secrets: an admin shell without them still gets the list.
+    """
+    if not args.config:
+        return None
+    from cvat_watch.config import load_config
+    from cvat_watch.daemon.routes import handler_identities
+    from cvat_watch.errors import ConfigError
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        log.warning("%s; rows of handlers no longer configured are not marked orphaned", error)
+        return None
+    return {identity for _name, identity in handler_identities(config)}
+
+
+def _warn_unconfigured(delivery: int, handler: str, identity: str, configured: set[str] | None) -> None:
+    if configured is not None and identity not in configured:
+        print(
+            f"cvat-watch: warning: delivery {delivery} is bound to handler {handler}"
+            f" ({identity}), which this configuration no longer has; it waits until that"
+            " handler is configured again and is never sent to another one",
+            file=sys.stderr,
+        )
 
 
 def _build_parser() -> argparse.ArgumentParser:

@@ -4,7 +4,7 @@ Under systemd the service gets its folder from ``$STATE_DIRECTORY``, which an ad
 not have; looking only at the shell's default would open (and create) an empty database in the
 admin's home and report "(no deliveries)". So the commands try, in order: ``--state-dir``; the
 config file's ``state_dir``; ``$STATE_DIRECTORY``; systemd's default ``/var/lib/cvat-watch``; the
-user default (``$XDG_STATE_HOME/cvat-watch``). An explicit place (``--state-dir``, or
+user default (``$XDG_STATE_HOME/cvat-watch/<config>-<hash>``, as ``run`` uses it). An explicit place (``--state-dir``, or
 ``state_dir`` in the config) is the only one tried. No database found is an error naming every
 place tried; nothing is ever created.
 """
@@ -40,7 +40,9 @@ def _candidates(
     if systemd:
         places.append(Path(systemd))
     places.append(SYSTEMD_STATE_DIR)
-    places.append(default_state_dir({k: v for k, v in environ.items() if k != "STATE_DIRECTORY"}))
+    # The user default: a folder per configuration file when one is named, else the shared one.
+    user = {k: v for k, v in environ.items() if k != "STATE_DIRECTORY"}
+    places.append(default_state_dir(user, config_file=Path(config) if config else None))
     return list(dict.fromkeys(places)), False
 
 
