@@ -41,7 +41,7 @@ def fill_state(path: Path, *, pending: int, delivered: int) -> None:
     events = [
         Event(
             type=TASK_COMPLETED,
-            id=event_id("old", str(task), TASK_COMPLETED, 1),
+            id=event_id("old", str(task), TASK_COMPLETED, 1, epoch="bench"),
             timestamp="2026-12-01T10:00:00.000000Z",
             watch="old",
             project=ProjectInfo(id="1", name="p"),

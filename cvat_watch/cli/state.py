@@ -4,9 +4,9 @@ Under systemd the service gets its folder from ``$STATE_DIRECTORY``, which an ad
 not have; looking only at the shell's default would open (and create) an empty database in the
 admin's home and report "(no deliveries)". So the commands try, in order: ``--state-dir``; the
 config file's ``state_dir``; ``$STATE_DIRECTORY``; systemd's default ``/var/lib/cvat-watch``; the
-user default (``$XDG_STATE_HOME/cvat-watch/<config>-<hash>``, as ``run`` uses it). An explicit place (``--state-dir``, or
-``state_dir`` in the config) is the only one tried. No database found is an error naming every
-place tried; nothing is ever created.
+user default (``$XDG_STATE_HOME/cvat-watch/<config>-<hash>``, as ``run`` uses it). An explicit
+place (``--state-dir``, or ``state_dir`` in the config) is the only one tried. No database found
+is an error naming every place tried; nothing is ever created.
 """
 
 from __future__ import annotations

@@ -668,14 +668,6 @@ class Store:
             for name, total in sorted(totals.items())
         }
 
-    def data_version(self) -> int:
-        """SQLite's ``data_version``: changes when another connection (process) commits.
-
-        Cheap (no disk read), so the daemon polls it to notice ``cvat-watch redeliver``.
-        """
-        with self._use("read the data version") as connection:
-            return int(connection.execute("PRAGMA data_version").fetchone()[0])
-
     def register_handlers(self, names: Mapping[str, str], now: float) -> None:
         """Record the configured handlers: identity -> name.
 

@@ -98,6 +98,8 @@ def test_watchdog_is_fed_during_a_long_reload(tmp_path: Path, big_export: Genera
     with DaemonRig(tmp_path) as rig:
         # 100 ms WatchdogSec: a ping every 25 ms, so a reload of seconds must see many.
         daemon = rig.start(config, env={"WATCHDOG_USEC": "100000"}, timeout=120)
+        # A changed watch is loaded anew on reload (an unchanged one keeps its runner).
+        config.write_text(config.read_text().replace("recheck_interval = 3600", "recheck_interval = 3599"))
         daemon.signal(signal.SIGHUP)
         wait_until(
             lambda: (
