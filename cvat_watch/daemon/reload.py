@@ -23,7 +23,7 @@ from pathlib import Path
 
 import attrs
 
-from cvat_watch import jobstatus, xmlio
+from cvat_watch import cvatxml, jobstatus
 from cvat_watch.config import WatchConfig
 from cvat_watch.daemon.diff import diff
 from cvat_watch.daemon.events import Event
@@ -266,7 +266,7 @@ class WatchRunner:
         if self._summary_cache is not None and self._summary_cache[0] == digest:
             return self._summary_cache[1]
         assert data is not None  # _read_file reads whatever the cache does not hold
-        summary = xmlio.loads_summary(data, path=self.config.annotations)
+        summary = cvatxml.loads_summary(data, path=self.config.annotations)
         self._summary_cache = (digest, summary)
         return summary
 
