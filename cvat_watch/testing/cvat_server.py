@@ -36,6 +36,7 @@ import http.server
 import io
 import json
 import queue
+import socket
 import tempfile
 import threading
 import time
@@ -182,7 +183,30 @@ class _Server(http.server.ThreadingHTTPServer):
 
     def __init__(self, owner: CvatStandIn, port: int) -> None:
         self.owner = owner
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
         super().__init__(("127.0.0.1", port), _Handler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        connection, address = super().get_request()
+        with self.connections_lock:
+            self.connections.add(connection)
+        return connection, address
+
+    def shutdown_request(self, request: Any) -> None:
+        with self.connections_lock:
+            self.connections.discard(request)
+        super().shutdown_request(request)
+
+    def drop_connections(self) -> None:
+        """Cut kept-alive connections too: a server that is down answers nothing."""
+        with self.connections_lock:
+            connections = list(self.connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -334,7 +358,9 @@ class CvatStandIn:
             self._update_task_statuses()
 
     def complete_task(self, task_id: int, *, stage: str = "acceptance") -> None:
-        self.set_jobs({j.id: (stage, "completed") for j in self.jobs.values() if j.task_id == task_id})
+        """Complete the task's annotation jobs directly (no webhook); ground-truth jobs stay as they are."""
+        jobs = [j for j in self.jobs.values() if j.task_id == task_id and j.type == "annotation"]
+        self.set_jobs({j.id: (stage, "completed") for j in jobs})
 
     def edit_annotations(self) -> None:
         """Change every task's annotations: the next export has other shapes (same images)."""
@@ -422,6 +448,7 @@ class CvatStandIn:
         if server is not None:
             server.shutdown()
             server.server_close()
+            server.drop_connections()
         if thread is not None:
             thread.join(timeout=5)
 
