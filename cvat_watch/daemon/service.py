@@ -19,13 +19,16 @@ import attrs
 
 from cvat_watch.config import Config, load_config
 from cvat_watch.daemon import sdnotify
+from cvat_watch.daemon.cvat.push import CvatWebhooks
+from cvat_watch.daemon.cvat.source import CvatSource
 from cvat_watch.daemon.dispatch import Dispatcher, Route
 from cvat_watch.daemon.events import JOB_STATE_CHANGED
+from cvat_watch.daemon.http import HttpListener
 from cvat_watch.daemon.reload import ReloadOutcome, WatchRunner
 from cvat_watch.daemon.routes import build_routes, close_routes
 from cvat_watch.daemon.store import Store
 from cvat_watch.daemon.watcher import FileWatcher
-from cvat_watch.errors import CvatWatchError
+from cvat_watch.errors import ConfigError, CvatWatchError
 
 __all__ = [
     "STATE_FILE_NAME",
@@ -60,6 +63,15 @@ class Daemon:
     # SimpleQueue.put is reentrant, so signal handlers may use it while the main loop waits.
     _inbox: queue.SimpleQueue[tuple[str, str]] = attrs.field(factory=queue.SimpleQueue)
     _last_recheck: dict[str, float] = attrs.field(factory=dict)
+    # [watch.cvat] sources (one thread each) and the [http] listener they take CVAT's webhooks on.
+    _sources: dict[str, CvatSource] = attrs.field(factory=dict)
+    _http: HttpListener | None = None
+    _cvat_webhooks: CvatWebhooks = attrs.field(factory=CvatWebhooks)
+
+    @property
+    def http(self) -> HttpListener | None:
+        """The daemon's HTTP listener (``[http]``), for code that adds routes to it; None without one."""
+        return self._http
 
     def run(self) -> int:
         """Run until SIGTERM or SIGINT; SIGHUP reloads the configuration. Returns the exit code."""
@@ -67,6 +79,7 @@ class Daemon:
         self._store = open_store(self._config)
         previous = self._install_signals()
         try:
+            self._configure_http(self._config)
             self._start(self._config)
             self._notify_ready()
             self._loop()
@@ -102,6 +115,43 @@ class Daemon:
         dispatcher.start()
         for runner in runners.values():
             self._watchers[runner.name] = self._watch(runner)
+        self._start_sources(config)
+
+    def _start_sources(self, config: Config) -> None:
+        """Start one CVAT source per [watch.cvat]; route CVAT's webhooks to those that have a secret."""
+        targets = {}
+        for watch in config.watches:
+            if watch.cvat is None:
+                continue
+            source = CvatSource(watch)
+            self._sources[watch.name] = source
+            source.start()
+            if watch.cvat.webhook_secret is not None:
+                targets[watch.name] = (watch.cvat.webhook_secret, source.trigger)
+        self._cvat_webhooks.set_targets(targets)
+
+    def _configure_http(self, config: Config) -> None:
+        """Start, keep, move or stop the listener to match ``[http]``; routes survive a reload."""
+        wanted = config.http
+        current = self._http
+        if current is not None and (
+            wanted is None or (wanted.host, wanted.port) != (current.host, current.port)
+        ):
+            current.stop()
+            self._http = current = None
+        if wanted is None or current is not None:
+            return
+        listener = HttpListener(host=wanted.host, port=wanted.port)
+        self._cvat_webhooks.install(listener)
+        try:
+            listener.start()
+        except OSError as error:
+            raise ConfigError(
+                f"cannot listen on {wanted.listen}: {error.strerror or error}",
+                path=config.path,
+                key="http.listen",
+            ) from None
+        self._http = listener
 
     def _watch(self, runner: WatchRunner) -> FileWatcher:
         watch = runner.config
@@ -122,6 +172,11 @@ class Daemon:
         return watcher
 
     def _stop_components(self) -> None:
+        # Sources first: no new files while the watchers and the dispatcher wind down.
+        self._cvat_webhooks.set_targets({})
+        for source in self._sources.values():
+            source.stop()
+        self._sources = {}
         for watcher in self._watchers.values():
             watcher.stop()
         self._watchers = {}
@@ -133,6 +188,9 @@ class Daemon:
 
     def _shutdown(self) -> None:
         self._stop_components()
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
         if self._store is not None:
             self._store.close()
             self._store = None
@@ -217,6 +275,10 @@ class Daemon:
             log.warning("reload: state_dir changed; it takes effect at the next restart")
             config = attrs.evolve(config, state_dir=self._config.state_dir)
         self._config = config
+        try:
+            self._configure_http(config)
+        except CvatWatchError as error:
+            log.error("reload: %s; the HTTP listener stays off until the next reload", error)
         self._start(config)
         self._notify_ready()
 

@@ -157,6 +157,8 @@ class CvatSource:
     _version: str | None = None
     _task_names: dict[int, str] = attrs.field(factory=dict)
     _problem: str | None = None
+    #: Log problems (the daemon); ``pull`` turns this off and prints the one error itself.
+    report_errors: bool = True
     _failures: int = 0
     _lock: threading.Lock = attrs.field(factory=threading.Lock)
     #: Polls done since start (for status pages and tests).
@@ -215,11 +217,12 @@ class CvatSource:
                 self._stop.wait(TRIGGER_SETTLE)
 
     # --- one poll ---------------------------------------------------------------------------
-    def poll(self) -> PollOutcome:
-        """List, export when needed, write the files; never raises for a server problem."""
+    def poll(self, *, force_export: bool = False) -> PollOutcome:
+        """List, export when needed (or always, with ``force_export``, unless ``export = "never"``),
+        write the files; never raises for a server problem: the outcome carries it."""
         with self._lock:
             try:
-                outcome = self._poll()
+                outcome = self._poll(force_export=force_export)
             except CvatServerError as error:
                 if self._stop.is_set():
                     return PollOutcome(0, 0, False, False, False, error=error)
@@ -237,6 +240,9 @@ class CvatSource:
 
     def _report(self, error: CvatServerError) -> None:
         text = str(error)
+        if not self.report_errors:
+            self._problem = text
+            return
         if text != self._problem:
             log.error("watch %s: %s", self.name, text)
             self._problem = text
@@ -252,7 +258,7 @@ class CvatSource:
             log.info("watch %s: CVAT %s at %s", self.name, self._version, self.config.url)
         return self._client
 
-    def _poll(self) -> PollOutcome:
+    def _poll(self, *, force_export: bool) -> PollOutcome:
         config = self.config
         client = self._ensure_client()
         requests_before = client.requests_sent
@@ -280,6 +286,7 @@ class CvatSource:
             wanted = changed or annotations_missing
         else:
             wanted = bool(newly_complete) or annotations_missing
+        wanted = wanted or (force_export and config.export != "never")
         exported = wrote_annotations = False
         withheld: tuple[str, ...] = ()
         export_error: CvatServerError | None = None
