@@ -264,6 +264,10 @@ class CvatStandIn:
         #: (method, path with query) of every request, in arrival order.
         self.requests: list[tuple[str, str]] = []
         self.export_fails = False
+        #: False: behave like a CVAT from before the asynchronous export API (no /api/requests;
+        #: an export POST answers 202 with no ``rq_id``).
+        self.requests_api = True
+        self.version = VERSION
         self.corrupt_download: Literal["truncated", "no-xml"] | None = None
         self._hold = threading.Event()
         self._hold.set()
@@ -538,7 +542,7 @@ class CvatStandIn:
                 {
                     "name": "Computer Vision Annotation Tool",
                     "description": "A stand-in for tests.",
-                    "version": VERSION,
+                    "version": self.version,
                 },
             )
         user = self._authenticate(handler)
@@ -549,7 +553,7 @@ class CvatStandIn:
                 self._jobs(method, segments[2:], query, body, user, org)
             if segments[:2] == ["api", "tasks"] and method == "GET":
                 self._tasks(segments[2:], query, user, org)
-            if segments[:2] == ["api", "requests"] and method == "GET":
+            if segments[:2] == ["api", "requests"] and method == "GET" and self.requests_api:
                 self._requests(segments[2:], user)
             if len(segments) >= 4 and segments[0] == "api" and segments[1] in ("projects", "tasks"):
                 kind = segments[1][:-1]
@@ -821,6 +825,8 @@ class CvatStandIn:
         if fmt not in _KNOWN_FORMATS:
             raise _Answer(400, ["Unknown format specified for the request"])
         target = int(ident) if ident.isdigit() else -1
+        if not self.requests_api:
+            raise _Answer(202, b"")
         if kind == "project":
             project = self.projects.get(target)
             if project is None or project["organization"] != org:

@@ -402,6 +402,8 @@ class CvatClient:
                     continue
                 raise error from None
             if response.status_code in expect:
+                if not response.content:
+                    return None
                 try:
                     return response.json()
                 except (json.JSONDecodeError, UnicodeDecodeError):
