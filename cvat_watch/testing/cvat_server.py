@@ -41,7 +41,7 @@ import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Self
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
@@ -645,8 +645,8 @@ class CvatStandIn:
             "assignee_updated_date": job.assignee_updated,
         }
 
-    def _task_json(self, task: StandInTask) -> dict[str, Any]:
-        jobs = self.jobs_of_task(task.id)
+    def _task_json(self, task: StandInTask, jobs: list[StandInJob] | None = None) -> dict[str, Any]:
+        jobs = self.jobs_of_task(task.id) if jobs is None else jobs
         completed = sum(1 for job in jobs if job.status == "completed")
         validation = sum(1 for job in jobs if job.status == "validation")
         return {
@@ -686,7 +686,14 @@ class CvatStandIn:
             "validation_mode": "gt" if any(job.type == "ground_truth" for job in jobs) else None,
         }
 
-    def _page(self, path: str, items: list[dict[str, Any]], query: dict[str, str]) -> None:
+    def _page(
+        self,
+        path: str,
+        items: Sequence[Any],
+        query: dict[str, str],
+        render: Callable[[Any], dict[str, Any]] = lambda item: item,
+    ) -> None:
+        """Answer one page of ``items``; only the page's items are rendered (10,000 jobs stay cheap)."""
         try:
             size = int(query.get("page_size", "10"))
         except ValueError:
@@ -713,7 +720,7 @@ class CvatStandIn:
                 "count": len(items),
                 "next": link(page + 1) if page < pages else None,
                 "previous": link(page - 1) if page > 1 else None,
-                "results": items[(page - 1) * size : page * size],
+                "results": [render(item) for item in items[(page - 1) * size : page * size]],
             },
         )
 
@@ -735,8 +742,8 @@ class CvatStandIn:
                 ]
             if "task_id" in query:
                 selected = [j for j in selected if str(j.task_id) == query["task_id"]]
-            visible = [self._job_json(j) for j in selected if self._visible_job(j, user, org)]
-            self._page("/api/jobs", visible, query)
+            visible = [j for j in selected if self._visible_job(j, user, org)]
+            self._page("/api/jobs", visible, query, self._job_json)
         if len(rest) != 1 or not rest[0].isdigit():
             return
         job = self.jobs.get(int(rest[0]))
@@ -809,7 +816,15 @@ class CvatStandIn:
             selected = sorted(self.tasks.values(), key=lambda task: -task.id)
             if "project_id" in query:
                 selected = [t for t in selected if str(t.project_id) == query["project_id"]]
-            self._page("/api/tasks", [self._task_json(t) for t in selected if visible(t)], query)
+            by_task: dict[int, list[StandInJob]] = {}
+            for job in self.jobs.values():
+                by_task.setdefault(job.task_id, []).append(job)
+            self._page(
+                "/api/tasks",
+                [t for t in selected if visible(t)],
+                query,
+                lambda task: self._task_json(task, by_task.get(task.id, [])),
+            )
         if len(rest) == 1 and rest[0].isdigit():
             task = self.tasks.get(int(rest[0]))
             if task is None or not self._in_context(task, org):

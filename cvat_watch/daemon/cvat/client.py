@@ -146,7 +146,13 @@ class CvatClient:
         self.organization = organization
         verify: bool | ssl.SSLContext = verify_tls
         if verify_tls and ca_file is not None:
-            verify = ssl.create_default_context(cafile=str(ca_file))
+            try:
+                verify = ssl.create_default_context(cafile=str(ca_file))
+            except (OSError, ssl.SSLError) as exc:
+                reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
+                raise CvatServerError(
+                    f"cannot load the CA file {ca_file}: {reason}", server=self.server
+                ) from None
         self._http = httpx.Client(
             headers=headers,
             auth=auth,
@@ -237,7 +243,7 @@ class CvatClient:
 
     # --- export steps ---------------------------------------------------------------------
     def _wait_for(self, rq_id: str, started: float) -> str:
-        delay = 0.05
+        delay = 0.1
         path = "/api/requests/" + quote(rq_id, safe="")
         while True:
             status = self._json("GET", path)
@@ -269,9 +275,11 @@ class CvatClient:
                     server=self.server,
                     retry=True,
                 )
-            # A small export is ready in a fraction of a second: look often at first, then less.
+            # A small export is ready in about 0.3 s: look every 0.1 s for the first second, then
+            # less and less often (a large export takes minutes; one status request costs little).
             self._sleep(delay)
-            delay = min(delay * 2, 2.0)
+            if time.monotonic() - started > 1.0:
+                delay = min(delay * 1.5, 2.0)
 
     def _download(self, result_url: str) -> bytes:
         url = self._same_origin(result_url)

@@ -59,7 +59,8 @@ class PollOutcome:
     wrote_job_status: bool
     newly_complete: tuple[str, ...] = ()
     withheld: tuple[str, ...] = ()
-    error: CvatServerError | None = None
+    #: A server problem (CvatServerError), or files that could not be written (CvatWatchError).
+    error: CvatWatchError | None = None
 
 
 def make_client(config: CvatSourceConfig, *, stop: threading.Event | None = None) -> CvatClient:
@@ -203,15 +204,24 @@ class CvatSource:
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
-            outcome = self.poll()
+            try:
+                outcome = self.poll()
+            except Exception:
+                # A bug must not end the source silently: log it, keep the files, poll again.
+                log.exception("watch %s: the CVAT source failed; polling again later", self.name)
+                outcome = PollOutcome(0, 0, False, False, False, error=CvatWatchError("internal error"))
+                self._failures += 1
             delay = self.config.poll_interval
-            if outcome.error is not None:
-                retry_after = outcome.error.retry_after or 0.0
-                backoff = min(MAX_ERROR_DELAY, self.config.poll_interval * 2 ** min(self._failures - 1, 8))
+            error = outcome.error
+            if error is not None:
+                retry_after = getattr(error, "retry_after", None) or 0.0
+                retry = getattr(error, "retry", True)
+                backoff = min(
+                    MAX_ERROR_DELAY, self.config.poll_interval * 2 ** min(max(self._failures - 1, 0), 8)
+                )
                 # Problems a person must fix (401/403) are looked at every poll interval; a
                 # struggling server gets more room, and never less than it asked for.
-                delay = max(retry_after, backoff if outcome.error.retry else self.config.poll_interval)
-                delay = max(delay, min(self.config.poll_interval, 1.0))
+                delay = max(retry_after, backoff if retry else self.config.poll_interval)
             if self._wake.wait(delay) and not self._stop.is_set():
                 # Let a burst of CVAT webhooks settle into one poll.
                 self._stop.wait(TRIGGER_SETTLE)
@@ -229,6 +239,14 @@ class CvatSource:
                 self._failures += 1
                 self._report(error)
                 return PollOutcome(0, 0, False, False, False, error=error)
+            except OSError as exc:
+                # The export folder is not writable (permissions, disk full): the files stay as they were.
+                problem = CvatWatchError(
+                    f"cannot write the watched files: {exc.strerror or exc} ({exc.filename})"
+                )
+                self._failures += 1
+                self._report(problem)
+                return PollOutcome(0, 0, False, False, False, error=problem)
             self.polls += 1
             self.last_success = time.time()
             if outcome.error is None:
@@ -238,7 +256,7 @@ class CvatSource:
                     self._problem = None
             return outcome
 
-    def _report(self, error: CvatServerError) -> None:
+    def _report(self, error: CvatWatchError) -> None:
         text = str(error)
         if not self.report_errors:
             self._problem = text
