@@ -58,6 +58,7 @@ __all__ = [
     "base_url_of",
     "job_id_from_url",
     "job_url",
+    "project_url",
     "task_url",
 ]
 
@@ -194,6 +195,11 @@ def base_url_of(tasks: Iterable[Task]) -> str | None:
 def task_url(base_url: str | None, task_id: str | int) -> str | None:
     """``{base}/tasks/{id}``: where CVAT opens the task; None without a base URL."""
     return f"{base_url.rstrip('/')}/tasks/{task_id}" if base_url else None
+
+
+def project_url(base_url: str | None, project_id: str | int) -> str | None:
+    """``{base}/projects/{id}``: where CVAT opens the project; None without a base URL."""
+    return f"{base_url.rstrip('/')}/projects/{project_id}" if base_url else None
 
 
 def job_url(base_url: str | None, task_id: str | int, job_id: str | int) -> str | None:

@@ -120,6 +120,7 @@ class WatchRunner:
     store: Store
     targets: Callable[[Event], Sequence[str]]
     job_events: bool = False
+    project_events: bool = False
     clock: Callable[[], float] = time.time
     _digests: tuple[str, str | None] | None = None
     _summary_cache: tuple[str, ExportSummary] | None = None
@@ -301,6 +302,7 @@ class WatchRunner:
             timestamp=utc_timestamp(now),
             notify_existing=self.config.notify_existing,
             job_events=self.job_events,
+            project_events=self.project_events,
         )
         completed = sum(task.completed for task in snapshot.tasks)
         if not dry_run:
@@ -317,7 +319,7 @@ class WatchRunner:
                 " (notify_existing: announcing them)" if self.config.notify_existing else "",
             )
         for event in result.events:
-            log.debug("watch %s: %s for task %s (%s)", self.name, event.type, event.task.id, event.id)
+            log.debug("watch %s: %s for task %s (%s)", self.name, event.type, event.order_key, event.id)
         return ReloadOutcome(
             "committed", events=result.events, first_start=baseline is None, completed=completed
         )

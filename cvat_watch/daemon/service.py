@@ -29,6 +29,7 @@ from cvat_watch.daemon.routes import build_routes, close_routes
 from cvat_watch.daemon.store import Store
 from cvat_watch.daemon.watcher import FileWatcher
 from cvat_watch.errors import ConfigError, CvatWatchError
+from cvat_watch.eventtypes import PROJECT_EVENTS
 
 __all__ = [
     "STATE_FILE_NAME",
@@ -99,9 +100,14 @@ class Daemon:
         self._routes = build_routes(config)
         dispatcher = Dispatcher(self._store, self._routes)
         wants_job_events = any(JOB_STATE_CHANGED in route.events for route in self._routes)
+        wants_project_events = any(not route.events.isdisjoint(PROJECT_EVENTS) for route in self._routes)
         runners = {
             watch.name: WatchRunner(
-                config=watch, store=self._store, targets=dispatcher.targets, job_events=wants_job_events
+                config=watch,
+                store=self._store,
+                targets=dispatcher.targets,
+                job_events=wants_job_events,
+                project_events=wants_project_events,
             )
             for watch in config.watches
         }
@@ -311,10 +317,15 @@ def run_once(config: Config, *, dry_run: bool = False) -> list[ReloadOutcome]:
     try:
         dispatcher = Dispatcher(store, routes)
         wants_job_events = any(JOB_STATE_CHANGED in route.events for route in routes)
+        wants_project_events = any(not route.events.isdisjoint(PROJECT_EVENTS) for route in routes)
         outcomes = []
         for watch in config.watches:
             runner = WatchRunner(
-                config=watch, store=store, targets=dispatcher.targets, job_events=wants_job_events
+                config=watch,
+                store=store,
+                targets=dispatcher.targets,
+                job_events=wants_job_events,
+                project_events=wants_project_events,
             )
             outcomes.append(runner.reload(force=True, dry_run=dry_run))
         if not dry_run:
