@@ -288,10 +288,10 @@ class CvatStandIn:
 
     # --- content ------------------------------------------------------------------------------
     def add_user(
-        self, username: str, *, token: str | None = None, password: str | None = None
+        self, username: str, *, token: str | None = None, password: str | None = None, admin: bool = False
     ) -> StandInUser:
         with self._lock:
-            user = StandInUser(len(self.users) + 1, username, password=password)
+            user = StandInUser(len(self.users) + 1, username, admin=admin, password=password)
             self.users[username] = user
             if token is not None:
                 self.tokens[token] = username

@@ -323,3 +323,92 @@ def test_check_config_names_the_wrong_key(tmp_path: Path, server: CvatStandIn) -
     )
     result = run_cli("check-config", "--config", str(config), env={"CVAT_HOOK_SECRET": "x"})
     assert result.returncode == 2 and "watch[0].cvat.token_env" in result.stderr
+
+
+def test_sighup_reload_and_no_secret_in_anything_written(
+    tmp_path: Path, server: CvatStandIn, rig: DaemonRig
+) -> None:
+    """A token, a password and CVAT's webhook secret, through 503s, a forged delivery, a SIGHUP, the
+    server down, a failed export and a 401, at debug level: none of them in any log, output or file."""
+    password = "bobby-password-6c0f11"
+    token = ADMIN_TOKEN
+    server.add_user("bobby", password=password, admin=True)
+    server.add_project(4, tasks=2, jobs_per_task=2, images_per_task=4, first_task_id=10, first_job_id=100)
+    receiver = rig.receiver()
+    port = free_port()
+    config = write_config(
+        tmp_path,
+        server,
+        receiver,
+        poll_interval=0.3,
+        extra='webhook_secret_env = "CVAT_HOOK_SECRET"',
+        top=f'[http]\nlisten = "127.0.0.1:{port}"\n',
+    )
+    config.write_text(
+        config.read_text()
+        + f"""
+[[watch]]
+name = "alley"
+annotations = "alley/annotations.xml"
+job_status = "alley/job_status.json"
+debounce = 0.1
+[watch.cvat]
+url = "{server.url}"
+project = 4
+username = "bobby"
+password_env = "CVAT_PASSWORD"
+poll_interval = 0.3
+"""
+    )
+    environment = {**env(token), "CVAT_PASSWORD": password}
+    server.add_webhook(f"http://127.0.0.1:{port}/cvat/webhook/street", secret=HOOK_SECRET, project_id=3)
+    server.fail_next(3, status=503)
+    daemon = rig.start(config, env=environment, args=("--log-level", "debug"))
+    wait_for_baseline(tmp_path)
+    state = StateDatabase(tmp_path / "state" / "cvat-watch.db")
+    wait_until(lambda: state.baseline_completed("alley") is not None, timeout=30, what="alley's baseline")
+    with httpx.Client() as client:
+        forged = client.post(
+            f"http://127.0.0.1:{port}/cvat/webhook/street",
+            content=b'{"event": "update:job"}',
+            headers={"X-Signature-256": "sha256=" + "0" * 64},
+        )
+        assert forged.status_code == 401
+    complete_through_the_api(server, 2)
+    receiver.wait_for(1, timeout=20)
+    daemon.signal(signal.SIGHUP)
+    rig.notify.wait_for("READY=1", count=2)
+    wait_until(lambda: "reload: applying" in daemon.log, what="the reload")
+    complete_through_the_api(server, 10)  # the alley watch, through basic auth, after the reload
+    got = receiver.wait_for(2, timeout=20)
+    assert [json.loads(r.body)["watch"] for r in got] == ["street", "alley"]
+    server.go_down()
+    wait_until(lambda: "cannot connect" in daemon.log, what="the server down")
+    server.come_back()
+    server.export_fails = True
+    complete_through_the_api(server, 3)  # pushed by CVAT's webhook after the reload
+    wait_until(lambda: "failed on the server" in daemon.log, what="a failed export")
+    server.export_fails = False
+    got = receiver.wait_for(3, timeout=30)
+    assert json.loads(got[-1].body)["task"]["id"] == "3"
+    assert daemon.stop() == 0
+
+    outputs = [daemon.log]
+    for args in (["check-config"], ["pull"], ["pull", "--watch", "alley"]):
+        result = run_cli(*args, "--config", str(config), env=environment)
+        assert result.returncode == 0, result.stderr
+        outputs += [result.stdout, result.stderr]
+    result = run_cli(
+        "pull", "--config", str(config), env={**environment, "CVAT_PASSWORD": "wrong-" + password}
+    )
+    assert result.returncode == 2 and "401" in result.stderr
+    outputs += [result.stdout, result.stderr]
+    files = [
+        p.read_bytes().decode("utf-8", "replace")
+        for p in tmp_path.rglob("*")
+        if p.is_file() and p.suffix != ".sock"
+    ]
+    everything = "\n".join(outputs + files + [r.body.decode() for r in receiver.requests])
+    for secret in (token, password, HOOK_SECRET):
+        assert secret not in everything
+    assert "DEBUG" in daemon.log  # the log was at debug level
