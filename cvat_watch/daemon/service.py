@@ -12,6 +12,7 @@ import os
 import queue
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,10 +70,25 @@ class Daemon:
     _http: HttpListener | None = None
     _cvat_webhooks: CvatWebhooks = attrs.field(factory=CvatWebhooks)
 
+    # Code that serves routes on the listener (/metrics, /healthz, the status page...) registers an
+    # installer once; it is applied to the listener now and to every new one (a SIGHUP may move it).
+    _http_installers: list[Callable[[HttpListener], None]] = attrs.field(factory=list)
+
     @property
     def http(self) -> HttpListener | None:
-        """The daemon's HTTP listener (``[http]``), for code that adds routes to it; None without one."""
+        """The daemon's HTTP listener (``[http]``); None without one."""
         return self._http
+
+    @property
+    def cvat_sources(self) -> dict[str, CvatSource]:
+        """The running ``[watch.cvat]`` sources by watch name (polls, last success, problem)."""
+        return dict(self._sources)
+
+    def add_http_routes(self, installer: Callable[[HttpListener], None]) -> None:
+        """Call ``installer(listener)`` for the current listener and for every later one."""
+        self._http_installers.append(installer)
+        if self._http is not None:
+            installer(self._http)
 
     def run(self) -> int:
         """Run until SIGTERM or SIGINT; SIGHUP reloads the configuration. Returns the exit code."""
@@ -149,6 +165,8 @@ class Daemon:
             return
         listener = HttpListener(host=wanted.host, port=wanted.port)
         self._cvat_webhooks.install(listener)
+        for installer in self._http_installers:
+            installer(listener)
         try:
             listener.start()
         except OSError as error:

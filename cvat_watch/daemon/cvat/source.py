@@ -171,6 +171,11 @@ class CvatSource:
         return self.watch.name
 
     @property
+    def problem(self) -> str | None:
+        """The current problem, as logged (no secret in it); None while polls succeed."""
+        return self._problem
+
+    @property
     def config(self) -> CvatSourceConfig:
         assert self.watch.cvat is not None
         return self.watch.cvat
