@@ -392,6 +392,12 @@ poll_interval = 0.3
     got = receiver.wait_for(3, timeout=30)
     assert json.loads(got[-1].body)["task"]["id"] == "3"
     assert daemon.stop() == 0
+    # An unchanged [watch.cvat] keeps its source (no new server check) across the reload.
+    assert (
+        daemon.log.count("watch street: CVAT 2.23.1 at")
+        == daemon.log.count("watch alley: CVAT 2.23.1 at")
+        == 1
+    )
 
     outputs = [daemon.log]
     for args in (["check-config"], ["pull"], ["pull", "--watch", "alley"]):
