@@ -123,6 +123,18 @@ def test_a_completion_is_exported_before_the_listing_shows_it(
     assert os.stat(source.watch.annotations).st_mtime_ns <= os.stat(job_status).st_mtime_ns
 
 
+def test_a_completion_takes_the_tasks_current_name(source: CvatSource, server: CvatStandIn) -> None:
+    source.poll()
+    server.tasks[2].name = "renamed in CVAT"
+    source.poll()  # nothing completed: names are not listed again
+    job_status = source.watch.job_status
+    assert job_status is not None
+    assert {r.task_name for r in load_job_status(job_status) if r.task_id == "2"} != {"renamed in CVAT"}
+    server.complete_task(2)
+    source.poll()
+    assert {r.task_name for r in load_job_status(job_status) if r.task_id == "2"} == {"renamed in CVAT"}
+
+
 def test_several_completions_share_one_export(source: CvatSource, server: CvatStandIn) -> None:
     source.poll()
     server.complete_task(1)

@@ -287,12 +287,11 @@ class CvatSource:
         requests_before = client.requests_sent
         jobs = client.list_jobs(project=config.project, task=config.task)
         task_ids = {job.get("task_id") for job in jobs if isinstance(job.get("task_id"), int)}
+        names_fresh = False
         if not task_ids <= set(self._task_names):
             # One more listing only when a task is new to us: names rarely change.
-            tasks = client.list_tasks(project=config.project, task=config.task)
-            self._task_names.update(
-                {t["id"]: str(t.get("name", "")) for t in tasks if isinstance(t.get("id"), int)}
-            )
+            self._refresh_task_names(client)
+            names_fresh = True
         rows = flat_records(jobs, self._task_names)
         new_records = parse_job_status(_render(rows))
         job_status_path = self.watch.job_status
@@ -300,6 +299,11 @@ class CvatSource:
         old_bytes, old_records = self._read_listing(job_status_path)
         rule = self.watch.completion
         newly_complete = _complete_tasks(new_records, rule) - _complete_tasks(old_records, rule)
+        if newly_complete and not names_fresh:
+            # A completion is announced with the task's name: take the current one (a rename
+            # since the last listing of tasks would otherwise be missed), one request per export.
+            self._refresh_task_names(client)
+            rows = flat_records(jobs, self._task_names)
         annotations_missing = not self.watch.annotations.exists()
         rendered = _render(rows)
         changed = rendered != old_bytes
@@ -355,6 +359,13 @@ class CvatSource:
         # With an export error the listing still went out; the export is retried after the error delay.
         log.debug("watch %s: poll %s", self.name, outcome)
         return outcome
+
+    def _refresh_task_names(self, client: CvatClient) -> None:
+        config = self.config
+        tasks = client.list_tasks(project=config.project, task=config.task)
+        self._task_names.update(
+            {t["id"]: str(t.get("name", "")) for t in tasks if isinstance(t.get("id"), int)}
+        )
 
     def _check_export(self, xml: bytes) -> None:
         try:
