@@ -205,6 +205,13 @@ def test_export_never_and_on_change(tmp_path: Path, server: CvatStandIn) -> None
         assert on_change.poll().exported
         assert exports(server, start) == 1
         assert not on_change.poll().exported
+        # A failed export is owed: the next poll exports although the listing did not change again.
+        server.export_fails = True
+        server.set_jobs({1: ("annotation", "completed")})
+        assert on_change.poll().error is not None
+        server.export_fails = False
+        assert on_change.poll().exported
+        assert not on_change.poll().exported
     finally:
         never.close()
         on_change.close()

@@ -158,6 +158,7 @@ class CvatSource:
     _version: str | None = None
     _task_names: dict[int, str] = attrs.field(factory=dict)
     _problem: str | None = None
+    _export_owed: bool = False
     #: Log problems (the daemon); ``pull`` turns this off and prints the one error itself.
     report_errors: bool = True
     _failures: int = 0
@@ -313,7 +314,8 @@ class CvatSource:
             wanted = changed or annotations_missing
         else:
             wanted = bool(newly_complete) or annotations_missing
-        wanted = wanted or (force_export and config.export != "never")
+        # An export that failed is owed (on-change has no withheld completion to remember it by).
+        wanted = wanted or ((force_export or self._export_owed) and config.export != "never")
         exported = wrote_annotations = False
         withheld: tuple[str, ...] = ()
         export_error: CvatServerError | None = None
@@ -323,6 +325,7 @@ class CvatSource:
                 self._check_export(result.xml)
                 write_atomic(self.watch.annotations, result.xml)
                 exported = wrote_annotations = True
+                self._export_owed = False
                 log.info(
                     "watch %s: exported %s in %.2f s%s",
                     self.name,
@@ -336,6 +339,7 @@ class CvatSource:
                 if self._stop.is_set():
                     raise
                 export_error = error
+                self._export_owed = True
                 self._failures += 1
                 self._report(error)
         if export_error is not None and newly_complete:
