@@ -6,6 +6,9 @@ configuration says otherwise. Handlers get the raw body (so signatures can be ch
 exact bytes) and return a :class:`Response`; the listener enforces a body size limit and socket
 timeouts so one slow or greedy client cannot hold the daemon.
 
+In the daemon, register routes through ``Daemon.add_http_routes(installer)``: the installer is
+applied to the running listener and to any later one (a SIGHUP that changes ``[http] listen``).
+
 Routes are exact paths or prefixes (``/cvat/webhook/`` + the rest of the path as ``tail``).
 A handler that raises is answered with 500 and logged; it never stops the listener.
 """

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -55,6 +56,8 @@ class Operations:
     state_path: Path
     runners: Callable[[], Mapping[str, WatchRunner]]
     handlers: Callable[[], Sequence[str]]
+    #: The running CVAT sources by watch name (their ``last_success`` wall-clock time), if any.
+    sources: Callable[[], Mapping[str, Any]] = dict
     liveness: Liveness = attrs.field(factory=Liveness)
     metrics: Metrics = attrs.field(factory=Metrics)
     clock: Callable[[], float] = time.time
@@ -203,6 +206,10 @@ class Operations:
     # -- HTTP answers -------------------------------------------------------------------------
 
     def answer_metrics(self) -> Answer:
+        for name, source in self.sources().items():
+            last = getattr(source, "last_success", None)
+            if last is not None:
+                self.metrics.cvat_poll_last_success.labels(name).set(last)
         return 200, CONTENT_TYPE, self.metrics.exposition()
 
     def answer_healthz(self) -> Answer:
