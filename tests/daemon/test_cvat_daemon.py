@@ -418,3 +418,25 @@ poll_interval = 0.3
     for secret in (token, password, HOOK_SECRET):
         assert secret not in everything
     assert "DEBUG" in daemon.log  # the log was at debug level
+
+
+def test_cvat_poll_success_is_a_metric(tmp_path: Path, server: CvatStandIn, rig: DaemonRig) -> None:
+    """/metrics shows when each CVAT source last polled its server successfully."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    port = free_port()
+    config = write_config(tmp_path, server, None, top=f'[http]\nlisten = "127.0.0.1:{port}"\n')
+    rig.start(config, env=env())
+
+    def polled() -> float | None:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "cvat_watch_cvat_poll_last_success_timestamp_seconds":
+                    assert sample.labels == {"watch": "street"}
+                    return sample.value
+        return None
+
+    first = wait_until(polled, timeout=30, what="a successful poll in the metrics")
+    assert first > 1.7e9
+    wait_until(lambda: (polled() or 0) > first, timeout=30, what="a later poll")
