@@ -267,6 +267,7 @@ class WatchRunner:
             return self._summary_cache[1]
         assert data is not None  # _read_file reads whatever the cache does not hold
         summary = xmlio.loads_summary(data, path=self.config.annotations)
+        log.debug("watch %s: export parsed, %d tasks", self.name, len(summary.tasks))
         self._summary_cache = (digest, summary)
         return summary
 

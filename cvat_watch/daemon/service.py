@@ -86,12 +86,19 @@ class Daemon:
         self._routes = build_routes(config)
         dispatcher = Dispatcher(self._store, self._routes)
         wants_job_events = any(JOB_STATE_CHANGED in route.events for route in self._routes)
-        runners = {
-            watch.name: WatchRunner(
-                config=watch, store=self._store, targets=dispatcher.targets, job_events=wants_job_events
-            )
-            for watch in config.watches
-        }
+        runners = {}
+        for watch in config.watches:
+            kept = self._runners.get(watch.name)
+            if kept is not None and kept.config == watch and kept.job_events == wants_job_events:
+                # A SIGHUP that left this watch as it was: keep the runner's memory (the export's
+                # summary by content hash, the parsers', the baseline), so that the forced reload
+                # below re-reads and re-hashes the files but parses again only what changed; at
+                # 100,000 tasks parsing the export again would take longer than the reload budget.
+                runners[watch.name] = attrs.evolve(kept, targets=dispatcher.targets)
+            else:
+                runners[watch.name] = WatchRunner(
+                    config=watch, store=self._store, targets=dispatcher.targets, job_events=wants_job_events
+                )
         for runner in runners.values():
             outcome = runner.reload(force=True)
             self._last_recheck[runner.name] = time.monotonic()
