@@ -16,7 +16,7 @@ loads them once (its first start), then:
     ``Store.commit_reload``), with the runner's memory between reloads (file status, parser,
     builder) and its collector pause. The runner and the step-by-step pipeline take turns going first.
 (b) **XML changed**: every round makes fresh bytes (the export with a few shapes' ``occluded`` flags
-    flipped) and times ``xmlio.loads_summary`` against a pyexpat pass with no-op handlers over the same
+    flipped) and times ``cvatxml.loads_summary`` against a pyexpat pass with no-op handlers over the same
     bytes, in turns; then, for a few rounds, the whole ``runner.reload()`` after the export itself
     changed, with the same step-by-step breakdown.
 
@@ -49,7 +49,7 @@ from typing import Any
 from xml.parsers import expat
 
 import attrs
-from cvat_watch import jobstatus, xmlio
+from cvat_watch import cvatxml, jobstatus
 from cvat_watch.config import WatchConfig
 from cvat_watch.daemon.diff import diff
 from cvat_watch.daemon.events import Event
@@ -97,7 +97,7 @@ TARGET_KEY = "log-1"
 STEPS = (
     "read both files",
     "hash both files",
-    "xmlio.loads_summary",
+    "cvatxml.loads_summary",
     "JobStatusParser.parse",
     "build_snapshot",
     "diff",
@@ -320,10 +320,10 @@ class StepwiseReload:
             assert read[0][1] is not None
             self._summary = (
                 digests[0],
-                xmlio.loads_summary(read[0][1], path=self.config.annotations),
+                cvatxml.loads_summary(read[0][1], path=self.config.annotations),
             )
         summary = self._summary[1]
-        seconds["xmlio.loads_summary"] = clock() - started
+        seconds["cvatxml.loads_summary"] = clock() - started
 
         started = clock()
         if self._jobs is None or self._jobs[0] != digests[1]:
@@ -531,7 +531,7 @@ def _bench_job_status(setup: _Setup, *, repeat: int, flips: int, seed: int) -> l
         _progress(f"  round {round_number + 1}/{repeat}: runner.reload() {whole[-1] * 1000:.1f} ms")
     rows = _step_rows(
         breakdown,
-        cached=("xmlio.loads_summary",),
+        cached=("cvatxml.loads_summary",),
         budget_label="files changed → diff computed",
         budget_ms=JOB_STATUS_TARGET_MS[setup.shape],
     )
@@ -587,7 +587,7 @@ def _bench_summary(xml: Path, *, repeat: int, seed: int) -> list[Row]:
                 if who == "expat":
                     _expat_noop_bytes(data)
                 else:
-                    xmlio.loads_summary(data, path=xml)
+                    cvatxml.loads_summary(data, path=xml)
                 measured[who] = time.perf_counter() - started
             expat_times.append(measured["expat"])
             summary_times.append(measured["summary"])
@@ -604,7 +604,7 @@ def _bench_summary(xml: Path, *, repeat: int, seed: int) -> list[Row]:
     return [
         Row("expat, no-op handlers, same bytes in memory (baseline)", tuple(expat_times)),
         Row(
-            "**xmlio.loads_summary**",
+            "**cvatxml.loads_summary**",
             tuple(summary_times),
             f"≤ {SUMMARY_TARGET_RATIO:g}× expat",
             f"{ratio:.2f}× expat, median of rounds ({_verdict(ratio, SUMMARY_TARGET_RATIO)})",

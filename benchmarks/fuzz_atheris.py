@@ -6,7 +6,7 @@ Not part of the test suite (tests/lib/test_fuzz.py is the bounded hypothesis ver
     python -m benchmarks.fuzz_atheris xml --seconds 60
     python -m benchmarks.fuzz_atheris jobs --seconds 60 --corpus /tmp/jobs-corpus
 
-Targets: ``xml`` feeds the bytes to ``xmlio.loads`` and ``xmlio.loads_summary``, ``jobs`` to
+Targets: ``xml`` feeds the bytes to ``cvatxml.loads`` and ``cvatxml.loads_summary``, ``jobs`` to
 ``jobstatus.parse_job_status``. Each may return a model or raise its own error
 (``AnnotationsError`` / ``JobStatusError``); any other exception is a finding, and libFuzzer
 writes the input that caused it to ``crash-<sha1>`` in the working directory. The run stops after
@@ -27,11 +27,11 @@ EXAMPLE = ROOT / "config" / "example"
 
 
 def _xml_target() -> Callable[[bytes], None]:
-    from cvat_watch import xmlio
+    from cvat_watch import cvatxml
     from cvat_watch.errors import AnnotationsError
 
     def one_input(data: bytes) -> None:
-        for reader in (xmlio.loads_summary, xmlio.loads):
+        for reader in (cvatxml.loads_summary, cvatxml.loads):
             try:
                 reader(data, path="fuzz.xml")
             except AnnotationsError:

@@ -52,8 +52,8 @@ def _loader(contender: str) -> Callable[[str], Any] | str:
     if contender == "cvat-watch":
         try:
             import cvat_watch
+            import cvat_watch.cvatxml  # from_path imports it lazily: keep compiling it off the clock
             import cvat_watch.jobstatus
-            import cvat_watch.xmlio  # from_path imports it lazily: keep compiling it off the clock
 
             return cvat_watch.Annotations.from_path
         except Exception as exc:  # a library mid-development may fail in any way on import

@@ -28,8 +28,16 @@ from urllib.parse import urlsplit
 import attrs
 from cattrs.errors import AttributeValidationNote, CattrsError, ClassValidationError
 
+from cvat_watch._subjects import (
+    default_stream_subjects,
+    render_subject,
+    subject_error,
+    subject_matches,
+    template_error,
+)
 from cvat_watch.converter import Secret, converter, error_paths
 from cvat_watch.errors import ConfigError
+from cvat_watch.eventtypes import ALL_EVENTS, DEFAULT_EVENTS
 
 __all__ = [
     "ALL_EVENTS",
@@ -40,6 +48,7 @@ __all__ = [
     "Config",
     "HandlerConfig",
     "LogHandlerConfig",
+    "NatsHandlerConfig",
     "Secret",
     "WatchConfig",
     "WebhookHandlerConfig",
@@ -62,14 +71,14 @@ DEFAULT_RETRY_DELAYS: tuple[float, ...] = (
     72000.0,
     86400.0,
 )
-DEFAULT_EVENTS: tuple[str, ...] = ("task.completed", "task.reopened")
-ALL_EVENTS: tuple[str, ...] = (*DEFAULT_EVENTS, "job.state_changed")
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 # RFC 9110 token characters.
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _SENSITIVE_HEADER = re.compile(r"auth|token|secret|key|cookie|passw", re.IGNORECASE)
 _URL_LIST_SEPARATORS = re.compile(r"[\s,]+")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h)?")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 # --- public tree -------------------------------------------------------------------------
@@ -108,6 +117,7 @@ class WebhookHandlerConfig:
     key: str
     events: tuple[str, ...]
     url: str
+    #: The signing secret; with several (a key rotation), the first listed.
     secret: Secret | None = None
     cvat_signature: bool = False
     connect_timeout: float = 5.0
@@ -116,6 +126,10 @@ class WebhookHandlerConfig:
     verify_tls: bool = True
     ca_file: Path | None = None
     headers: tuple[tuple[str, str], ...] = ()
+    #: The other secrets of a key rotation: each signs every request too.
+    extra_secrets: tuple[Secret, ...] = ()
+    #: The envelope: the event JSON, or CloudEvents 1.0 in binary or structured mode.
+    format: Literal["json", "cloudevents", "cloudevents-structured"] = "json"
 
 
 @attrs.frozen
@@ -128,6 +142,10 @@ class AppriseHandlerConfig:
     title: str | None = None
     body: str | None = None
     retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS
+    #: Seconds to gather events into one digest message; None sends one message per event.
+    group_wait: float | None = None
+    #: The most events in one digest.
+    group_max: int = 50
 
 
 @attrs.frozen
@@ -142,7 +160,31 @@ class CommandHandlerConfig:
     cwd: Path | None = None
 
 
-HandlerConfig = LogHandlerConfig | WebhookHandlerConfig | AppriseHandlerConfig | CommandHandlerConfig
+@attrs.frozen
+class NatsHandlerConfig:
+    """Publish each event to NATS JetStream, with the event id as ``Nats-Msg-Id``."""
+
+    key: str
+    events: tuple[str, ...]
+    url: str
+    subject: str
+    stream: str | None = None
+    stream_subjects: tuple[str, ...] = ()
+    create_stream: bool = True
+    #: Seconds the created stream remembers message ids; default: the retry schedule plus a day.
+    duplicate_window: float = 0.0
+    user: str | None = None
+    password: Secret | None = None
+    token: Secret | None = None
+    creds_file: Path | None = None
+    connect_timeout: float = 5.0
+    ack_timeout: float = 5.0
+    retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS
+
+
+HandlerConfig = (
+    LogHandlerConfig | WebhookHandlerConfig | AppriseHandlerConfig | CommandHandlerConfig | NatsHandlerConfig
+)
 
 
 @attrs.frozen
@@ -207,9 +249,10 @@ class _RawWebhook:
     name: str | None = None
     events: tuple[str, ...] | None = None
     url: str
-    secret: str | None = None
-    secret_env: str | None = None
-    secret_file: str | None = None
+    # Each takes one name, or a list of them to sign with several keys during a rotation.
+    secret: str | tuple[str, ...] | None = None
+    secret_env: str | tuple[str, ...] | None = None
+    secret_file: str | tuple[str, ...] | None = None
     cvat_signature: bool = False
     connect_timeout: float = 5.0
     read_timeout: float = 15.0
@@ -217,6 +260,7 @@ class _RawWebhook:
     verify_tls: bool = True
     ca_file: str | None = None
     headers: dict[str, str] = attrs.Factory(dict)
+    format: str = "json"
 
 
 @attrs.frozen(kw_only=True)
@@ -230,6 +274,8 @@ class _RawApprise:
     title: str | None = None
     body: str | None = None
     retry_delays: tuple[float, ...] | None = None
+    group_wait: float | str | None = None
+    group_max: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -243,7 +289,29 @@ class _RawCommand:
     cwd: str | None = None
 
 
-_RawHandler = _RawLog | _RawWebhook | _RawApprise | _RawCommand
+@attrs.frozen(kw_only=True)
+class _RawNats:
+    type: str
+    name: str | None = None
+    events: tuple[str, ...] | None = None
+    url: str
+    subject: str
+    stream: str | None = None
+    stream_subjects: tuple[str, ...] | None = None
+    create_stream: bool = True
+    duplicate_window: float | None = None
+    user: str | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+    token_env: str | None = None
+    token_file: str | None = None
+    creds_file: str | None = None
+    connect_timeout: float = 5.0
+    ack_timeout: float = 5.0
+    retry_delays: tuple[float, ...] | None = None
+
+
+_RawHandler = _RawLog | _RawWebhook | _RawApprise | _RawCommand | _RawNats
 
 
 @attrs.frozen(kw_only=True)
@@ -260,12 +328,14 @@ _RAW_HANDLER_TYPES: dict[str, type[Any]] = {
     "webhook": _RawWebhook,
     "apprise": _RawApprise,
     "command": _RawCommand,
+    "nats": _RawNats,
 }
 _HANDLER_TYPES: dict[str, type[Any]] = {
     "log": LogHandlerConfig,
     "webhook": WebhookHandlerConfig,
     "apprise": AppriseHandlerConfig,
     "command": CommandHandlerConfig,
+    "nats": NatsHandlerConfig,
 }
 _HANDLER_TAGS: dict[type[Any], str] = {cls: tag for tag, cls in _HANDLER_TYPES.items()}
 
@@ -420,6 +490,15 @@ class _Resolver:
             self.fail(key, f"must be at least {minimum:g}")
         return value
 
+    def duration(self, key: str, value: float | str) -> float:
+        """Seconds from a number or a string like ``"30s"``, ``"5m"``, ``"1h"``, ``"500ms"``."""
+        if isinstance(value, str):
+            found = _DURATION.fullmatch(value.strip())
+            if found is None:
+                self.fail(key, 'must be a number of seconds or a duration like "30s", "5m", "1h"')
+            value = float(found[1]) * _DURATION_UNITS[found[2] or "s"]
+        return self.number(key, float(value), strict=True)
+
     def choice(self, key: str, value: str, choices: Sequence[str]) -> str:
         if value not in choices:
             self.fail(key, f"must be one of: {', '.join(choices)}")
@@ -510,7 +589,7 @@ class _Resolver:
                     "unnamed handlers get the key <type>-<n>)",
                 )
             seen_keys[handler_key] = index
-            handlers.append(self.handler(key, handler_key, raw_handler))
+            handlers.append(self.handler(key, handler_key, raw_handler, watches))
         if not handlers:
             self.warn("handler", "no [[handler]] tables: changes are recorded but nobody is notified")
 
@@ -552,7 +631,9 @@ class _Resolver:
             recheck_interval=self.number(f"{key}.recheck_interval", raw.recheck_interval, strict=True),
         )
 
-    def handler(self, key: str, handler_key: str, raw: _RawHandler) -> HandlerConfig:
+    def handler(
+        self, key: str, handler_key: str, raw: _RawHandler, watches: Sequence[WatchConfig]
+    ) -> HandlerConfig:
         events = self.events(f"{key}.events", raw.events)
         if isinstance(raw, _RawLog):
             return LogHandlerConfig(
@@ -566,6 +647,8 @@ class _Resolver:
             return self.webhook(key, handler_key, events, raw)
         if isinstance(raw, _RawApprise):
             return self.apprise(key, handler_key, events, raw)
+        if isinstance(raw, _RawNats):
+            return self.nats(key, handler_key, events, raw, watches)
         return self.command(key, handler_key, events, raw)
 
     def webhook(
@@ -579,7 +662,8 @@ class _Resolver:
                 "contains credentials, which are shown in logs and output; "
                 "prefer secret_env or secret_file with a signed webhook",
             )
-        secret = self.webhook_secret(key, raw)
+        secrets = self.webhook_secrets(key, raw)
+        secret = secrets[0] if secrets else None
         if raw.cvat_signature and secret is None:
             self.fail(f"{key}.cvat_signature", "needs a secret (secret_env, secret_file or secret)")
         if secret is not None and urlsplit(raw.url).scheme == "http":
@@ -609,6 +693,7 @@ class _Resolver:
             events=events,
             url=raw.url,
             secret=secret,
+            extra_secrets=secrets[1:],
             cvat_signature=raw.cvat_signature,
             connect_timeout=self.number(f"{key}.connect_timeout", raw.connect_timeout, strict=True),
             read_timeout=self.number(f"{key}.read_timeout", raw.read_timeout, strict=True),
@@ -616,22 +701,44 @@ class _Resolver:
             verify_tls=raw.verify_tls,
             ca_file=ca_file,
             headers=tuple(headers),
+            format=cast(
+                Literal["json", "cloudevents", "cloudevents-structured"],
+                self.choice(f"{key}.format", raw.format, ("json", "cloudevents", "cloudevents-structured")),
+            ),
         )
 
-    def webhook_secret(self, key: str, raw: _RawWebhook) -> Secret | None:
+    def webhook_secrets(self, key: str, raw: _RawWebhook) -> tuple[Secret, ...]:
+        """The signing secrets, in the order given; several only during a key rotation."""
         given = [n for n in ("secret", "secret_env", "secret_file") if getattr(raw, n) is not None]
         if len(given) > 1:
             self.fail(f"{key}.{given[1]}", "give only one of secret, secret_env and secret_file")
-        if raw.secret_env is not None:
-            return Secret(self.env(f"{key}.secret_env", raw.secret_env))
-        if raw.secret_file is not None:
-            return Secret(self.read_file(f"{key}.secret_file", raw.secret_file, what="secret file"))
-        if raw.secret is not None:
-            if not raw.secret:
-                self.fail(f"{key}.secret", "must not be empty")
+        if not given:
+            return ()
+        name = given[0]
+        value = getattr(raw, name)
+        names: tuple[str, ...] = (value,) if isinstance(value, str) else value
+        if not names:
+            self.fail(f"{key}.{name}", "must name at least one secret (or be left out)")
+        where = [
+            f"{key}.{name}" if isinstance(value, str) else f"{key}.{name}[{i}]" for i in range(len(names))
+        ]
+        if len(set(names)) < len(names):
+            self.fail(f"{key}.{name}", "lists the same secret twice")
+        if name == "secret_env":
+            values = [self.env(at, item) for at, item in zip(where, names, strict=True)]
+        elif name == "secret_file":
+            values = [
+                self.read_file(at, item, what="secret file") for at, item in zip(where, names, strict=True)
+            ]
+        else:
+            for at, item in zip(where, names, strict=True):
+                if not item:
+                    self.fail(at, "must not be empty")
             self.warn(f"{key}.secret", "inline secret in the config file; prefer secret_env or secret_file")
-            return Secret(raw.secret)
-        return None
+            values = list(names)
+        if len(set(values)) < len(values):
+            self.fail(f"{key}.{name}", "two entries hold the same secret")
+        return tuple(Secret(item) for item in values)
 
     def apprise(
         self, key: str, handler_key: str, events: tuple[str, ...], raw: _RawApprise
@@ -668,6 +775,12 @@ class _Resolver:
             if "://" not in url or not url.split("://", 1)[0]:
                 where = f"{source}[{index}]" if raw.urls is not None else source
                 self.fail(where, f"entry {index + 1} is not an Apprise URL (scheme://...)")
+        group_wait = None if raw.group_wait is None else self.duration(f"{key}.group_wait", raw.group_wait)
+        if raw.group_max is not None:
+            if group_wait is None:
+                self.fail(f"{key}.group_max", "needs group_wait (without it every event is its own message)")
+            if raw.group_max < 1:
+                self.fail(f"{key}.group_max", "must be at least 1")
         return AppriseHandlerConfig(
             key=handler_key,
             events=events,
@@ -675,6 +788,8 @@ class _Resolver:
             title=raw.title,
             body=raw.body,
             retry_delays=self.retry_delays(f"{key}.retry_delays", raw.retry_delays),
+            group_wait=group_wait,
+            group_max=50 if raw.group_max is None else raw.group_max,
         )
 
     def command(
@@ -693,3 +808,134 @@ class _Resolver:
             retry_delays=self.retry_delays(f"{key}.retry_delays", raw.retry_delays),
             cwd=cwd,
         )
+
+    def nats(
+        self,
+        key: str,
+        handler_key: str,
+        events: tuple[str, ...],
+        raw: _RawNats,
+        watches: Sequence[WatchConfig],
+    ) -> NatsHandlerConfig:
+        try:
+            parts = urlsplit(raw.url)
+            valid = parts.scheme in ("nats", "tls") and bool(parts.hostname) and parts.port != 0
+        except ValueError:
+            valid = False
+        if not valid:
+            self.fail(f"{key}.url", "must be a nats:// or tls:// URL with a host")
+        if parts.username is not None:
+            self.warn(
+                f"{key}.url",
+                "contains credentials, which are shown in logs and output; "
+                "prefer user with password_env, token_env or creds_file",
+            )
+        problem = template_error(raw.subject)
+        if problem:
+            self.fail(f"{key}.subject", problem)
+        # Every subject this handler can publish to, checked now rather than at the first event.
+        subjects = [
+            render_subject(raw.subject, watch=watch.name, event_type=event)
+            for watch in watches
+            for event in events
+        ]
+        for subject in subjects:
+            problem = subject_error(subject)
+            if problem:
+                self.fail(f"{key}.subject", f"renders as {subject!r}, which {problem}")
+        stream_subjects: tuple[str, ...] = ()
+        if raw.stream is not None:
+            if not raw.stream or any(c in raw.stream for c in " \t.*>/\\"):
+                self.fail(f"{key}.stream", "must be a stream name without spaces, '.', '*', '>', '/' or '\\'")
+            if raw.stream_subjects is not None:
+                if not raw.stream_subjects:
+                    self.fail(f"{key}.stream_subjects", "must list at least one subject filter")
+                for index, pattern in enumerate(raw.stream_subjects):
+                    bad = subject_error(pattern.replace("*", "x").replace(">", "x"))
+                    if bad:
+                        self.fail(f"{key}.stream_subjects[{index}]", bad)
+                stream_subjects = raw.stream_subjects
+            elif raw.create_stream:
+                derived = default_stream_subjects(raw.subject)
+                if derived is None:
+                    self.fail(
+                        f"{key}.stream_subjects",
+                        f"required to create the stream: no safe filter follows from {raw.subject!r}",
+                    )
+                stream_subjects = derived
+            if stream_subjects:
+                for subject in subjects:
+                    if not any(subject_matches(pattern, subject) for pattern in stream_subjects):
+                        self.fail(
+                            f"{key}.stream_subjects",
+                            f"do not capture {subject!r}, which the subject template gives",
+                        )
+        elif raw.stream_subjects is not None:
+            self.fail(f"{key}.stream_subjects", "needs stream (the name of the stream to create)")
+        retry_delays = self.retry_delays(f"{key}.retry_delays", raw.retry_delays)
+        if raw.duplicate_window is None:
+            # Cover every retry of the schedule (plus the dispatcher's jitter and a day of
+            # downtime), so that JetStream drops a retried duplicate rather than storing it.
+            duplicate_window = float(math.ceil(sum(retry_delays) + 86400.0))
+        else:
+            duplicate_window = self.number(f"{key}.duplicate_window", raw.duplicate_window, strict=True)
+            horizon = sum(retry_delays)
+            if duplicate_window < horizon:
+                self.warn(
+                    f"{key}.duplicate_window",
+                    f"{duplicate_window:g} s is shorter than the retry schedule ({horizon:g} s): "
+                    "a late retry of an event whose ack was lost is stored twice",
+                )
+        credentials = self.nats_credentials(key, raw)
+        return NatsHandlerConfig(
+            key=handler_key,
+            events=events,
+            url=raw.url,
+            subject=raw.subject,
+            stream=raw.stream,
+            stream_subjects=stream_subjects,
+            create_stream=raw.create_stream,
+            duplicate_window=float(duplicate_window),
+            connect_timeout=self.number(f"{key}.connect_timeout", raw.connect_timeout, strict=True),
+            ack_timeout=self.number(f"{key}.ack_timeout", raw.ack_timeout, strict=True),
+            retry_delays=retry_delays,
+            **credentials,
+        )
+
+    def nats_credentials(self, key: str, raw: _RawNats) -> dict[str, Any]:
+        kinds = {
+            "password": ("password_env", "password_file"),
+            "token": ("token_env", "token_file"),
+            "creds": ("creds_file",),
+        }
+        given = [name for names in kinds.values() for name in names if getattr(raw, name) is not None]
+        if len(given) > 1:
+            self.fail(
+                f"{key}.{given[1]}",
+                "give one way to authenticate: password_env, password_file, token_env, token_file "
+                "or creds_file",
+            )
+        if raw.user is not None and not raw.user:
+            self.fail(f"{key}.user", "must not be empty")
+        has_password = bool(given) and given[0].startswith("password")
+        if has_password and raw.user is None:
+            self.fail(f"{key}.{given[0]}", "needs user")
+        if raw.user is not None and not has_password:
+            self.fail(f"{key}.user", "needs password_env or password_file")
+        credentials: dict[str, Any] = {"user": raw.user}
+        if not given:
+            return credentials
+        name = given[0]
+        value = getattr(raw, name)
+        if name == "creds_file":
+            path = self.path(f"{key}.creds_file", value)
+            # Read it now, so that a missing or unreadable file is a config error, not a failed
+            # delivery three days later; nats-py reads it again at every connect.
+            self.read_file(f"{key}.creds_file", value, what="creds file")
+            credentials["creds_file"] = path
+            return credentials
+        secret = self.env(f"{key}.{name}", value) if name.endswith("_env") else None
+        if secret is None:
+            secret = self.read_file(f"{key}.{name}", value, what=f"{name.split('_')[0]} file")
+        credentials[name.split("_")[0]] = Secret(secret)
+        return credentials

@@ -1,7 +1,8 @@
 """The CVAT export model: frozen attrs values and the questions people ask of them.
 
-Nothing here reads or writes files, XML or JSON: :mod:`cvat_watch.xmlio` and :mod:`cvat_watch.jobstatus`
-are the filters between the files and these classes.
+Nothing here reads or writes files, XML or JSON: :mod:`cvat_watch.cvatxml` and :mod:`cvat_watch.jobstatus`
+are the filters between the files and these classes. The one way up is ``Annotations.from_path`` /
+``Annotations.save``, which import those modules when called.
 
 Two fields on the XML-derived classes are not content:
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import re
 import typing
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -57,6 +58,7 @@ __all__ = [
     "base_url_of",
     "job_id_from_url",
     "job_url",
+    "project_url",
     "task_url",
 ]
 
@@ -72,13 +74,24 @@ CompletionRule = Literal["completed", "accepted"]
 Coordinates = tuple[tuple[float, float], ...]
 
 
-def _tuple(value: Iterable[typing.Any]) -> tuple[typing.Any, ...]:
+# Field converters. Both return an exact tuple / str / None unchanged, which is what lets the XML
+# reader fill objects without their __init__ (cvat_watch.cvatxml._fastbuild checks every field's
+# converter against PASS_THROUGH_CONVERTERS).
+
+
+def as_tuple(value: Iterable[typing.Any]) -> tuple[typing.Any, ...]:
+    """``value`` as a tuple; an exact tuple is returned as it is."""
     # tuple(t) returns t itself for an exact tuple, so the common path costs one call.
     return value if type(value) is tuple else tuple(value)
 
 
-def _str_or_none(value: object) -> str | None:
+def str_or_none(value: object) -> str | None:
+    """None stays None; anything else becomes its str (an exact str is returned as it is)."""
     return None if value is None else str(value)
+
+
+#: The field converters that hand back an exact ``str``, ``tuple`` or None as they got it.
+PASS_THROUGH_CONVERTERS: tuple[typing.Any, ...] = (str, as_tuple, str_or_none)
 
 
 def _layout() -> typing.Any:
@@ -86,7 +99,7 @@ def _layout() -> typing.Any:
 
 
 def _items() -> typing.Any:
-    return attrs.field(factory=tuple, converter=_tuple, kw_only=True)
+    return attrs.field(factory=tuple, converter=as_tuple, kw_only=True)
 
 
 @attrs.frozen
@@ -94,9 +107,9 @@ class XmlElement:
     """An element this version of cvat-watch does not model, kept so that save loses nothing."""
 
     tag: str
-    attributes: tuple[tuple[str, str], ...] = attrs.field(factory=tuple, converter=_tuple)
+    attributes: tuple[tuple[str, str], ...] = attrs.field(factory=tuple, converter=as_tuple)
     text: str | None = None
-    children: tuple[XmlElement, ...] = attrs.field(factory=tuple, converter=_tuple)
+    children: tuple[XmlElement, ...] = attrs.field(factory=tuple, converter=as_tuple)
 
 
 @attrs.frozen
@@ -184,6 +197,11 @@ def task_url(base_url: str | None, task_id: str | int) -> str | None:
     return f"{base_url.rstrip('/')}/tasks/{task_id}" if base_url else None
 
 
+def project_url(base_url: str | None, project_id: str | int) -> str | None:
+    """``{base}/projects/{id}``: where CVAT opens the project; None without a base URL."""
+    return f"{base_url.rstrip('/')}/projects/{project_id}" if base_url else None
+
+
 def job_url(base_url: str | None, task_id: str | int, job_id: str | int) -> str | None:
     """``{base}/tasks/{task}/jobs/{job}``; None without a base URL."""
     return f"{base_url.rstrip('/')}/tasks/{task_id}/jobs/{job_id}" if base_url else None
@@ -215,7 +233,7 @@ _STEP = re.compile(r"step\s*=\s*(\d+)")
 class Task:
     """A task as the export's meta describes it. Every field but the labels and segments is optional."""
 
-    id: str | None = attrs.field(default=None, converter=_str_or_none)
+    id: str | None = attrs.field(default=None, converter=str_or_none)
     name: str | None = None
     size: int | None = None
     mode: str | None = None
@@ -260,7 +278,7 @@ class Task:
 class Project:
     """The project of a project export: its identity, owner, labels and the subsets it uses."""
 
-    id: str | None = attrs.field(default=None, converter=_str_or_none)
+    id: str | None = attrs.field(default=None, converter=str_or_none)
     name: str | None = None
     bugtracker: str | None = None
     created: str | None = None
@@ -309,7 +327,7 @@ class Box:
 @attrs.frozen
 class Polygon:
     label: str
-    points: Coordinates = attrs.field(converter=_tuple)
+    points: Coordinates = attrs.field(converter=as_tuple)
     source: str = "manual"
     occluded: bool = False
     z_order: int = 0
@@ -322,7 +340,7 @@ class Polygon:
 @attrs.frozen
 class Polyline:
     label: str
-    points: Coordinates = attrs.field(converter=_tuple)
+    points: Coordinates = attrs.field(converter=as_tuple)
     source: str = "manual"
     occluded: bool = False
     z_order: int = 0
@@ -335,7 +353,7 @@ class Polyline:
 @attrs.frozen
 class Points:
     label: str
-    points: Coordinates = attrs.field(converter=_tuple)
+    points: Coordinates = attrs.field(converter=as_tuple)
     source: str = "manual"
     occluded: bool = False
     z_order: int = 0
@@ -423,7 +441,7 @@ class SkeletonPoint:
     """One node of a skeleton (``<points>`` inside ``<skeleton>``)."""
 
     label: str
-    points: Coordinates = attrs.field(converter=_tuple)
+    points: Coordinates = attrs.field(converter=as_tuple)
     source: str = "manual"
     occluded: bool = False
     outside: bool = False
@@ -462,18 +480,21 @@ class Tag:
 
 Shape = Box | Polygon | Polyline | Points | Ellipse | Cuboid | Mask | Skeleton | Tag
 
-#: The list fields of ImageAnnotation, in the order CVAT's tag names map to them.
-SHAPE_FIELDS: Mapping[str, type] = {
-    "boxes": Box,
-    "polygons": Polygon,
-    "polylines": Polyline,
-    "points": Points,
-    "ellipses": Ellipse,
-    "cuboids": Cuboid,
-    "masks": Mask,
-    "skeletons": Skeleton,
-    "tags": Tag,
+#: The shape kinds: CVAT's element name → (the ImageAnnotation field holding them, their class), in
+#: the order of ImageAnnotation's fields. The one table of shape kinds; cvatxml derives its own from it.
+SHAPE_KINDS: Mapping[str, tuple[str, type]] = {
+    "box": ("boxes", Box),
+    "polygon": ("polygons", Polygon),
+    "polyline": ("polylines", Polyline),
+    "points": ("points", Points),
+    "ellipse": ("ellipses", Ellipse),
+    "cuboid": ("cuboids", Cuboid),
+    "mask": ("masks", Mask),
+    "skeleton": ("skeletons", Skeleton),
+    "tag": ("tags", Tag),
 }
+#: ImageAnnotation's shape fields → the class each holds, in field order.
+SHAPE_FIELDS: Mapping[str, type] = dict(SHAPE_KINDS.values())
 
 
 @attrs.frozen
@@ -484,7 +505,7 @@ class ImageAnnotation:
     name: str
     width: int | None = None
     height: int | None = None
-    task_id: str | None = attrs.field(default=None, converter=_str_or_none)
+    task_id: str | None = attrs.field(default=None, converter=str_or_none)
     subset: str | None = None
     boxes: tuple[Box, ...] = _items()
     polygons: tuple[Polygon, ...] = _items()
@@ -547,7 +568,7 @@ class Track:
     label: str
     source: str = "manual"
     group_id: int | None = None
-    task_id: str | None = attrs.field(default=None, converter=_str_or_none)
+    task_id: str | None = attrs.field(default=None, converter=str_or_none)
     subset: str | None = None
     shapes: tuple[TrackedShape, ...] = _items()
     #: Element tracks of a skeleton track, as CVAT wrote them from 2022-08 to 2023-02.
@@ -578,6 +599,15 @@ class JobStatus:
         if self.state != COMPLETED:
             return False
         return rule == "completed" or self.stage == ACCEPTANCE
+
+
+def is_task_complete(jobs: Sequence[JobStatus], rule: CompletionRule = "completed") -> bool:
+    """The one rule for a task: at least one counting job, and every one done under ``rule``.
+
+    ``jobs`` are the task's counting jobs (ground-truth and consensus jobs already left out).
+    The library's queries, the daemon's snapshot and the CLI's report all ask this function.
+    """
+    return bool(jobs) and all(job.is_done(rule) for job in jobs)
 
 
 ExportKind = Literal["project", "task", "job"]
@@ -631,9 +661,9 @@ class Annotations:
         job_status_path: str | typing.Any | None = None,
     ) -> Annotations:
         """Load a CVAT XML export and, optionally, the job-status file beside it."""
-        from cvat_watch import jobstatus, xmlio  # the readers sit above the model; import on use
+        from cvat_watch import cvatxml, jobstatus  # the readers sit above the model; import on use
 
-        annotations = xmlio.load(xml_annotation_path)
+        annotations = cvatxml.load(xml_annotation_path)
         if job_status_path is None:
             return annotations
         records = jobstatus.load_job_status(job_status_path)
@@ -641,9 +671,9 @@ class Annotations:
 
     def save(self, path: str | typing.Any) -> None:
         """Write the export as CVAT XML, atomically (temporary file, then rename)."""
-        from cvat_watch import xmlio
+        from cvat_watch import cvatxml
 
-        xmlio.save(self, path)
+        cvatxml.save(self, path)
 
     def to_dict(self) -> dict[str, typing.Any]:
         """JSON-ready data (the package's one cattrs converter)."""
@@ -714,8 +744,7 @@ class Annotations:
 
     def is_task_completed(self, task_id: str | int, *, rule: CompletionRule = "completed") -> bool:
         """At least one counting job, and every one completed (and, for ``accepted``, at acceptance)."""
-        jobs = self.jobs_of_task(task_id)
-        return bool(jobs) and all(job.is_done(rule) for job in jobs)
+        return is_task_complete(self.jobs_of_task(task_id), rule)
 
     def get_completed_task_ids(self, *, rule: CompletionRule = "completed") -> list[str]:
         """The ids of the export's tasks that are completed, in file order."""
@@ -727,9 +756,7 @@ class Annotations:
         return [task for task in self.tasks if task.id is not None and task.id in done]
 
     def _done_task_ids(self, rule: CompletionRule) -> set[str]:
-        return {
-            task_id for task_id, jobs in self.jobs_by_task().items() if all(job.is_done(rule) for job in jobs)
-        }
+        return {task_id for task_id, jobs in self.jobs_by_task().items() if is_task_complete(jobs, rule)}
 
     # -- images -------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from cvat_watch.config import (
     Config,
     HandlerConfig,
     LogHandlerConfig,
+    NatsHandlerConfig,
     WebhookHandlerConfig,
 )
 from cvat_watch.daemon.store import Delivery
@@ -51,15 +52,38 @@ def describe_config(config: Config) -> tuple[list[str], list[str]]:
 
 def _describe_handler(handler: HandlerConfig) -> str:
     if isinstance(handler, WebhookHandlerConfig):
-        signed = "signed" if handler.secret else "unsigned"
+        keys = 1 + len(handler.extra_secrets)
+        signed = ("signed" if keys == 1 else f"signed with {keys} keys") if handler.secret else "unsigned"
         return f"webhook POST {redact_url(handler.url)} ({signed})"
     if isinstance(handler, AppriseHandlerConfig):
         schemes = sorted({url.reveal().split("://", 1)[0] for url in handler.urls})
-        return f"apprise, {len(handler.urls)} URL(s): {', '.join(scheme + '://…' for scheme in schemes)}"
+        digest = (
+            f", digest of up to {handler.group_max} events every {handler.group_wait:g}s"
+            if handler.group_wait is not None
+            else ""
+        )
+        return (
+            f"apprise, {len(handler.urls)} URL(s): {', '.join(scheme + '://…' for scheme in schemes)}{digest}"
+        )
     if isinstance(handler, CommandHandlerConfig):
         return f"command {handler.command[0]} (+{len(handler.command) - 1} args), timeout {handler.timeout}s"
     if isinstance(handler, LogHandlerConfig):
         return f"log ({handler.format})"
+    if isinstance(handler, NatsHandlerConfig):
+        stream = f", stream {handler.stream}" if handler.stream else ""
+        auth = (
+            "user"
+            if handler.user
+            else "token"
+            if handler.token
+            else "creds"
+            if handler.creds_file
+            else "none"
+        )
+        return (
+            f"nats {redact_url(handler.url)} subject {handler.subject}{stream}"
+            f" (auth: {auth}, duplicate window {handler.duplicate_window:g}s)"
+        )
     return type(handler).__name__
 
 
@@ -79,6 +103,11 @@ def _handler_problems(handler: HandlerConfig) -> list[str]:
         program = handler.command[0]
         if shutil.which(program) is None:
             problems.append(f"handler {handler.key}: program {program!r} not found or not executable")
+    if isinstance(handler, NatsHandlerConfig):
+        try:
+            import nats  # noqa: F401
+        except ImportError:
+            problems.append(f"handler {handler.key}: needs nats-py: pip install 'cvat-watch[nats]'")
     if isinstance(handler, AppriseHandlerConfig):
         try:
             from cvat_watch.handlers.apprise import validate_template

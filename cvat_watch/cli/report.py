@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import attrs
 
-from cvat_watch.model import Annotations, CompletionRule
+from cvat_watch.model import Annotations, CompletionRule, is_task_complete
 
 __all__ = ["TaskReport", "format_table", "task_reports"]
 
@@ -47,7 +47,7 @@ def task_reports(
                 images=summary.image_counts.get(task.id, 0),
                 jobs_completed=sum(job.is_done(rule) for job in jobs),
                 jobs_total=len(jobs),
-                completed=bool(jobs) and all(job.is_done(rule) for job in jobs),
+                completed=is_task_complete(jobs, rule),
                 link=annotations.task_url(task.id, base_url),
             )
         )

@@ -14,6 +14,8 @@ import attrs
 
 from cvat_watch.daemon.events import (
     JOB_STATE_CHANGED,
+    PROJECT_COMPLETED,
+    PROJECT_REOPENED,
     TASK_COMPLETED,
     TASK_REOPENED,
     Event,
@@ -22,11 +24,13 @@ from cvat_watch.daemon.events import (
     TaskInfo,
     event_id,
     job_url,
+    project_event_id,
+    project_url,
     task_url,
 )
 from cvat_watch.daemon.snapshot import JobState, Snapshot, TaskState
 
-__all__ = ["DiffResult", "diff", "job_key", "task_key"]
+__all__ = ["DiffResult", "diff", "job_key", "project_complete", "project_key", "task_key"]
 
 #: The state CVAT gives a job that nobody has touched: a job that appears in it is no news.
 _NEW_JOB_STATE = "new"
@@ -38,6 +42,21 @@ def task_key(task_id: str) -> str:
 
 def job_key(job_id: str) -> str:
     return f"job:{job_id}"
+
+
+def project_key(project_id: str) -> str:
+    return f"project:{project_id}"
+
+
+def project_complete(snapshot: Snapshot | None, project_id: str | None) -> bool:
+    """Whether ``snapshot`` is an export of project ``project_id`` with tasks, all complete."""
+    return (
+        snapshot is not None
+        and project_id is not None
+        and snapshot.project_id == project_id
+        and bool(snapshot.tasks)
+        and all(task.completed for task in snapshot.tasks)
+    )
 
 
 @attrs.frozen
@@ -56,6 +75,7 @@ def diff(
     timestamp: str,
     notify_existing: bool = False,
     job_events: bool = False,
+    project_events: bool = False,
 ) -> DiffResult:
     """The events between the baseline ``old`` and ``new``.
 
@@ -65,7 +85,11 @@ def diff(
     * completed in ``old`` and present but not completed in ``new``: ``task.reopened``;
     * a task missing from ``new`` produces nothing;
     * with ``job_events``: ``job.state_changed`` for every job whose state differs, and for a
-      job that appears in a state other than ``new`` (never on first start).
+      job that appears in a state other than ``new`` (never on first start);
+    * with ``project_events``, for a project export (one with a project id), after the task events:
+      ``project.completed`` when it has tasks and all are completed but was not so in ``old``
+      (on first start only with ``notify_existing``), ``project.reopened`` when it was so in
+      ``old`` and is not any more (a task reopened, or a new task that is not completed).
     """
     counters = dict(generations)
     project = (
@@ -138,7 +162,52 @@ def diff(
         elif was_completed and not task.completed:
             events.append(make(TASK_REOPENED, task, counters.get(key, 0)))
 
+    if project_events:
+        project_event = _project_event(
+            old, new, counters, timestamp=timestamp, notify_existing=notify_existing
+        )
+        if project_event is not None:
+            events.append(project_event)
     return DiffResult(events=tuple(events), generations=counters)
+
+
+def _project_event(
+    old: Snapshot | None,
+    new: Snapshot,
+    counters: dict[str, int],
+    *,
+    timestamp: str,
+    notify_existing: bool,
+) -> Event | None:
+    """``project.completed``/``project.reopened`` between the snapshots, counting completions."""
+    project_id = new.project_id
+    if project_id is None:
+        return None
+    was_complete = project_complete(old, project_id)
+    is_complete = project_complete(new, project_id)
+    key = project_key(project_id)
+    if is_complete and not was_complete and (old is not None or notify_existing):
+        counters[key] = counters.get(key, 0) + 1
+        kind = PROJECT_COMPLETED
+    elif was_complete and not is_complete:
+        kind = PROJECT_REOPENED
+    else:
+        return None
+    return Event(
+        type=kind,
+        id=project_event_id(new.watch, project_id, kind, counters.get(key, 0)),
+        timestamp=timestamp,
+        watch=new.watch,
+        project=ProjectInfo(
+            id=project_id,
+            name=new.project_name,
+            url=project_url(new.base_url, project_id),
+            task_count=len(new.tasks),
+            image_count=sum(task.image_count for task in new.tasks),
+            shape_count=sum(task.shape_count for task in new.tasks),
+        ),
+        task=None,
+    )
 
 
 def _job_info(task: TaskState, job: JobState, base_url: str | None) -> JobInfo:

@@ -20,7 +20,7 @@ import attrs
 from cvat_watch.daemon.events import Event
 from cvat_watch.daemon.store import Delivery, Store
 from cvat_watch.errors import CvatWatchError, DeliveryError
-from cvat_watch.handlers.base import Handler
+from cvat_watch.handlers.base import GroupHandler, Handler
 
 __all__ = ["Dispatcher", "Route"]
 
@@ -52,6 +52,10 @@ class Route:
     handler: Handler = attrs.field(repr=False)
     events: frozenset[str]
     retry_delays: tuple[float, ...] = attrs.field(converter=_delays)
+    #: Seconds to gather events into one delivery (a digest; the handler must be a
+    #: ``GroupHandler``), and the most events in one; None delivers each event on its own.
+    group_wait: float | None = None
+    group_max: int = 50
 
 
 @attrs.define(eq=False)
@@ -141,6 +145,9 @@ class Dispatcher:
                 worker.thread = None
 
     def _work(self, worker: _Worker) -> None:
+        if worker.route.group_wait is not None:
+            self._work_groups(worker)
+            return
         key = worker.route.key
         while not self._stopping.is_set():
             # Cleared before looking, so a wake() that arrives while we deliver is not lost.
@@ -168,6 +175,9 @@ class Dispatcher:
         """
         attempts = 0
         for route in self._routes:
+            if route.group_wait is not None:
+                attempts += self._run_groups_once(route, now=now)
+                continue
             attempted: set[int] = set()
             while True:
                 when = now if now is not None else self._clock()
@@ -269,3 +279,84 @@ class Dispatcher:
         # delay, if longer): a huge value must not park a delivery for years.
         asked = min(error.retry_after or 0.0, max(MAX_RETRY_AFTER, *route.retry_delays))
         return now + max(delay, asked)
+
+    # -- grouped routes (digests) -------------------------------------------------------------
+    #
+    # The store claims a group (committed before the attempt), the handler sends it as one
+    # message, and the outcome is recorded for every row of the group in one transaction.
+
+    def _work_groups(self, worker: _Worker) -> None:
+        route = worker.route
+        assert route.group_wait is not None
+        while not self._stopping.is_set():
+            worker.wakeup.clear()
+            try:
+                claimed = self._store.claim_group(
+                    route.key, self._clock(), wait=route.group_wait, limit=route.group_max
+                )
+                if claimed is not None:
+                    self._attempt_group(route, *claimed, now=None)
+                    continue
+                due = self._store.next_group_time(route.key, wait=route.group_wait)
+            except CvatWatchError as error:
+                log.error("dispatch %s: %s; trying again in %.0f s", route.key, error, STORE_FAILURE_WAIT)
+                worker.wakeup.wait(STORE_FAILURE_WAIT)
+                continue
+            wait = MAX_IDLE_WAIT if due is None else min(MAX_IDLE_WAIT, due - self._clock())
+            if wait > 0:
+                worker.wakeup.wait(wait)
+
+    def _run_groups_once(self, route: Route, *, now: float | None) -> int:
+        """``run_once`` for a grouped route: everything due goes out now, in groups, once each."""
+        attempts = 0
+        attempted: set[str] = set()
+        while True:
+            when = now if now is not None else self._clock()
+            claimed = self._store.claim_group(route.key, when, wait=0.0, limit=route.group_max, force=True)
+            if claimed is None or claimed[0] in attempted:
+                return attempts
+            attempted.add(claimed[0])
+            self._attempt_group(route, *claimed, now=now)
+            attempts += 1
+
+    def _attempt_group(
+        self, route: Route, group_id: str, rows: Sequence[Delivery], *, now: float | None
+    ) -> None:
+        if not rows:
+            return
+        handler = route.handler
+        ids = [row.id for row in rows]
+        try:
+            if not isinstance(handler, GroupHandler):
+                raise DeliveryError(f"handler {route.key} cannot send grouped events", retry=False)
+            handler.deliver_group([row.payload for row in rows], group_id=group_id)
+        except Exception as exc:
+            if not isinstance(exc, DeliveryError):
+                log.error(
+                    "handler %s raised an unexpected error on group %s", route.key, group_id, exc_info=True
+                )
+            error = exc if isinstance(exc, DeliveryError) else DeliveryError(repr(exc), retry=True)
+            when = now if now is not None else self._clock()
+            if error.gone:
+                self._store.record_group(ids, when, error=str(error), next_attempt_at=when)
+                self._store.mark_gone(route.key, str(error), when)
+                log.warning(
+                    "handler %s: the target is gone (%s); group %s dropped", route.key, error, group_id
+                )
+                return
+            attempts = max(row.attempts for row in rows) + 1
+            next_attempt = self.next_attempt_at(route, attempts, error, when) if error.retry else None
+            self._store.record_group(ids, when, error=str(error), next_attempt_at=next_attempt)
+            log.warning(
+                "handler %s: group %s of %d events failed (attempt %d): %s; %s",
+                route.key,
+                group_id,
+                len(rows),
+                attempts,
+                error,
+                "giving up, kept as dead letters"
+                if next_attempt is None
+                else f"next attempt in {next_attempt - when:.1f} s",
+            )
+            return
+        self._store.record_group(ids, now if now is not None else self._clock())

@@ -14,11 +14,22 @@ from typing import Any
 
 import attrs
 
-from cvat_watch.model import job_url, task_url  # re-exported: the model owns the link rules
+from cvat_watch.eventtypes import (
+    ALL_EVENTS,
+    JOB_STATE_CHANGED,
+    PROJECT_COMPLETED,
+    PROJECT_EVENTS,
+    PROJECT_REOPENED,
+    TASK_COMPLETED,
+    TASK_REOPENED,
+)
+from cvat_watch.model import job_url, project_url, task_url  # re-exported: the model owns the link rules
 
 __all__ = [
     "EVENT_TYPES",
     "JOB_STATE_CHANGED",
+    "PROJECT_COMPLETED",
+    "PROJECT_REOPENED",
     "TASK_COMPLETED",
     "TASK_REOPENED",
     "Event",
@@ -27,13 +38,12 @@ __all__ = [
     "TaskInfo",
     "event_id",
     "job_url",
+    "project_event_id",
+    "project_url",
     "task_url",
 ]
 
-TASK_COMPLETED = "task.completed"
-TASK_REOPENED = "task.reopened"
-JOB_STATE_CHANGED = "job.state_changed"
-EVENT_TYPES = frozenset({TASK_COMPLETED, TASK_REOPENED, JOB_STATE_CHANGED})
+EVENT_TYPES = frozenset(ALL_EVENTS)
 
 
 def event_id(watch: str, task_id: str, transition: str, generation: int, job_id: str | None = None) -> str:
@@ -45,6 +55,16 @@ def event_id(watch: str, task_id: str, transition: str, generation: int, job_id:
     """
     # A JSON array keeps the parts apart: ("a:b", "c") and ("a", "b:c") must not collide.
     material = json.dumps([watch, task_id, transition, generation, job_id], ensure_ascii=False)
+    return "evt_" + hashlib.sha256(material.encode("utf-8")).hexdigest()[:32]
+
+
+def project_event_id(watch: str, project_id: str, transition: str, generation: int) -> str:
+    """The id of a project event: like :func:`event_id`, from what it is about, never from when.
+
+    The material is tagged ``"project"`` and has its own shape, so a project id can never
+    produce the id of a task event whatever the two ids look like.
+    """
+    material = json.dumps(["project", watch, project_id, transition, generation], ensure_ascii=False)
     return "evt_" + hashlib.sha256(material.encode("utf-8")).hexdigest()[:32]
 
 
@@ -98,32 +118,73 @@ class TaskInfo:
 
 @attrs.frozen
 class ProjectInfo:
+    """The project of an export; project events also carry its link and counts."""
+
     id: str | None = None
     name: str | None = None
+    url: str | None = None
+    task_count: int | None = None
+    image_count: int | None = None
+    shape_count: int | None = None
+
+    def to_payload(self, *, whole: bool = False) -> dict[str, Any]:
+        """``id`` and ``name``; with ``whole`` (project events) also ``url`` and the counts."""
+        payload: dict[str, Any] = {"id": self.id, "name": self.name}
+        if whole:
+            payload.update(
+                url=self.url,
+                task_count=self.task_count,
+                image_count=self.image_count,
+                shape_count=self.shape_count,
+            )
+        return payload
 
 
 @attrs.frozen
 class Event:
-    """One announcement: a task completed or reopened, or (opt-in) a job's state changed."""
+    """One announcement: a task completed or reopened, (opt-in) a job's state changed, or
+    (opt-in) every task of a project export became complete or stopped being so.
+
+    Project events have a ``project`` and no ``task``; every other event has a ``task``.
+    """
 
     type: str
     id: str
     timestamp: str
     watch: str
     project: ProjectInfo | None
-    task: TaskInfo
+    task: TaskInfo | None
     job: JobInfo | None = None
     previous_state: str | None = None
 
+    @property
+    def order_key(self) -> str:
+        """What the outbox keeps in order: the task for task and job events, else the project.
+
+        A handler receives the events of one key in the order they happened, even across
+        retries (``project:`` keeps project ids apart from task ids).
+        """
+        if self.task is not None:
+            return self.task.id
+        return f"project:{self.project.id if self.project is not None else ''}"
+
     def to_payload(self) -> dict[str, Any]:
         """The JSON-ready dict handlers receive; ``job`` and ``previous_state`` only for job events."""
+        if self.type in PROJECT_EVENTS:
+            return {
+                "type": self.type,
+                "id": self.id,
+                "timestamp": self.timestamp,
+                "watch": self.watch,
+                "project": None if self.project is None else self.project.to_payload(whole=True),
+            }
         payload: dict[str, Any] = {
             "type": self.type,
             "id": self.id,
             "timestamp": self.timestamp,
             "watch": self.watch,
-            "project": (None if self.project is None else {"id": self.project.id, "name": self.project.name}),
-            "task": self.task.to_payload(),
+            "project": None if self.project is None else self.project.to_payload(),
+            "task": None if self.task is None else self.task.to_payload(),
         }
         if self.type == JOB_STATE_CHANGED:
             payload["job"] = None if self.job is None else self.job.to_payload()

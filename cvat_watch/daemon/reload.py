@@ -23,7 +23,7 @@ from pathlib import Path
 
 import attrs
 
-from cvat_watch import jobstatus, xmlio
+from cvat_watch import cvatxml, jobstatus
 from cvat_watch.config import WatchConfig
 from cvat_watch.daemon.diff import diff
 from cvat_watch.daemon.events import Event
@@ -120,6 +120,7 @@ class WatchRunner:
     store: Store
     targets: Callable[[Event], Sequence[str]]
     job_events: bool = False
+    project_events: bool = False
     clock: Callable[[], float] = time.time
     _digests: tuple[str, str | None] | None = None
     _summary_cache: tuple[str, ExportSummary] | None = None
@@ -266,7 +267,7 @@ class WatchRunner:
         if self._summary_cache is not None and self._summary_cache[0] == digest:
             return self._summary_cache[1]
         assert data is not None  # _read_file reads whatever the cache does not hold
-        summary = xmlio.loads_summary(data, path=self.config.annotations)
+        summary = cvatxml.loads_summary(data, path=self.config.annotations)
         log.debug("watch %s: export parsed, %d tasks", self.name, len(summary.tasks))
         self._summary_cache = (digest, summary)
         return summary
@@ -302,6 +303,7 @@ class WatchRunner:
             timestamp=utc_timestamp(now),
             notify_existing=self.config.notify_existing,
             job_events=self.job_events,
+            project_events=self.project_events,
         )
         completed = sum(task.completed for task in snapshot.tasks)
         if not dry_run:
@@ -318,7 +320,7 @@ class WatchRunner:
                 " (notify_existing: announcing them)" if self.config.notify_existing else "",
             )
         for event in result.events:
-            log.debug("watch %s: %s for task %s (%s)", self.name, event.type, event.task.id, event.id)
+            log.debug("watch %s: %s for task %s (%s)", self.name, event.type, event.order_key, event.id)
         return ReloadOutcome(
             "committed", events=result.events, first_start=baseline is None, completed=completed
         )

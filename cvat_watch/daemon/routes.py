@@ -15,6 +15,7 @@ from cvat_watch.config import (
     Config,
     HandlerConfig,
     LogHandlerConfig,
+    NatsHandlerConfig,
     WebhookHandlerConfig,
 )
 from cvat_watch.daemon.dispatch import Route
@@ -47,12 +48,17 @@ def _routes_of(handler_config: HandlerConfig) -> list[Route]:
             verify = str(handler_config.ca_file)
         handler = handlers.WebhookHandler(
             url=handler_config.url,
-            secret=handler_config.secret.reveal() if handler_config.secret else None,
+            secret=(
+                [secret.reveal() for secret in (handler_config.secret, *handler_config.extra_secrets)]
+                if handler_config.secret
+                else None
+            ),
             cvat_signature=handler_config.cvat_signature,
             connect_timeout=handler_config.connect_timeout,
             read_timeout=handler_config.read_timeout,
             verify=verify,
             headers=dict(handler_config.headers),
+            format=handler_config.format,
         )
         return [Route(handler_config.key, handler, events, handler_config.retry_delays)]
     if isinstance(handler_config, AppriseHandlerConfig):
@@ -65,13 +71,40 @@ def _routes_of(handler_config: HandlerConfig) -> list[Route]:
                 options["body"] = handler_config.body
             handler = handlers.AppriseHandler(url=url.reveal(), **options)
             key = handler_config.key if len(handler_config.urls) == 1 else f"{handler_config.key}/{index}"
-            routes.append(Route(key, handler, events, handler_config.retry_delays))
+            routes.append(
+                Route(
+                    key,
+                    handler,
+                    events,
+                    handler_config.retry_delays,
+                    group_wait=handler_config.group_wait,
+                    group_max=handler_config.group_max,
+                )
+            )
         return routes
     if isinstance(handler_config, CommandHandlerConfig):
         handler = handlers.CommandHandler(
             argv=handler_config.command,
             timeout=handler_config.timeout,
             cwd=str(handler_config.cwd) if handler_config.cwd else None,
+        )
+        return [Route(handler_config.key, handler, events, handler_config.retry_delays)]
+    if isinstance(handler_config, NatsHandlerConfig):
+        from cvat_watch.handlers.nats import NatsHandler
+
+        handler = NatsHandler(
+            url=handler_config.url,
+            subject=handler_config.subject,
+            stream=handler_config.stream,
+            stream_subjects=handler_config.stream_subjects,
+            create_stream=handler_config.create_stream,
+            duplicate_window=handler_config.duplicate_window,
+            user=handler_config.user,
+            password=handler_config.password.reveal() if handler_config.password else None,
+            token=handler_config.token.reveal() if handler_config.token else None,
+            creds_file=str(handler_config.creds_file) if handler_config.creds_file else None,
+            connect_timeout=handler_config.connect_timeout,
+            ack_timeout=handler_config.ack_timeout,
         )
         return [Route(handler_config.key, handler, events, handler_config.retry_delays)]
     raise ConfigError(f"unknown handler configuration {type(handler_config).__name__}")

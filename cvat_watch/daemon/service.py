@@ -26,6 +26,7 @@ from cvat_watch.daemon.routes import build_routes, close_routes
 from cvat_watch.daemon.store import Store
 from cvat_watch.daemon.watcher import FileWatcher
 from cvat_watch.errors import CvatWatchError
+from cvat_watch.eventtypes import PROJECT_EVENTS
 
 __all__ = [
     "STATE_FILE_NAME",
@@ -86,10 +87,16 @@ class Daemon:
         self._routes = build_routes(config)
         dispatcher = Dispatcher(self._store, self._routes)
         wants_job_events = any(JOB_STATE_CHANGED in route.events for route in self._routes)
+        wants_project_events = any(not route.events.isdisjoint(PROJECT_EVENTS) for route in self._routes)
         runners = {}
         for watch in config.watches:
             kept = self._runners.get(watch.name)
-            if kept is not None and kept.config == watch and kept.job_events == wants_job_events:
+            if (
+                kept is not None
+                and kept.config == watch
+                and kept.job_events == wants_job_events
+                and kept.project_events == wants_project_events
+            ):
                 # A SIGHUP that left this watch as it was: keep the runner's memory (the export's
                 # summary by content hash, the parsers', the baseline), so that the forced reload
                 # below re-reads and re-hashes the files but parses again only what changed; at
@@ -97,7 +104,11 @@ class Daemon:
                 runners[watch.name] = attrs.evolve(kept, targets=dispatcher.targets)
             else:
                 runners[watch.name] = WatchRunner(
-                    config=watch, store=self._store, targets=dispatcher.targets, job_events=wants_job_events
+                    config=watch,
+                    store=self._store,
+                    targets=dispatcher.targets,
+                    job_events=wants_job_events,
+                    project_events=wants_project_events,
                 )
         for runner in runners.values():
             outcome = runner.reload(force=True)
@@ -256,10 +267,15 @@ def run_once(config: Config, *, dry_run: bool = False) -> list[ReloadOutcome]:
     try:
         dispatcher = Dispatcher(store, routes)
         wants_job_events = any(JOB_STATE_CHANGED in route.events for route in routes)
+        wants_project_events = any(not route.events.isdisjoint(PROJECT_EVENTS) for route in routes)
         outcomes = []
         for watch in config.watches:
             runner = WatchRunner(
-                config=watch, store=store, targets=dispatcher.targets, job_events=wants_job_events
+                config=watch,
+                store=store,
+                targets=dispatcher.targets,
+                job_events=wants_job_events,
+                project_events=wants_project_events,
             )
             outcomes.append(runner.reload(force=True, dry_run=dry_run))
         if not dry_run:

@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from cvat_watch.model import CompletionRule, ExportSummary, JobStatus, Task, base_url_of
+from cvat_watch.model import CompletionRule, ExportSummary, JobStatus, Task, base_url_of, is_task_complete
 
 __all__ = [
     "JobState",
@@ -363,7 +363,7 @@ def _task_state(
         id=task_id,
         name=name,
         subset=subset,
-        completed=bool(records) and all(job.is_done(rule) for job in records),
+        completed=is_task_complete(records, rule),
         jobs=[
             JobState(id=job.job_id, state=job.state, stage=job.stage, assignee=job.assignee, type=job.type)
             for job in records

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import itertools
 import json
 import operator
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Self
 
@@ -35,7 +36,7 @@ from cvat_watch.daemon.events import Event
 from cvat_watch.daemon.snapshot import Snapshot, TaskState
 from cvat_watch.errors import StateError
 
-__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "Delivery", "DeliveryStatus", "Store"]
+__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "Delivery", "DeliveryStatus", "Store", "group_identity"]
 
 #: ``PRAGMA application_id`` of a cvat-watch database ("CVWT"): tells our file from any other SQLite file.
 APPLICATION_ID = 0x43565754
@@ -231,6 +232,7 @@ class Store:
             connection.execute("PRAGMA synchronous = FULL")
             connection.execute("PRAGMA foreign_keys = ON")
             _prepare_schema(connection, path)
+            _prepare_groups(connection)
         except Exception as exc:
             if connection is not None:
                 connection.close()
@@ -347,7 +349,7 @@ class Store:
                         event.id,
                         event.type,
                         event.watch,
-                        event.task.id,
+                        event.order_key,
                         json.dumps(event.to_payload(), ensure_ascii=False, separators=(",", ":")),
                         now,
                     ),
@@ -363,7 +365,7 @@ class Store:
                         "INSERT OR IGNORE INTO deliveries"
                         " (event_id, handler_key, watch, task_id, status, next_attempt_at, created_at)"
                         " VALUES (?, ?, ?, ?, 'pending', ?, ?)",
-                        (event.id, key, event.watch, event.task.id, now, now),
+                        (event.id, key, event.watch, event.order_key, now, now),
                     )
             _write_baseline(connection, watch, written, change, now)
         self._written[watch] = change.after
@@ -496,6 +498,101 @@ class Store:
 
     def __repr__(self) -> str:
         return f"<Store {str(self._path)!r}{' closed' if self._closed else ''}>"
+
+    # -- grouped deliveries (chat digests) --------------------------------------------------
+    #
+    # A route with a group wait is not delivered row by row: its pending rows are claimed
+    # together into a group once the oldest has waited long enough (or enough have gathered).
+    # The claim is committed before anything is sent, so after a crash the same rows go out
+    # again as the same group, under the same id; outcomes are recorded for the whole group at once.
+
+    def claim_group(
+        self, handler_key: str, now: float, *, wait: float, limit: int, force: bool = False
+    ) -> tuple[str, list[Delivery]] | None:
+        """The next group of ``handler_key`` to attempt, claiming one if it is time; None if none is due.
+
+        A group claimed earlier and still pending comes first, once due. Otherwise the oldest
+        unclaimed pending rows (at most ``limit``) become a group when the oldest is ``wait``
+        seconds old, when ``limit`` rows are waiting, or with ``force``.
+        """
+        with self._transaction(f"claim a group of deliveries for {handler_key!r}") as connection:
+            claimed = connection.execute(
+                "SELECT g.group_id FROM delivery_groups AS g JOIN deliveries AS d ON d.id = g.delivery_id"
+                " WHERE d.handler_key = ? AND d.status = 'pending' AND d.next_attempt_at <= ?"
+                " ORDER BY d.id LIMIT 1",
+                (handler_key, now),
+            ).fetchone()
+            if claimed is None:
+                rows = connection.execute(
+                    "SELECT d.id, d.event_id, d.created_at FROM deliveries AS d"
+                    " WHERE d.handler_key = ? AND d.status = 'pending' AND d.next_attempt_at <= ?"
+                    " AND NOT EXISTS (SELECT 1 FROM delivery_groups AS g WHERE g.delivery_id = d.id)"
+                    " ORDER BY d.id LIMIT ?",
+                    (handler_key, now, limit),
+                ).fetchall()
+                if not rows or not (force or len(rows) >= limit or rows[0][2] + wait <= now):
+                    return None
+                group_id = group_identity(event for _id, event, _created in rows)
+                connection.executemany(
+                    "INSERT INTO delivery_groups (delivery_id, group_id) VALUES (?, ?)",
+                    [(row_id, group_id) for row_id, _event, _created in rows],
+                )
+            else:
+                (group_id,) = claimed
+            members = connection.execute(
+                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries AS d JOIN events AS e ON e.id = d.event_id"
+                " JOIN delivery_groups AS g ON g.delivery_id = d.id"
+                " WHERE g.group_id = ? AND d.handler_key = ? AND d.status = 'pending' ORDER BY d.id",
+                (group_id, handler_key),
+            ).fetchall()
+        return group_id, [Delivery._from_row(row) for row in members]
+
+    def next_group_time(self, handler_key: str, *, wait: float) -> float | None:
+        """When :meth:`claim_group` may next return a group of ``handler_key``; None if nothing is pending."""
+        with self._use("read the next due group") as connection:
+            (claimed,) = connection.execute(
+                "SELECT MIN(d.next_attempt_at) FROM deliveries AS d JOIN delivery_groups AS g"
+                " ON g.delivery_id = d.id WHERE d.handler_key = ? AND d.status = 'pending'",
+                (handler_key,),
+            ).fetchone()
+            (oldest,) = connection.execute(
+                "SELECT MIN(MAX(d.created_at + ?, d.next_attempt_at)) FROM deliveries AS d"
+                " WHERE d.handler_key = ? AND d.status = 'pending'"
+                " AND NOT EXISTS (SELECT 1 FROM delivery_groups AS g WHERE g.delivery_id = d.id)",
+                (wait, handler_key),
+            ).fetchone()
+        times = [float(t) for t in (claimed, oldest) if t is not None]
+        return min(times) if times else None
+
+    def record_group(
+        self,
+        delivery_ids: Sequence[int],
+        now: float,
+        *,
+        error: str | None = None,
+        next_attempt_at: float | None = None,
+    ) -> None:
+        """One outcome for every row of a group: delivered (no error), retry at next_attempt_at, or dead."""
+        marks = ",".join("?" * len(delivery_ids))
+        with self._transaction(f"record the outcome of a group of {len(delivery_ids)}") as connection:
+            if error is None:
+                connection.execute(
+                    "UPDATE deliveries SET status = 'delivered', attempts = attempts + 1,"
+                    f" next_attempt_at = NULL, last_attempt_at = ?, delivered_at = ? WHERE id IN ({marks})",
+                    (now, now, *delivery_ids),
+                )
+            else:
+                connection.execute(
+                    "UPDATE deliveries SET status = ?, attempts = attempts + 1, next_attempt_at = ?,"
+                    f" last_attempt_at = ?, last_error = ? WHERE id IN ({marks})",
+                    (
+                        "pending" if next_attempt_at is not None else "dead",
+                        next_attempt_at,
+                        now,
+                        error,
+                        *delivery_ids,
+                    ),
+                )
 
 
 def _dumps(data: object) -> str:
@@ -653,6 +750,22 @@ def _make_private_dirs(folder: Path) -> None:
         except FileExistsError:
             continue  # made meanwhile by someone else: leave its mode alone
         os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
+
+
+def group_identity(event_ids: Iterable[str]) -> str:
+    """``grp_`` and 32 hex digits from the sorted event ids: the same group, the same id."""
+    material = json.dumps(sorted(event_ids), ensure_ascii=False)
+    return "grp_" + hashlib.sha256(material.encode("utf-8")).hexdigest()[:32]
+
+
+def _prepare_groups(connection: sqlite3.Connection) -> None:
+    """The group claims of chat digests: an addition any schema-1 database can take on open."""
+    connection.execute(
+        "CREATE TABLE IF NOT EXISTS delivery_groups ("
+        " delivery_id INTEGER PRIMARY KEY REFERENCES deliveries (id),"
+        " group_id TEXT NOT NULL)"
+    )
+    connection.execute("CREATE INDEX IF NOT EXISTS delivery_groups_by_group ON delivery_groups (group_id)")
 
 
 def _prepare_schema(connection: sqlite3.Connection, path: Path) -> None:

@@ -1,6 +1,6 @@
 """Delivery handlers: one module per kind behind the small :class:`Handler` protocol.
 
-Importing this package never imports Apprise; :class:`AppriseHandler` imports it when built.
+Importing this package never imports Apprise or nats-py; their handlers import them when built.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from cvat_watch.handlers.apprise import AppriseHandler
 from cvat_watch.handlers.base import Handler, event_body, redact_url
 from cvat_watch.handlers.command import CommandHandler
 from cvat_watch.handlers.log import LogHandler
+from cvat_watch.handlers.nats import NatsHandler
 from cvat_watch.handlers.webhook import WebhookHandler
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "CommandHandler",
     "Handler",
     "LogHandler",
+    "NatsHandler",
     "WebhookHandler",
     "event_body",
     "redact_url",

@@ -6,6 +6,9 @@ the ``apprise`` logger with its own masking.
 
 Title and body are ``str.format_map`` templates over :data:`TEMPLATE_FIELDS`; every field is
 a string and a value the event lacks is ``""``.
+
+With a group wait configured, the dispatcher hands over several events at once
+(:meth:`AppriseHandler.deliver_group`): one digest message, one line per event.
 """
 
 from __future__ import annotations
@@ -14,19 +17,29 @@ import inspect
 import re
 import string
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from cvat_watch.errors import ConfigError, DeliveryError
+from cvat_watch.eventtypes import (
+    PROJECT_COMPLETED,
+    PROJECT_EVENTS,
+    PROJECT_REOPENED,
+    TASK_COMPLETED,
+    TASK_REOPENED,
+)
 from cvat_watch.handlers.base import EVENT_FIELDS, event_fields
+from cvat_watch.handlers.log import format_line
 
 if TYPE_CHECKING:
     import apprise as apprise_lib
 
 __all__ = [
     "DEFAULT_BODY",
+    "DEFAULT_PROJECT_BODY",
+    "DEFAULT_PROJECT_TITLE",
     "DEFAULT_TITLE",
     "TEMPLATE_FIELDS",
     "AppriseHandler",
@@ -43,6 +56,15 @@ DEFAULT_BODY = (
     "Watch: {watch}\n"
     "Images: {image_count}, jobs completed: {jobs_completed}/{jobs_total}\n"
     "{task_url}"
+)
+
+#: The built-in message for project events (a configured title or body is used for every event).
+DEFAULT_PROJECT_TITLE = "CVAT {summary}: {project_name}"
+DEFAULT_PROJECT_BODY = (
+    "Project: {project_name} (#{project_id})\n"
+    "Watch: {watch}\n"
+    "Tasks: {task_count}, images: {image_count}\n"
+    "{project_url}"
 )
 
 _MISSING_EXTRA = "the apprise handler needs the optional extra: pip install 'cvat-watch[chat]'"
@@ -116,16 +138,18 @@ class AppriseHandler:
     """
 
     _url: str = attrs.field(alias="url")
-    _title: str = attrs.field(default=DEFAULT_TITLE, alias="title")
-    _body: str = attrs.field(default=DEFAULT_BODY, alias="body")
+    # None: the built-in message for the event's kind (task or project).
+    _title: str | None = attrs.field(default=None, alias="title")
+    _body: str | None = attrs.field(default=None, alias="body")
     _label: str = attrs.field(init=False)
     _apprise: apprise_lib.Apprise = attrs.field(init=False)
     _lib: Any = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self._label = _label(self._url)
-        validate_template(self._title, key="title")
-        validate_template(self._body, key="body")
+        for key, template in (("title", self._title), ("body", self._body)):
+            if template is not None:
+                validate_template(template, key=key)
         try:
             # Imported here so that cvat-watch works without the [chat] extra.
             import apprise
@@ -151,22 +175,26 @@ class AppriseHandler:
 
     def _notify_type(self, event_type: str) -> Any:
         kinds = self._lib.NotifyType
-        if event_type == "task.completed":
+        if event_type in (TASK_COMPLETED, PROJECT_COMPLETED):
             return kinds.SUCCESS
-        if event_type == "task.reopened":
+        if event_type in (TASK_REOPENED, PROJECT_REOPENED):
             return kinds.WARNING
         return kinds.INFO
 
     def deliver(self, event: Mapping[str, Any]) -> None:
         """Send one notification; a refusal or error raises ``DeliveryError(retry=True)``."""
         fields = event_fields(event)
-        title = self._title.format_map(fields)
-        body = self._body.format_map(fields)
+        project = fields["type"] in PROJECT_EVENTS
+        title = (self._title or (DEFAULT_PROJECT_TITLE if project else DEFAULT_TITLE)).format_map(fields)
+        body = (self._body or (DEFAULT_PROJECT_BODY if project else DEFAULT_BODY)).format_map(fields)
+        self._notify(title, body, self._notify_type(fields["type"]))
+
+    def _notify(self, title: str, body: str, notify_type: Any) -> None:
         try:
             result = self._apprise.notify(
                 body=body,
                 title=title,
-                notify_type=self._notify_type(fields["type"]),
+                notify_type=notify_type,
                 body_format=self._lib.NotifyFormat.TEXT,
             )
         except Exception as exc:  # a plugin bug must not stop the dispatcher
@@ -179,6 +207,32 @@ class AppriseHandler:
             raise DeliveryError(
                 f"{self._label}: notification failed ({status}; see the apprise log)", retry=True
             )
+
+    def deliver_group(self, events: Sequence[Mapping[str, Any]], *, group_id: str) -> None:
+        """Send ``events`` as one digest: a title counting them, one line each, and the group id.
+
+        The lines are the log handler's (task, project, counts, link); the group id at the end
+        is the same on every retry, so a repeated digest can be told from a new one.
+        """
+        if len(events) == 1:
+            # A group of one reads best as the ordinary message.
+            self.deliver(events[0])
+            return
+        kinds: dict[str, int] = {}
+        for event in events:
+            summary = event_fields(event)["summary"]
+            kinds[summary] = kinds.get(summary, 0) + 1
+        title = "CVAT: " + ", ".join(f"{count}× {summary}" for summary, count in kinds.items())
+        lines = [format_line(event) for event in events]
+        body = "\n".join([*lines, f"(digest {group_id})"])
+        types = {str(event.get("type")) for event in events}
+        if types & {TASK_REOPENED, PROJECT_REOPENED}:
+            notify_type = self._lib.NotifyType.WARNING
+        elif types <= {TASK_COMPLETED, PROJECT_COMPLETED}:
+            notify_type = self._lib.NotifyType.SUCCESS
+        else:
+            notify_type = self._lib.NotifyType.INFO
+        self._notify(title, body, notify_type)
 
     def close(self) -> None:
         """Forget the loaded service."""

@@ -8,11 +8,13 @@ attempt may help. Retrying, sleeping and remembering outcomes belong to the disp
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
-__all__ = ["EVENT_FIELDS", "Handler", "event_body", "event_fields", "redact_url"]
+from cvat_watch.eventtypes import EVENT_SUMMARIES
+
+__all__ = ["EVENT_FIELDS", "GroupHandler", "Handler", "event_body", "event_fields", "redact_url"]
 
 
 @runtime_checkable
@@ -25,6 +27,15 @@ class Handler(Protocol):
 
     def close(self) -> None:
         """Release what the handler holds (connections, clients); idempotent."""
+        ...
+
+
+@runtime_checkable
+class GroupHandler(Handler, Protocol):
+    """A handler that can also send several events as one message (a digest)."""
+
+    def deliver_group(self, events: Sequence[Mapping[str, Any]], *, group_id: str) -> None:
+        """One attempt at sending ``events`` together; ``group_id`` is the same on every retry."""
         ...
 
 
@@ -75,13 +86,9 @@ EVENT_FIELDS: tuple[str, ...] = (
     "job_id",
     "job_state",
     "previous_state",
+    "project_url",
+    "task_count",
 )
-
-_SUMMARIES = {
-    "task.completed": "task completed",
-    "task.reopened": "task reopened",
-    "job.state_changed": "job state changed",
-}
 
 
 def _text(value: object) -> str:
@@ -106,7 +113,7 @@ def event_fields(event: Mapping[str, Any]) -> dict[str, str]:
     event_type = _text(event.get("type"))
     return {
         "type": event_type,
-        "summary": _SUMMARIES.get(event_type, event_type.replace(".", " ").replace("_", " ")),
+        "summary": EVENT_SUMMARIES.get(event_type, event_type.replace(".", " ").replace("_", " ")),
         "id": _text(event.get("id")),
         "timestamp": _text(event.get("timestamp")),
         "watch": _text(event.get("watch")),
@@ -116,8 +123,9 @@ def event_fields(event: Mapping[str, Any]) -> dict[str, str]:
         "task_name": _text(task.get("name")),
         "task_subset": _text(task.get("subset")),
         "task_url": _text(task.get("url")),
-        "image_count": _text(task.get("image_count")),
-        "shape_count": _text(task.get("shape_count")),
+        # A project event has no task: its counts are the project's.
+        "image_count": _text(task.get("image_count") if task else project.get("image_count")),
+        "shape_count": _text(task.get("shape_count") if task else project.get("shape_count")),
         "jobs_total": str(len(jobs)) if isinstance(raw_jobs, list) else "",
         "jobs_completed": (
             str(sum(1 for j in jobs if j.get("state") == "completed")) if isinstance(raw_jobs, list) else ""
@@ -125,4 +133,6 @@ def event_fields(event: Mapping[str, Any]) -> dict[str, str]:
         "job_id": _text(job.get("id")),
         "job_state": _text(job.get("state")),
         "previous_state": _text(event.get("previous_state")),
+        "project_url": _text(project.get("url")),
+        "task_count": _text(project.get("task_count")),
     }

@@ -11,6 +11,7 @@ from typing import Any, TextIO
 import attrs
 
 from cvat_watch.errors import DeliveryError
+from cvat_watch.eventtypes import JOB_STATE_CHANGED, PROJECT_EVENTS
 from cvat_watch.handlers.base import event_body, event_fields
 
 __all__ = ["LogHandler"]
@@ -34,13 +35,15 @@ def _plural(count: str, word: str) -> str:
 def format_line(event: Mapping[str, Any]) -> str:
     """The human-readable line for ``event``, without a trailing newline."""
     f = event_fields(event)
+    if f["type"] in PROJECT_EVENTS:
+        return _project_line(f)
     subject = f"task {_one_line(f['task_id'])} {_quoted(f['task_name'])}"
     where = [f"watch {_one_line(f['watch'])}"]
     if f["project_name"] or f["project_id"]:
         where.insert(0, f"project {_quoted(f['project_name'] or f['project_id'])}")
     details = []
     url = f["task_url"]
-    if f["type"] == "job.state_changed":
+    if f["type"] == JOB_STATE_CHANGED:
         subject = f"job {_one_line(f['job_id'])} of {subject}"
         details.append(f"{_one_line(f['previous_state'] or '?')} → {_one_line(f['job_state'])}")
         job = event.get("job")
@@ -56,6 +59,23 @@ def format_line(event: Mapping[str, Any]) -> str:
         parts.append(", ".join(details))
     if url:
         parts.append(_one_line(url))
+    return " — ".join(parts)
+
+
+def _project_line(f: Mapping[str, str]) -> str:
+    subject = (
+        f"project {_one_line(f['project_id'])} {_quoted(f['project_name'])} (watch {_one_line(f['watch'])})"
+    )
+    details = []
+    if f["task_count"]:
+        details.append(_plural(f["task_count"], "task"))
+    if f["image_count"]:
+        details.append(_plural(f["image_count"], "image"))
+    parts = [f"{_one_line(f['type'])}: {subject}"]
+    if details:
+        parts.append(", ".join(details))
+    if f["project_url"]:
+        parts.append(_one_line(f["project_url"]))
     return " — ".join(parts)
 
 

@@ -2,12 +2,20 @@
 
 Every request carries ``webhook-id`` (the event id, stable across retries, so receivers can
 drop duplicates) and ``webhook-timestamp`` (unix seconds). With a secret it also carries
-``webhook-signature: v1,<base64 HMAC-SHA256>`` over ``"{id}.{timestamp}." + body``.
+``webhook-signature: v1,<base64 HMAC-SHA256>`` over ``"{id}.{timestamp}." + body``. With
+several secrets (a key rotation) it carries one such signature per secret, space-separated,
+as the Standard Webhooks spec allows: a receiver holding any one of the keys accepts it.
 
 The signing key: a secret written ``whsec_<base64>`` (the Standard Webhooks format) is
 base64-decoded; any other secret is used as its UTF-8 bytes. ``cvat_signature`` adds CVAT's
-own ``X-Signature-256: sha256=<hex HMAC-SHA256(secret, body)>``, keyed by the secret's UTF-8
-bytes as written, so receivers built for CVAT webhooks can check it unchanged.
+own ``X-Signature-256: sha256=<hex HMAC-SHA256(secret, body)>``, keyed by the (first) secret's
+UTF-8 bytes as written, so receivers built for CVAT webhooks can check it unchanged.
+
+``format`` picks the envelope: ``"json"`` (the event JSON as the body), ``"cloudevents"``
+(CloudEvents 1.0 binary mode: ``ce-*`` headers, the same JSON body) or
+``"cloudevents-structured"`` (one ``application/cloudevents+json`` document); see
+:mod:`cvat_watch.handlers.cloudevents`. The Standard Webhooks headers and signature are added
+in every format, over the bytes actually sent.
 
 Redirects are not followed: a signed POST should not wander to another host. A 3xx is a
 final failure that tells the operator to fix the URL.
@@ -27,7 +35,7 @@ import math
 import os
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,8 +45,17 @@ import httpx
 
 from cvat_watch.errors import ConfigError, DeliveryError
 from cvat_watch.handlers.base import event_body, redact_url
+from cvat_watch.handlers.cloudevents import (
+    CLOUDEVENTS_FORMATS,
+    STRUCTURED_CONTENT_TYPE,
+    binary_headers,
+    structured_body,
+)
 
-__all__ = ["WebhookHandler", "parse_retry_after", "signing_key", "standard_signature"]
+__all__ = ["FORMATS", "WebhookHandler", "parse_retry_after", "signing_key", "standard_signature"]
+
+#: The envelopes a webhook can send.
+FORMATS: tuple[str, ...] = ("json", *CLOUDEVENTS_FORMATS)
 
 logger = logging.getLogger(__name__)
 
@@ -136,15 +153,18 @@ class WebhookHandler:
     """
 
     _url: str = attrs.field(alias="url")
-    _secret: str | None = attrs.field(default=None, alias="secret")
+    #: One secret, or several during a key rotation (each signs every request).
+    _secret: str | Sequence[str] | None = attrs.field(default=None, alias="secret")
     _cvat_signature: bool = attrs.field(default=False, alias="cvat_signature")
     _connect_timeout: float = attrs.field(default=5.0, alias="connect_timeout")
     _read_timeout: float = attrs.field(default=15.0, alias="read_timeout")
     _verify: bool | str = attrs.field(default=True, alias="verify")
     _headers: Mapping[str, str] | None = attrs.field(default=None, alias="headers")
+    _format: str = attrs.field(default="json", alias="format")
     _transport: httpx.BaseTransport | None = attrs.field(default=None, alias="transport")
     _target: str = attrs.field(init=False)
-    _key: bytes | None = attrs.field(init=False)
+    _secrets: tuple[str, ...] = attrs.field(init=False)
+    _keys: tuple[bytes, ...] = attrs.field(init=False)
     _client: httpx.Client = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -169,12 +189,20 @@ class WebhookHandler:
         ):
             if not value > 0:
                 raise ConfigError(f"{name} must be a positive number of seconds", key=name)
-        if self._secret is not None:
-            self._key = signing_key(self._secret)
-        elif self._cvat_signature:
-            raise ConfigError("cvat_signature needs a secret", key="cvat_signature")
+        if self._format not in FORMATS:
+            raise ConfigError(f"format must be one of: {', '.join(FORMATS)}", key="format")
+        if self._secret is None:
+            self._secrets = ()
+        elif isinstance(self._secret, str):
+            self._secrets = (self._secret,)
         else:
-            self._key = None
+            self._secrets = tuple(self._secret)
+            if not self._secrets:
+                raise ConfigError("the list of webhook secrets is empty", key="secret")
+        # The same key written twice would only sign twice.
+        self._keys = tuple(dict.fromkeys(signing_key(secret) for secret in self._secrets))
+        if self._cvat_signature and not self._keys:
+            raise ConfigError("cvat_signature needs a secret", key="cvat_signature")
         verify = _ssl_verify(self._verify)
         if self._verify is False:
             logger.warning("TLS certificate verification is disabled for webhook %s", self._target)
@@ -186,7 +214,7 @@ class WebhookHandler:
         )
 
     def __repr__(self) -> str:
-        return f"WebhookHandler(url={self._target!r}, signed={self._key is not None})"
+        return f"WebhookHandler(url={self._target!r}, signed={bool(self._keys)}, keys={len(self._keys)})"
 
     def _request_headers(self, event: Mapping[str, Any], body: bytes) -> httpx.Headers:
         headers = httpx.Headers({"user-agent": _user_agent()})
@@ -195,12 +223,19 @@ class WebhookHandler:
         msg_id = str(event.get("id", ""))
         timestamp = int(time.time())
         headers["content-type"] = "application/json"
+        if self._format == "cloudevents":
+            headers.update(binary_headers(event))
+        elif self._format == "cloudevents-structured":
+            headers["content-type"] = STRUCTURED_CONTENT_TYPE
         headers["webhook-id"] = msg_id
         headers["webhook-timestamp"] = str(timestamp)
-        if self._key is not None:
-            headers["webhook-signature"] = standard_signature(self._key, msg_id, timestamp, body)
-        if self._cvat_signature and self._secret is not None:
-            digest = hmac.new(self._secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+        if self._keys:
+            headers["webhook-signature"] = " ".join(
+                standard_signature(key, msg_id, timestamp, body) for key in self._keys
+            )
+        if self._cvat_signature and self._secrets:
+            # CVAT's header holds one signature: the first secret's, the one being rotated to.
+            digest = hmac.new(self._secrets[0].encode("utf-8"), body, hashlib.sha256).hexdigest()
             headers["x-signature-256"] = f"sha256={digest}"
         return headers
 
@@ -208,7 +243,7 @@ class WebhookHandler:
         """Remove anything of the raw URL that a library's error text might have echoed."""
         parts = urlsplit(self._url)
         userinfo = parts.netloc.rpartition("@")[0]
-        for sensitive in (self._url, parts.query, userinfo, self._secret):
+        for sensitive in (self._url, parts.query, userinfo, *self._secrets):
             if sensitive:
                 text = text.replace(sensitive, "…")
         return text
@@ -225,7 +260,7 @@ class WebhookHandler:
 
     def deliver(self, event: Mapping[str, Any]) -> None:
         """POST the event once; return on 2xx, raise ``DeliveryError`` otherwise."""
-        body = event_body(event)
+        body = structured_body(event) if self._format == "cloudevents-structured" else event_body(event)
         request = self._client.build_request(
             "POST", self._url, content=body, headers=self._request_headers(event, body)
         )

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import attrs
 import pytest
-from cvat_watch import xmlio
+from cvat_watch import cvatxml
+from cvat_watch.cvatxml import _fastbuild, _vocab
 from cvat_watch.errors import AnnotationsError
 from cvat_watch.model import (
     Annotations,
@@ -235,7 +236,7 @@ def _position(text: str, needle: str, shift: int = 0) -> tuple[int, int]:
 
 def _error(data: bytes, path: str = "export.xml") -> AnnotationsError:
     with pytest.raises(AnnotationsError) as caught:
-        xmlio.loads(data, path=path)
+        cvatxml.loads(data, path=path)
     return caught.value
 
 
@@ -244,7 +245,7 @@ def _error(data: bytes, path: str = "export.xml") -> AnnotationsError:
 
 def test_every_image_shape_kind_reads_into_the_model() -> None:
     """Each image-level element becomes its model class with every attribute converted."""
-    annotations = xmlio.loads(IMAGES_XML.encode(), path="kinds.xml")
+    annotations = cvatxml.loads(IMAGES_XML.encode(), path="kinds.xml")
     assert annotations.kind == "task"
     assert annotations.path == Path("kinds.xml")
     image = annotations.images[0]
@@ -278,7 +279,7 @@ def test_every_image_shape_kind_reads_into_the_model() -> None:
 
 def test_meta_reads_into_task_labels_segments_and_users() -> None:
     """The task meta maps to Task with labels, segments, owner and an empty assignee."""
-    task = xmlio.loads(IMAGES_XML.encode()).tasks[0]
+    task = cvatxml.loads(IMAGES_XML.encode()).tasks[0]
     assert (task.id, task.name, task.size, task.mode, task.overlap) == ("7", "kinds", 2, "annotation", 0)
     assert task.bugtracker == ""
     assert task.segments == (Segment("9", 0, 1, "http://localhost:8080/api/jobs/9"),)
@@ -292,7 +293,7 @@ def test_meta_reads_into_task_labels_segments_and_users() -> None:
 
 def test_tracks_read_with_skeleton_nodes_inside_skeleton_frames() -> None:
     """Current CVAT's tracks: tracked shapes with values, skeleton nodes keeping their keyframe."""
-    annotations = xmlio.loads(VIDEO_XML.encode())
+    annotations = cvatxml.loads(VIDEO_XML.encode())
     box_track, skeleton_track, mask_track, polygon_track = annotations.tracks
     assert box_track.shapes[0] == TrackedShape(
         "box", 0, values=[("xtl", 1.0), ("ytl", 2.0), ("xbr", 3.0), ("ybr", 4.0)], rotation=10.0,
@@ -337,7 +338,7 @@ z_order="0">
     </track>
 """,
     )
-    annotations = xmlio.loads(data.encode())
+    annotations = cvatxml.loads(data.encode())
     skeleton_track = annotations.tracks[1]
     assert skeleton_track.shapes[0].value("points") == ((1.0, 2.0), (3.0, 4.0))
     assert skeleton_track.tracks == (
@@ -346,13 +347,13 @@ z_order="0">
             shapes=[TrackedShape("points", 0, values=[("points", ((1.0, 2.0),))], xml_layout=None)],
         ),
     )  # fmt: skip
-    assert xmlio.dumps(annotations) == data.encode()
+    assert cvatxml.dumps(annotations) == data.encode()
 
 
 @pytest.mark.parametrize("document", [IMAGES_XML, VIDEO_XML], ids=["images", "video"])
 def test_cvat_written_file_comes_back_byte_for_byte(document: str) -> None:
     """A file in CVAT's own layout is written back identically."""
-    assert xmlio.dumps(xmlio.loads(document.encode())) == document.encode()
+    assert cvatxml.dumps(cvatxml.loads(document.encode())) == document.encode()
 
 
 # -- writing every kind -----------------------------------------------------------------------------
@@ -383,7 +384,7 @@ def _built_in_code() -> Annotations:
 def test_every_kind_is_written_in_cvat_layout_and_read_back_equal() -> None:
     """A model built in code is written with CVAT's element names and attribute order."""
     annotations = _built_in_code()
-    data = xmlio.dumps(annotations)
+    data = cvatxml.dumps(annotations)
     assert data.startswith(b'<?xml version="1.0" encoding="utf-8"?>\n<annotations>\n  <version>1.1</version>')
     root = ElementTree.fromstring(data)
     image = root.find("image")
@@ -407,7 +408,7 @@ def test_every_kind_is_written_in_cvat_layout_and_read_back_equal() -> None:
         "frame", "keyframe", "outside", "occluded", "xtl", "ytl", "xbr", "ybr", "z_order",
     ]  # fmt: skip
     assert list(root.find("track/skeleton").attrib) == ["frame", "keyframe", "z_order"]
-    assert xmlio.loads(data) == annotations
+    assert cvatxml.loads(data) == annotations
 
 
 @pytest.mark.parametrize(
@@ -427,9 +428,9 @@ def test_every_kind_is_written_in_cvat_layout_and_read_back_equal() -> None:
 def test_floats_take_two_decimals_only_when_that_is_exact(value: float, written: str) -> None:
     """Coordinates are written with CVAT's two decimals when exact, else as the shortest exact repr."""
     box = Box("car", value, 0, 0, 0)
-    data = xmlio.dumps(Annotations(images=[ImageAnnotation("0", "a", boxes=[box])]))
+    data = cvatxml.dumps(Annotations(images=[ImageAnnotation("0", "a", boxes=[box])]))
     assert f'xtl="{written}"'.encode() in data
-    assert xmlio.loads(data).images[0].boxes[0].xtl == value
+    assert cvatxml.loads(data).images[0].boxes[0].xtl == value
 
 
 def test_special_characters_are_escaped_and_survive() -> None:
@@ -443,17 +444,17 @@ def test_special_characters_are_escaped_and_survive() -> None:
             )
         ],
     )
-    data = xmlio.dumps(annotations)
+    data = cvatxml.dumps(annotations)
     assert b'name="a &amp; b &lt; c &gt; d &quot;e&quot;&#10;&#9;f&#13;"' in data
     assert b"<svg>&lt;svg&gt;&amp;&lt;/svg&gt;</svg>" in data
-    assert xmlio.loads(data) == annotations
+    assert cvatxml.loads(data) == annotations
 
 
 def test_characters_xml_cannot_carry_are_refused_on_write() -> None:
     """dumps raises AnnotationsError for a control character instead of writing unreadable XML."""
     annotations = Annotations(images=[ImageAnnotation("0", "bad\x00name")])
     with pytest.raises(AnnotationsError, match="U\\+0000"):
-        xmlio.dumps(annotations)
+        cvatxml.dumps(annotations)
 
 
 @pytest.mark.parametrize(
@@ -469,7 +470,7 @@ def test_characters_xml_cannot_carry_are_refused_on_write() -> None:
 def test_names_xml_cannot_carry_back_are_refused_on_write(annotations: Annotations) -> None:
     """Extra attribute or element names that would not read back as written are refused."""
     with pytest.raises(AnnotationsError, match="as an XML element or attribute name"):
-        xmlio.dumps(annotations)
+        cvatxml.dumps(annotations)
 
 
 def test_deeply_nested_unknown_elements_are_refused_with_line_and_column() -> None:
@@ -477,7 +478,7 @@ def test_deeply_nested_unknown_elements_are_refused_with_line_and_column() -> No
     depth = 10_000
     data = b"<annotations><meta>" + b"<x>" * depth + b"</x>" * depth + b"</meta></annotations>"
     with pytest.raises(AnnotationsError, match="nested more than 256 levels deep") as caught:
-        xmlio.loads(data)
+        cvatxml.loads(data)
     assert caught.value.line == 1
     assert caught.value.column is not None and 3 * 250 < caught.value.column < 3 * 260 + 20
 
@@ -486,12 +487,12 @@ def test_nesting_within_the_limit_loads_and_round_trips() -> None:
     """Two hundred nested unknown elements are kept, written back and read again equal."""
     depth = 200
     data = b"<annotations><meta>" + b"<x>" * depth + b"</x>" * depth + b"</meta></annotations>"
-    annotations = xmlio.loads(data)
+    annotations = cvatxml.loads(data)
     element = annotations.meta_extra[0]
     for _ in range(depth - 1):
         element = element.children[0]
     assert element == XmlElement("x")
-    assert xmlio.loads(xmlio.dumps(annotations)) == annotations
+    assert cvatxml.loads(cvatxml.dumps(annotations)) == annotations
 
 
 # -- losslessness details ---------------------------------------------------------------------------
@@ -499,7 +500,7 @@ def test_nesting_within_the_limit_loads_and_round_trips() -> None:
 
 def test_empty_elements_survive() -> None:
     """<assignee></assignee>, <bugtracker></bugtracker> and an empty <attributes> are written back."""
-    data = xmlio.dumps(xmlio.loads(IMAGES_XML.encode()))
+    data = cvatxml.dumps(cvatxml.loads(IMAGES_XML.encode()))
     assert b"      <assignee></assignee>\n" in data
     assert b"      <bugtracker></bugtracker>\n" in data
     assert b"          <attributes>\n          </attributes>\n" in data
@@ -514,7 +515,7 @@ def test_unknown_elements_and_attributes_survive_in_place() -> None:
         .replace('<tag label="car" source="manual">', '<tag label="car" score="0.9" source="manual">')
         .replace("</annotations>", "  <comments n=\"2\">ok</comments>\n</annotations>")
     )  # fmt: skip
-    annotations = xmlio.loads(data.encode())
+    annotations = cvatxml.loads(data.encode())
     assert annotations.tasks[0].extra == (XmlElement("flipped", (("x", "1"),), "False"),)
     assert annotations.meta_extra == (
         XmlElement("future", children=[XmlElement("a", text="1")]),
@@ -522,37 +523,37 @@ def test_unknown_elements_and_attributes_survive_in_place() -> None:
     )
     assert annotations.images[1].extra_attributes == (("quality", "high"),)
     assert annotations.images[0].tags[0].extra_attributes == (("score", "0.9"),)
-    assert xmlio.dumps(annotations) == data.encode()
+    assert cvatxml.dumps(annotations) == data.encode()
 
 
 def test_identical_layouts_share_one_tuple() -> None:
     """Layout tuples are interned: a thousand boxes of one layout hold one tuple."""
     box = '    <box label="a" occluded="0" xtl="0" ytl="0" xbr="1" ybr="1" z_order="0"></box>\n'
     data = f'<annotations><image id="0" name="a">\n{box * 1000}</image></annotations>'.encode()
-    boxes = xmlio.loads(data).images[0].boxes
+    boxes = cvatxml.loads(data).images[0].boxes
     assert len({id(b.xml_layout) for b in boxes}) == 1
     assert boxes[0].xml_layout == ("label", "occluded", "xtl", "ytl", "xbr", "ybr", "z_order")
 
 
 def test_edits_to_a_loaded_model_are_written_even_where_the_file_had_no_attribute() -> None:
     """Changing a value the file left to its default still reaches the saved XML."""
-    annotations = xmlio.load(ROOT / "config" / "example" / "annotations.xml")
+    annotations = cvatxml.load(ROOT / "config" / "example" / "annotations.xml")
     image = annotations.images[2]
     skeleton = attrs.evolve(image.skeletons[0], occluded=True, group_id=9)
     edited = attrs.evolve(
         annotations, images=(attrs.evolve(image, skeletons=(skeleton,)), *annotations.images[3:])
     )
-    reread = xmlio.loads(xmlio.dumps(edited))
+    reread = cvatxml.loads(cvatxml.dumps(edited))
     assert reread.images[0].skeletons[0] == skeleton
 
 
 def test_task_export_images_take_the_task_id_from_the_meta_without_writing_it() -> None:
     """In a task export an image without task_id belongs to the meta's task; save does not add it."""
-    annotations = xmlio.loads(IMAGES_XML.encode())
+    annotations = cvatxml.loads(IMAGES_XML.encode())
     assert {image.task_id for image in annotations.images} == {"7"}
-    assert b"task_id" not in xmlio.dumps(annotations)
+    assert b"task_id" not in cvatxml.dumps(annotations)
     moved = attrs.evolve(annotations, images=(attrs.evolve(annotations.images[0], task_id="8"),))
-    assert b'task_id="8"' in xmlio.dumps(moved)
+    assert b'task_id="8"' in cvatxml.dumps(moved)
 
 
 def test_project_export_image_without_task_id_stays_without() -> None:
@@ -560,7 +561,7 @@ def test_project_export_image_without_task_id_stays_without() -> None:
     data = IMAGES_XML.replace("<task>", "<project><tasks><task>").replace(
         "</task>", "</task></tasks></project>"
     )
-    annotations = xmlio.loads(data.encode())
+    annotations = cvatxml.loads(data.encode())
     assert annotations.kind == "project"
     assert annotations.tasks[0].id == "7"
     assert annotations.images[0].task_id is None
@@ -569,18 +570,18 @@ def test_project_export_image_without_task_id_stays_without() -> None:
 def test_job_export_is_modelled_as_a_task() -> None:
     """A <job> meta gives kind "job" and one Task, and is written back as <job>."""
     data = IMAGES_XML.replace("<task>", "<job>").replace("</task>", "</job>")
-    annotations = xmlio.loads(data.encode())
+    annotations = cvatxml.loads(data.encode())
     assert annotations.kind == "job"
     assert annotations.tasks[0].segments[0].job_id == "9"
-    assert xmlio.dumps(annotations) == data.encode()
+    assert cvatxml.dumps(annotations) == data.encode()
 
 
 def test_unmodelled_children_of_shapes_are_skipped_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     """An element the model has no place for inside an image is skipped and logged once."""
     data = IMAGES_XML.replace("    <tag label", "    <hint><deep/></hint>\n    <tag label")
-    with caplog.at_level(logging.WARNING, logger="cvat_watch.xmlio"):
-        annotations = xmlio.loads(data.encode(), path="hint.xml")
-    assert annotations == xmlio.loads(IMAGES_XML.encode())
+    with caplog.at_level(logging.WARNING, logger="cvat_watch.cvatxml"):
+        annotations = cvatxml.loads(data.encode(), path="hint.xml")
+    assert annotations == cvatxml.loads(IMAGES_XML.encode())
     assert "hint.xml" in caplog.text
     assert "<hint> ×1" in caplog.text
 
@@ -593,20 +594,20 @@ def test_summary_counts_match_the_full_model(tmp_path: Path, document: str) -> N
     """load_summary and loads_summary give what Annotations.summary() gives."""
     path = tmp_path / "export.xml"
     path.write_text(document)
-    expected = xmlio.load(path).summary()
-    assert xmlio.load_summary(path) == expected
-    assert xmlio.loads_summary(document.encode()) == expected
+    expected = cvatxml.load(path).summary()
+    assert cvatxml.load_summary(path) == expected
+    assert cvatxml.loads_summary(document.encode()) == expected
 
 
 def test_summary_does_not_build_shapes(tmp_path: Path) -> None:
     """load_summary counts shapes without converting them, so a bad coordinate does not stop it."""
     path = tmp_path / "export.xml"
     path.write_text(IMAGES_XML.replace('xtl="1.00"', 'xtl="oops"'))
-    summary = xmlio.load_summary(path)
+    summary = cvatxml.load_summary(path)
     assert summary.image_counts == {"7": 2}
     assert summary.shape_counts == {"7": 9}
     with pytest.raises(AnnotationsError):
-        xmlio.load(path)
+        cvatxml.load(path)
 
 
 # -- errors -------------------------------------------------------------------------------------------
@@ -618,7 +619,7 @@ def test_truncated_file_names_path_line_and_column(tmp_path: Path) -> None:
     path = tmp_path / "cut.xml"
     path.write_text(cut)
     with pytest.raises(AnnotationsError) as caught:
-        xmlio.load(path)
+        cvatxml.load(path)
     error = caught.value
     assert "truncated" in str(error)
     assert error.path == str(path)
@@ -709,16 +710,16 @@ def test_missing_file_is_an_annotations_error(tmp_path: Path) -> None:
     """A path that does not exist is reported with the path."""
     path = tmp_path / "nope.xml"
     with pytest.raises(AnnotationsError, match="no such file") as caught:
-        xmlio.load(path)
+        cvatxml.load(path)
     assert caught.value.path == str(path)
     with pytest.raises(AnnotationsError, match="no such file"):
-        xmlio.load_summary(path)
+        cvatxml.load_summary(path)
 
 
 def test_directory_is_an_annotations_error(tmp_path: Path) -> None:
     """A directory in place of the export is reported as one."""
     with pytest.raises(AnnotationsError, match="is a directory") as caught:
-        xmlio.load(tmp_path)
+        cvatxml.load(tmp_path)
     assert caught.value.path == str(tmp_path)
 
 
@@ -729,7 +730,7 @@ def test_unreadable_file_is_an_annotations_error(tmp_path: Path) -> None:
     path.write_text(IMAGES_XML)
     path.chmod(0)
     with pytest.raises(AnnotationsError, match="permission denied"):
-        xmlio.load(path)
+        cvatxml.load(path)
 
 
 def test_other_os_errors_are_annotations_errors(tmp_path: Path) -> None:
@@ -737,7 +738,7 @@ def test_other_os_errors_are_annotations_errors(tmp_path: Path) -> None:
     plain = tmp_path / "plain"
     plain.write_text("x")
     with pytest.raises(AnnotationsError, match="cannot open: Not a directory") as caught:
-        xmlio.load(plain / "annotations.xml")
+        cvatxml.load(plain / "annotations.xml")
     assert caught.value.path == str(plain / "annotations.xml")
 
 
@@ -766,7 +767,7 @@ def test_dtds_and_entities_are_refused(tmp_path: Path, data: bytes) -> None:
     """A DTD, an entity bomb or an external entity is refused before anything is expanded or fetched."""
     path = tmp_path / "evil.xml"
     path.write_bytes(data)
-    for reader in (xmlio.load, xmlio.load_summary):
+    for reader in (cvatxml.load, cvatxml.load_summary):
         with pytest.raises(AnnotationsError) as caught:
             reader(path)
         error = caught.value
@@ -803,8 +804,8 @@ def test_any_bytes_give_a_model_or_an_annotations_error(data: st.DataObject) -> 
         else:
             del original[position:]
     try:
-        xmlio.loads(bytes(original))
-        xmlio.loads_summary(bytes(original))
+        cvatxml.loads(bytes(original))
+        cvatxml.loads_summary(bytes(original))
     except AnnotationsError:
         pass
 
@@ -815,14 +816,14 @@ def test_any_bytes_give_a_model_or_an_annotations_error(data: st.DataObject) -> 
 def test_gc_is_reenabled_after_load_and_after_a_failed_load() -> None:
     """load pauses the collector and restores it, also when the file is bad."""
     assert gc.isenabled()
-    xmlio.loads(IMAGES_XML.encode())
+    cvatxml.loads(IMAGES_XML.encode())
     assert gc.isenabled()
     with pytest.raises(AnnotationsError):
-        xmlio.loads(b"<annotations>")
+        cvatxml.loads(b"<annotations>")
     assert gc.isenabled()
     gc.disable()
     try:
-        xmlio.loads(IMAGES_XML.encode())
+        cvatxml.loads(IMAGES_XML.encode())
         assert not gc.isenabled()
     finally:
         gc.enable()
@@ -833,10 +834,10 @@ def test_load_leaves_no_reference_cycles() -> None:
     gc.collect()
     gc.disable()
     try:
-        annotations = xmlio.loads(VIDEO_XML.encode())
-        xmlio.loads_summary(IMAGES_XML.encode())
+        annotations = cvatxml.loads(VIDEO_XML.encode())
+        cvatxml.loads_summary(IMAGES_XML.encode())
         with pytest.raises(AnnotationsError):
-            xmlio.loads(IMAGES_XML.encode()[:-40])
+            cvatxml.loads(IMAGES_XML.encode()[:-40])
         del annotations
         assert gc.collect() == 0
     finally:
@@ -891,8 +892,8 @@ def test_objects_read_are_the_objects_their_init_makes() -> None:
     """Every object a load makes is of its exact model class, frozen, and equal (==, hash, repr and
     every field, xml_layout included) to what its __init__ makes from the same values."""
     assert all(part in DIRECT_XML for part in ('quality="high"', 'score="0.9"', 'hint="x"', '<track id="4"'))
-    annotations = xmlio.loads(DIRECT_XML.encode())
-    assert xmlio.dumps(annotations) == DIRECT_XML.encode()
+    annotations = cvatxml.loads(DIRECT_XML.encode())
+    assert cvatxml.dumps(annotations) == DIRECT_XML.encode()
     made: set[type] = set()
     for item in _attrs_objects(annotations):
         cls = type(item)
@@ -950,7 +951,7 @@ class _Hooked:
 def test_a_model_class_whose_init_does_more_than_storing_is_refused(cls: type, problem: str) -> None:
     """The reader refuses to bypass an __init__ that validates, converts, computes or shares a default."""
     with pytest.raises(TypeError, match=problem):
-        xmlio._direct_fields(attrs.frozen(cls))
+        _fastbuild.direct_fields(attrs.frozen(cls))
 
 
 def test_repeated_labels_and_attribute_values_are_shared() -> None:
@@ -961,7 +962,7 @@ def test_repeated_labels_and_attribute_values_are_shared() -> None:
     box = f'{start}{red}<attribute name="parked">no</attribute></box>'
     first = f'<image id="0" name="a">{box * 300}{start}{red}</box></image>'
     data = f'<annotations>{first}<image id="1" name="b">{box * 300}</image></annotations>'
-    boxes = [b for image in xmlio.loads(data.encode()).images for b in image.boxes]
+    boxes = [b for image in cvatxml.loads(data.encode()).images for b in image.boxes]
     repeated = [b for b in boxes if len(b.attributes) == 2]
     assert len(repeated) == 600
     for name in ("label", "source", "attributes"):
@@ -974,12 +975,12 @@ def test_repeated_labels_and_attribute_values_are_shared() -> None:
 @pytest.mark.parametrize("chunk", [1, 7, 4096])
 def test_the_same_model_whatever_the_chunk_boundaries(monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
     """Bytes handed to expat a few at a time (tags, attribute values and texts cut anywhere) read the same."""
-    expected = {document: xmlio.loads(document.encode()) for document in (DIRECT_XML, VIDEO_XML)}
-    monkeypatch.setattr(xmlio, "CHUNK_SIZE", chunk)
+    expected = {document: cvatxml.loads(document.encode()) for document in (DIRECT_XML, VIDEO_XML)}
+    monkeypatch.setattr(_vocab, "CHUNK_SIZE", chunk)
     for document, model in expected.items():
-        again = xmlio.loads(document.encode())
+        again = cvatxml.loads(document.encode())
         assert again == model
-        assert xmlio.dumps(again) == document.encode()
+        assert cvatxml.dumps(again) == document.encode()
 
 
 def test_an_element_inside_an_attribute_value_is_skipped_and_its_text_kept() -> None:
@@ -987,7 +988,7 @@ def test_an_element_inside_an_attribute_value_is_skipped_and_its_text_kept() -> 
     value = '<attribute name="color">blue</attribute>\n    </tag>'
     data = IMAGES_XML.replace(value, value.replace("blue", "bl<b>x</b>ue"))
     assert data != IMAGES_XML
-    assert xmlio.loads(data.encode()) == xmlio.loads(IMAGES_XML.encode())
+    assert cvatxml.loads(data.encode()) == cvatxml.loads(IMAGES_XML.encode())
 
 
 @pytest.mark.parametrize(
@@ -998,7 +999,7 @@ def test_points_must_be_finite_and_large_finite_points_are_kept(points: str, rea
     """A coordinate that overflows to infinity is refused; finite ones are kept however large."""
     data = IMAGES_XML.replace('points="11.00,12.00"', f'points="{points}"').encode()
     if readable:
-        assert xmlio.loads(data).images[0].points[0].points == ((1e308, 1e308),)
+        assert cvatxml.loads(data).images[0].points[0].points == ((1e308, 1e308),)
     else:
         assert "is not a list of x,y number pairs" in str(_error(data))
 
@@ -1010,8 +1011,8 @@ def test_save_writes_atomically_and_leaves_no_temporary_file(tmp_path: Path) -> 
     """save replaces the target with the whole new file and leaves nothing else behind."""
     target = tmp_path / "annotations.xml"
     target.write_text("old")
-    annotations = xmlio.loads(IMAGES_XML.encode())
-    xmlio.save(annotations, target)
+    annotations = cvatxml.loads(IMAGES_XML.encode())
+    cvatxml.save(annotations, target)
     assert target.read_text() == IMAGES_XML
     assert sorted(p.name for p in tmp_path.iterdir()) == ["annotations.xml"]
 
@@ -1021,12 +1022,12 @@ def test_save_keeps_the_targets_permissions(tmp_path: Path) -> None:
     target = tmp_path / "annotations.xml"
     target.write_text("old")
     target.chmod(0o640)
-    xmlio.save(xmlio.loads(IMAGES_XML.encode()), target)
+    cvatxml.save(cvatxml.loads(IMAGES_XML.encode()), target)
     assert stat.S_IMODE(target.stat().st_mode) == 0o640
     fresh = tmp_path / "fresh.xml"
     umask = os.umask(0o022)
     os.umask(umask)
-    xmlio.save(xmlio.loads(IMAGES_XML.encode()), fresh)
+    cvatxml.save(cvatxml.loads(IMAGES_XML.encode()), fresh)
     assert stat.S_IMODE(fresh.stat().st_mode) == 0o666 & ~umask
 
 
@@ -1036,7 +1037,7 @@ def test_save_through_a_symlink_replaces_the_linked_file(tmp_path: Path) -> None
     real.write_text("old")
     link = tmp_path / "link.xml"
     link.symlink_to(real)
-    xmlio.save(xmlio.loads(IMAGES_XML.encode()), link)
+    cvatxml.save(cvatxml.loads(IMAGES_XML.encode()), link)
     assert link.is_symlink()
     assert real.read_text() == IMAGES_XML
 
@@ -1046,12 +1047,12 @@ def test_failed_save_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> Non
     target = tmp_path / "annotations.xml"
     target.write_text("old")
     with pytest.raises(AnnotationsError):
-        xmlio.save(Annotations(images=[ImageAnnotation("0", "\x01")]), target)
+        cvatxml.save(Annotations(images=[ImageAnnotation("0", "\x01")]), target)
     blocked = tmp_path / "blocked"
     blocked.mkdir()
     (blocked / "keep").write_text("x")
     with pytest.raises(AnnotationsError, match="cannot write") as caught:
-        xmlio.save(xmlio.loads(IMAGES_XML.encode()), blocked)
+        cvatxml.save(cvatxml.loads(IMAGES_XML.encode()), blocked)
     assert caught.value.path == str(blocked)
     assert target.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["annotations.xml", "blocked"]
@@ -1060,19 +1061,19 @@ def test_failed_save_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> Non
 def test_save_into_a_missing_directory_is_an_annotations_error(tmp_path: Path) -> None:
     """A target whose directory does not exist is reported with the path."""
     with pytest.raises(AnnotationsError, match="no such file"):
-        xmlio.save(Annotations(), tmp_path / "missing" / "a.xml")
+        cvatxml.save(Annotations(), tmp_path / "missing" / "a.xml")
 
 
 _SAVER = """
 import sys
-from cvat_watch import xmlio
+from cvat_watch import cvatxml
 from cvat_watch.model import Annotations, Box, ImageAnnotation
 path = sys.argv[1]
 images = [ImageAnnotation(str(i), f"f{i}.jpg", boxes=[Box("car", i, 0, 1, 1)] * 20) for i in range(400)]
 generation = 0
 while True:
     generation += 1
-    xmlio.save(Annotations(images=images, dumped=str(generation)), path)
+    cvatxml.save(Annotations(images=images, dumped=str(generation)), path)
     print(generation, flush=True)
 """
 
@@ -1080,7 +1081,7 @@ while True:
 def test_readers_never_see_a_half_written_file_even_when_the_writer_is_killed(tmp_path: Path) -> None:
     """While another process saves in a loop, and after it is killed mid-save, the file always loads whole."""
     target = tmp_path / "annotations.xml"
-    xmlio.save(Annotations(images=[ImageAnnotation("0", "seed")]), target)
+    cvatxml.save(Annotations(images=[ImageAnnotation("0", "seed")]), target)
     writer = subprocess.Popen(
         [sys.executable, "-c", _SAVER, str(target)], stdout=subprocess.PIPE, text=True,
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -1091,7 +1092,7 @@ def test_readers_never_see_a_half_written_file_even_when_the_writer_is_killed(tm
         loads = 0
         deadline = time.monotonic() + 1.5
         while time.monotonic() < deadline:
-            annotations = xmlio.load(target)
+            annotations = cvatxml.load(target)
             assert len(annotations.images) == 400
             loads += 1
     finally:
@@ -1100,7 +1101,7 @@ def test_readers_never_see_a_half_written_file_even_when_the_writer_is_killed(tm
         if writer.stdout is not None:
             writer.stdout.close()
     assert loads > 0
-    assert len(xmlio.load(target).images) == 400
+    assert len(cvatxml.load(target).images) == 400
 
 
 # -- the shipped example ------------------------------------------------------------------------------
@@ -1109,7 +1110,7 @@ def test_readers_never_see_a_half_written_file_even_when_the_writer_is_killed(tm
 def test_example_export_is_a_cvat_project_export_that_links_every_image() -> None:
     """The shipped example: tasks 11, 12, 13 with jobs 21+22, 23, 24; every image links to its job."""
     path = ROOT / "config" / "example" / "annotations.xml"
-    annotations = xmlio.load(path)
+    annotations = cvatxml.load(path)
     assert annotations.kind == "project"
     assert [(task.id, task.subset, task.job_ids) for task in annotations.tasks] == [
         ("11", "train", ["21", "22"]), ("12", "train", ["23"]), ("13", "validation", ["24"]),
@@ -1125,4 +1126,4 @@ def test_example_export_is_a_cvat_project_export_that_links_every_image() -> Non
     kinds = {kind for image in annotations.images for kind in ("boxes", "polygons", "polylines", "ellipses",
              "masks", "skeletons", "tags") if getattr(image, kind)}  # fmt: skip
     assert len(kinds) == 7
-    assert xmlio.dumps(annotations) == path.read_bytes()
+    assert cvatxml.dumps(annotations) == path.read_bytes()

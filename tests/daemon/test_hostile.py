@@ -1,7 +1,7 @@
 """Hostile files: entity bombs, external entities, DTDs, deep nesting, huge values, wrong
 encodings, and symlinks, FIFOs and directories in place of the watched files.
 
-First the readers on their own (the export through ``xmlio``, the job status through ``jobs``),
+First the readers on their own (the export through ``cvatxml``, the job status through ``jobs``),
 then the state machine of one watch (``WatchRunner`` on a real SQLite store), then the real
 daemon in a subprocess with a real webhook receiver: every hostile file is refused with one
 warning naming it, sends nothing, and the next valid change sends exactly the right event.
@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from cvat_watch import jobstatus, xmlio
+from cvat_watch import cvatxml, jobstatus
 from cvat_watch.config import WatchConfig
 from cvat_watch.daemon.reload import WatchRunner
 from cvat_watch.daemon.store import Store
@@ -119,10 +119,10 @@ def _refused(data: bytes, path: Path) -> AnnotationsError:
     path.write_bytes(data)
     errors = []
     for read in (
-        xmlio.load,
-        xmlio.load_summary,
-        lambda p: xmlio.loads(data, path=p),
-        lambda p: xmlio.loads_summary(data, path=p),
+        cvatxml.load,
+        cvatxml.load_summary,
+        lambda p: cvatxml.loads(data, path=p),
+        lambda p: cvatxml.loads_summary(data, path=p),
     ):
         with pytest.raises(AnnotationsError) as caught:
             read(path)
@@ -206,8 +206,8 @@ def test_other_unicode_encodings_read_the_same_as_utf8(tmp_path: Path, data: byt
     """A UTF-16 export (declared as such) and a UTF-8 export with a byte order mark read like the original."""
     path = tmp_path / "export.xml"
     path.write_bytes(data)
-    assert xmlio.load(path) == xmlio.loads(EXAMPLE_XML)
-    assert xmlio.load_summary(path) == xmlio.loads_summary(EXAMPLE_XML)
+    assert cvatxml.load(path) == cvatxml.loads(EXAMPLE_XML)
+    assert cvatxml.load_summary(path) == cvatxml.loads_summary(EXAMPLE_XML)
 
 
 def test_deep_nesting_in_a_valid_export_is_read_in_bounded_time(tmp_path: Path) -> None:
@@ -215,11 +215,11 @@ def test_deep_nesting_in_a_valid_export_is_read_in_bounded_time(tmp_path: Path) 
     path = tmp_path / "deep.xml"
     path.write_bytes(DEEP_IN_META)
     try:
-        summary = xmlio.load_summary(path)
+        summary = cvatxml.load_summary(path)
     except AnnotationsError as error:
         _parser_position(error)
     else:
-        assert summary.tasks == xmlio.loads_summary(EXAMPLE_XML).tasks
+        assert summary.tasks == cvatxml.loads_summary(EXAMPLE_XML).tasks
 
 
 def test_huge_attribute_value_is_kept_whole(tmp_path: Path) -> None:
@@ -229,7 +229,7 @@ def test_huge_attribute_value_is_kept_whole(tmp_path: Path) -> None:
     assert data != EXAMPLE_XML
     path = tmp_path / "huge.xml"
     path.write_bytes(data)
-    assert max(len(image.name) for image in xmlio.load(path).images) == len(name)
+    assert max(len(image.name) for image in cvatxml.load(path).images) == len(name)
 
 
 # -- the job-status reader on its own -----------------------------------------------------------------

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cvat_watch import jobstatus, xmlio
+from cvat_watch import cvatxml, jobstatus
 from cvat_watch.config import WatchConfig
 from cvat_watch.daemon import reload
 from cvat_watch.daemon.diff import diff
@@ -400,7 +400,7 @@ def test_every_reload_commits_what_a_fresh_pipeline_computes(
         else:
             done.add(_edit(rng, export, spare))
         export.write_jobs(in_place=rng.random() < 0.5)
-        summary = xmlio.loads_summary(export.annotations.read_bytes())
+        summary = cvatxml.loads_summary(export.annotations.read_bytes())
         records = jobstatus.parse_job_status(export.job_status.read_bytes())
         expected = build_snapshot(watch="w", summary=summary, jobs=records)
         result = diff(baseline, expected, generations=generations, timestamp=TIMESTAMP, job_events=job_events)

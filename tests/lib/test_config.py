@@ -599,7 +599,8 @@ def test_empty_secret_file_is_an_error(tmp_path: Path) -> None:
 
 def test_secret_of_wrong_type_is_not_echoed(tmp_path: Path) -> None:
     """A secret typed into the wrong kind of value is rejected without quoting it."""
-    error = fails(tmp_path, HOOK + f'secret = ["{SECRET}"]\n')
+    # (A list is valid since key rotation: several secrets. A table is not.)
+    error = fails(tmp_path, HOOK + f'secret = {{ value = "{SECRET}" }}\n')
     assert error.key == "handler[0].secret"
     assert SECRET not in str(error)
 

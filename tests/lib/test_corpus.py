@@ -9,7 +9,7 @@ from typing import Any
 
 import attrs
 import pytest
-from cvat_watch import xmlio
+from cvat_watch import cvatxml
 from cvat_watch.model import Annotations, ImageAnnotation
 from defusedxml import ElementTree
 
@@ -28,7 +28,7 @@ def corpus() -> Path:
 
 
 def _load(corpus: Path, name: str) -> Annotations:
-    return xmlio.load(corpus / name)
+    return cvatxml.load(corpus / name)
 
 
 # -- the tree comparator ----------------------------------------------------------------------------
@@ -105,16 +105,16 @@ def test_save_then_load_gives_an_equal_model(corpus: Path, tmp_path: Path, name:
     """load → save → load gives a model equal to the first load, and loads(dumps(...)) too."""
     annotations = _load(corpus, name)
     saved = tmp_path / name
-    xmlio.save(annotations, saved)
-    assert xmlio.load(saved) == annotations
-    assert xmlio.loads(xmlio.dumps(annotations)) == annotations
+    cvatxml.save(annotations, saved)
+    assert cvatxml.load(saved) == annotations
+    assert cvatxml.loads(cvatxml.dumps(annotations)) == annotations
 
 
 @pytest.mark.parametrize("name", FILES)
 def test_saved_file_is_the_same_tree_element_by_element(corpus: Path, tmp_path: Path, name: str) -> None:
     """The saved XML has the original's elements, attributes, values and texts, in the original order."""
     saved = tmp_path / name
-    xmlio.save(_load(corpus, name), saved)
+    cvatxml.save(_load(corpus, name), saved)
     original = ElementTree.fromstring((corpus / name).read_bytes())
     assert_same_tree(original, ElementTree.fromstring(saved.read_bytes()))
 
@@ -122,7 +122,7 @@ def test_saved_file_is_the_same_tree_element_by_element(corpus: Path, tmp_path: 
 @pytest.mark.parametrize("name", FILES)
 def test_summary_matches_the_full_load(corpus: Path, name: str) -> None:
     """load_summary agrees with Annotations.summary() on every corpus file."""
-    assert xmlio.load_summary(corpus / name) == _load(corpus, name).summary()
+    assert cvatxml.load_summary(corpus / name) == _load(corpus, name).summary()
 
 
 # -- what each file holds ---------------------------------------------------------------------------

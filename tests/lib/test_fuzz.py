@@ -1,6 +1,6 @@
 """Fuzzing the two readers of untrusted files: whatever the bytes, a model or our own error.
 
-``xmlio.loads``/``loads_summary`` may only return a model or raise ``AnnotationsError``;
+``cvatxml.loads``/``loads_summary`` may only return a model or raise ``AnnotationsError``;
 ``jobstatus.parse_job_status`` may only return records or raise ``JobStatusError``. Inputs are raw
 bytes, and mutations of the real example files: flipped, inserted and deleted bytes, cuts at
 random points, and spliced-in hostile tokens (``<!DOCTYPE``, entities, deep nesting, bad
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cvat_watch import jobstatus, xmlio
+from cvat_watch import cvatxml, jobstatus
 from cvat_watch.errors import AnnotationsError, JobStatusError
 from cvat_watch.model import Annotations, ExportSummary, JobStatus
 from hypothesis import HealthCheck, given, settings
@@ -154,9 +154,9 @@ def _assert_annotations_error(error: AnnotationsError) -> None:
 @FUZZ
 @given(xml_inputs)
 def test_loads_gives_a_model_or_an_annotations_error(data: bytes) -> None:
-    """xmlio.loads on any bytes returns Annotations or raises AnnotationsError naming the file."""
+    """cvatxml.loads on any bytes returns Annotations or raises AnnotationsError naming the file."""
     try:
-        result = xmlio.loads(data, path=XML_PATH)
+        result = cvatxml.loads(data, path=XML_PATH)
     except AnnotationsError as error:
         _assert_annotations_error(error)
     else:
@@ -166,9 +166,9 @@ def test_loads_gives_a_model_or_an_annotations_error(data: bytes) -> None:
 @FUZZ
 @given(xml_inputs)
 def test_loads_summary_gives_a_summary_or_an_annotations_error(data: bytes) -> None:
-    """xmlio.loads_summary (the daemon's reader) on any bytes returns a summary or raises AnnotationsError."""
+    """cvatxml.loads_summary (the daemon's reader) on any bytes returns a summary or raises AnnotationsError."""
     try:
-        result = xmlio.loads_summary(data, path=XML_PATH)
+        result = cvatxml.loads_summary(data, path=XML_PATH)
     except AnnotationsError as error:
         _assert_annotations_error(error)
     else:
@@ -180,13 +180,13 @@ def test_loads_summary_gives_a_summary_or_an_annotations_error(data: bytes) -> N
 def test_summary_and_full_reader_agree_on_what_is_valid(data: bytes) -> None:
     """For mutated exports, the summary reader refuses exactly what the full reader refuses (or less)."""
     try:
-        xmlio.loads_summary(data, path=XML_PATH)
+        cvatxml.loads_summary(data, path=XML_PATH)
     except AnnotationsError:
         summary_ok = False
     else:
         summary_ok = True
     try:
-        xmlio.loads(data, path=XML_PATH)
+        cvatxml.loads(data, path=XML_PATH)
     except AnnotationsError:
         full_ok = False
     else:
@@ -303,7 +303,7 @@ def test_parse_job_status_of_any_text_gives_records_or_a_job_status_error(text: 
 MEMORY_CAP = 1536 * 1024 * 1024
 CHILD = r"""
 import json, resource, sys, time
-from cvat_watch import xmlio
+from cvat_watch import cvatxml
 from cvat_watch.errors import AnnotationsError
 
 kind = sys.argv[1]
@@ -324,7 +324,7 @@ elif kind == "text":
 else:
     raise SystemExit("unknown kind " + kind)
 outcomes = {}
-for reader in (xmlio.loads_summary, xmlio.loads):
+for reader in (cvatxml.loads_summary, cvatxml.loads):
     started = time.perf_counter()
     try:
         model = reader(data, path="/exports/big.xml")
@@ -399,11 +399,11 @@ def test_deep_nesting_is_refused_or_gives_a_model_that_compares_hashes_and_conve
     """An export whose <meta> holds deeply nested unknown elements is refused, or its model supports ==, hash, to_dict and dumps."""
     data = b"<annotations><version>1.1</version><meta>" + nested(depth) + b"</meta></annotations>"
     try:
-        annotations = xmlio.loads(data, path=XML_PATH)
+        annotations = cvatxml.loads(data, path=XML_PATH)
     except AnnotationsError as error:
         assert error.line == 1 and error.column is not None
         return
-    assert annotations == xmlio.loads(data, path=XML_PATH)
+    assert annotations == cvatxml.loads(data, path=XML_PATH)
     assert isinstance(hash(annotations), int)
     assert annotations.to_dict()["version"] == "1.1"
-    assert xmlio.loads(xmlio.dumps(annotations)) == annotations
+    assert cvatxml.loads(cvatxml.dumps(annotations)) == annotations

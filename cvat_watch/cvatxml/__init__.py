@@ -1,0 +1,42 @@
+"""CVAT XML ("CVAT for images 1.1" / "CVAT for video 1.1") ⇄ :mod:`cvat_watch.model`.
+
+``load``/``loads`` build the full model, ``load_summary``/``loads_summary`` only the meta and the
+per-task counts (what the daemon compares), ``dumps``/``save`` write the model back as CVAT wrote
+it. Inside, private modules: ``_vocab`` (element and attribute names, one table per vocabulary),
+``_base`` (the parser, ``<meta>``, errors, shared by both readers), ``_reader`` (full model),
+``_fastbuild`` (the element readers generated per attribute layout), ``_summary`` and ``_writer``.
+"""
+
+from __future__ import annotations
+
+from cvat_watch.cvatxml._base import PathLike, read_bytes, read_file
+from cvat_watch.cvatxml._reader import FullReader
+from cvat_watch.cvatxml._summary import SummaryReader
+from cvat_watch.cvatxml._writer import dumps, save
+from cvat_watch.model import Annotations, ExportSummary
+
+__all__ = ["dumps", "load", "load_summary", "loads", "loads_summary", "save"]
+
+
+def load(path: PathLike) -> Annotations:
+    """Read a CVAT XML export into the full model; ``Annotations.path`` is set to ``path``."""
+    result: Annotations = read_file(path, FullReader)
+    return result
+
+
+def load_summary(path: PathLike) -> ExportSummary:
+    """The export's meta and per-task image and shape counts, without building shape objects."""
+    result: ExportSummary = read_file(path, SummaryReader)
+    return result
+
+
+def loads_summary(data: bytes, *, path: PathLike | None = None) -> ExportSummary:
+    """:func:`load_summary` of bytes already read (the daemon hashes them first)."""
+    result: ExportSummary = read_bytes(data, path, SummaryReader)
+    return result
+
+
+def loads(data: bytes, *, path: PathLike | None = None) -> Annotations:
+    """Read a CVAT XML export from bytes; ``path`` only names it in errors and ``Annotations.path``."""
+    result: Annotations = read_bytes(data, path, FullReader)
+    return result

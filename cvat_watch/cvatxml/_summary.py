@@ -1,0 +1,75 @@
+"""The summary reader: the meta and per-task image and shape counts, without building shapes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cvat_watch.cvatxml._base import ReaderBase
+from cvat_watch.cvatxml._vocab import IMAGE_SHAPE_KINDS, MAX_DEPTH, TRACK_SHAPE_KINDS
+from cvat_watch.model import ExportSummary
+
+
+class SummaryReader(ReaderBase):
+    """Counts images and shapes per task without building them."""
+
+    def __init__(self, path: Path | None) -> None:
+        super().__init__(path)
+        self.depth = 1  # inside <annotations>
+        self.counting: frozenset[str] = frozenset()
+        self.key: str | None = None
+        self.count = 0
+        self.image_counts: dict[str | None, int] = {}
+        self.shape_counts: dict[str | None, int] = {}
+
+    def body_handlers(self) -> None:
+        self.install(self.start, self.end, None)
+
+    def start(self, name: str, attrs: list[str]) -> None:
+        depth = self.depth = self.depth + 1
+        if depth > 3 and depth >= MAX_DEPTH:
+            raise self.error(f"elements nested more than {MAX_DEPTH} levels deep")
+        if depth == 3:
+            if name in self.counting:
+                self.count += 1
+        elif depth == 2:
+            if name == "image" or name == "track":
+                task_id = None
+                for index in range(0, len(attrs), 2):
+                    if attrs[index] == "task_id":
+                        task_id = attrs[index + 1]
+                        break
+                if name == "image":
+                    if task_id is None:
+                        task_id = self.default_task_id
+                    key = task_id if task_id is not None else self.single_task_id
+                    self.image_counts[key] = self.image_counts.get(key, 0) + 1
+                    self.counting = IMAGE_SHAPE_KINDS
+                else:
+                    key = task_id if task_id is not None else self.single_task_id
+                    self.counting = TRACK_SHAPE_KINDS
+                self.key = key
+                self.count = 0
+            else:
+                self.depth = 1  # the capture consumes this element's end
+                self.root_child(name, attrs)
+
+    def end(self, name: str) -> None:
+        depth = self.depth
+        self.depth = depth - 1
+        if depth == 2:
+            key = self.key
+            self.shape_counts[key] = self.shape_counts.get(key, 0) + self.count
+            self.counting = frozenset()
+        elif depth == 1:
+            self.finished = True
+
+    def result(self) -> ExportSummary:
+        if not self.finished:
+            raise self.error("the XML ended before </annotations>")
+        return ExportSummary(
+            kind=self.kind or "task",
+            project=self.project,
+            tasks=tuple(self.tasks),
+            image_counts=self.image_counts,
+            shape_counts={key: count for key, count in self.shape_counts.items()},
+        )
