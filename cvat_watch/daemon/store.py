@@ -633,6 +633,7 @@ def _baseline_change(
 
     head = _dumps(to_dict(attrs.evolve(snapshot, tasks=())))
     tasks = snapshot.tasks
+    suspects: Sequence[TaskState] = tasks
     if written is None:
         changed: Sequence[TaskState] = tasks
         removed: list[str] = []
@@ -654,6 +655,14 @@ def _baseline_change(
             present = {task.id for task in tasks}
             removed = [task_id for task_id in old if task_id not in present]
         old_counters = written.generations
+    if written is None or len(suspects) == len(tasks):
+        by_id = {task.id: task for task in tasks}
+    else:
+        # A copy in C and the few changed entries: rebuilding it costs more than the rest of a commit.
+        by_id = written.tasks.copy()
+        by_id.update((task.id, task) for task in suspects)
+        for task_id in removed:
+            del by_id[task_id]
     counters = dict(generations)
     return _BaselineChange(
         head=None if written is not None and written.head == head else head,
@@ -661,7 +670,7 @@ def _baseline_change(
         delete=removed,
         counters=[(key, value) for key, value in counters.items() if old_counters.get(key) != value],
         dropped_counters=[key for key in old_counters if key not in counters],
-        after=_Written(head=head, tasks={task.id: task for task in tasks}, order=tasks, generations=counters),
+        after=_Written(head=head, tasks=by_id, order=tasks, generations=counters),
     )
 
 
