@@ -237,6 +237,11 @@ def _from_raw(parser: JobStatusParser, split: _Split, path: _PathArg) -> tuple[J
             values = None  # a record with other keys: the layout no longer holds
     if all(every_record[index] is old_jobs[index] for index in changed):
         result = last.result
+    elif len(last.result) == len(old_jobs) and all(
+        every_record[index].job_id == old_jobs[index].job_id for index in changed
+    ):
+        # The last version had no repeated job, and every changed record kept its job id: none now.
+        result = tuple(every_record)
     else:
         jobs = every_record
         if len(set(map(_JOB_ID, jobs))) != len(jobs):
