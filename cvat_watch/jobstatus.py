@@ -169,7 +169,7 @@ def _split(data: bytes | str) -> _Split | None:
         return None
     try:
         document = _RAW_DECODER.decode(data)
-    except (msgspec.DecodeError, ValueError):
+    except (msgspec.DecodeError, ValueError, RecursionError):  # msgspec: RecursionError when nested deeply
         return None
     if isinstance(document, _RawPage):
         try:
@@ -177,12 +177,15 @@ def _split(data: bytes | str) -> _Split | None:
                 "count": json.loads(bytes(document.count)),
                 "next": json.loads(bytes(document.next)),
             }
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
         return _Split("results", document.results, page)
     # A list of pages: their results are concatenated, with places of their own; rare, not split.
     if document and bytes(document[0]).lstrip()[:1] == b"{":
-        first = json.loads(bytes(document[0]))
+        try:
+            first = json.loads(bytes(document[0]))
+        except (ValueError, RecursionError):
+            return None
         if isinstance(first, dict) and "results" in first:
             return None
     return _Split("", document, None)

@@ -399,6 +399,23 @@ def test_deeply_nested_json_is_refused() -> None:
     assert "nested too deeply" in error.message
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 200_000 + "]" * 200_000,
+        '{"results": ' + "[" * 200_000 + "]" * 200_000 + "}",
+        '[{"job_id": 1, "task_id": 1, "state": ' + "[" * 200_000 + "]" * 200_000 + "}]",
+    ],
+)
+def test_deeply_nested_bytes_are_refused_by_the_daemons_parser(text: str) -> None:
+    """The daemon's parser, given bytes (its raw-record path), refuses deep nesting as a JobStatusError too,
+    also after a good version, so the daemon keeps its last good state instead of dying."""
+    parser = JobStatusParser()
+    parser.parse(b'[{"job_id": 1, "task_id": 1, "state": "new"}]')
+    with pytest.raises(JobStatusError, match="nested too deeply"):
+        parser.parse(text.encode())
+
+
 def test_overlong_integer_is_refused() -> None:
     """An integer beyond Python's digit limit is a JobStatusError, not a bare ValueError."""
     error = _error('[{"id": ' + "9" * 5000 + ', "task_id": 1, "state": "new"}]')
