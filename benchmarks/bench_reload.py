@@ -349,6 +349,7 @@ class StepwiseReload:
             snapshot,
             generations=self._generations,
             timestamp=utc_timestamp(now),
+            epoch=self.store.epoch,
             notify_existing=self.config.notify_existing,
         )
         seconds["diff"] = clock() - started

@@ -12,6 +12,7 @@ from cvat_watch.errors import (
     CvatWatchError,
     DeliveryError,
     JobStatusError,
+    QueryError,
     StateError,
 )
 from cvat_watch.model import (
@@ -63,6 +64,7 @@ __all__ = [
     "Polygon",
     "Polyline",
     "Project",
+    "QueryError",
     "Segment",
     "Size",
     "Skeleton",

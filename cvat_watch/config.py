@@ -15,6 +15,7 @@ configured before its first export exists.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -196,25 +197,36 @@ class Config:
     watches: tuple[WatchConfig, ...]
     handlers: tuple[HandlerConfig, ...]
     warnings: tuple[str, ...] = ()
+    #: Delivered and dead outbox rows (and events no row needs) older than this are deleted.
+    retention_days: float = 30.0
 
 
-def default_state_dir(environ: Mapping[str, str] | None = None) -> Path:
+def default_state_dir(environ: Mapping[str, str] | None = None, *, config_file: Path | None = None) -> Path:
     """Where the state database lives when the config file does not say.
 
     ``$STATE_DIRECTORY`` (set by systemd's ``StateDirectory=``; the first entry if
-    several are ``:``-separated), else ``$XDG_STATE_HOME/cvat-watch``, else
-    ``~/.local/state/cvat-watch``.
+    several are ``:``-separated), else a folder of its own per configuration file under
+    ``$XDG_STATE_HOME/cvat-watch``, else under ``~/.local/state/cvat-watch``: named after the
+    file and a short hash of its absolute path (``prod-1a2b3c4d``), so that two configurations
+    never share a state by accident. Without ``config_file``, the shared parent folder.
     """
     env = os.environ if environ is None else environ
     state_directory = env.get("STATE_DIRECTORY", "").split(":")[0]
     if state_directory:
         return Path(state_directory)
     xdg = env.get("XDG_STATE_HOME", "")
+    home = env.get("HOME")
     # The XDG spec says relative values are invalid and must be ignored.
     if xdg and os.path.isabs(xdg):
-        return Path(xdg) / "cvat-watch"
-    home = env.get("HOME")
-    return (Path(home) if home else Path.home()) / ".local" / "state" / "cvat-watch"
+        base = Path(xdg) / "cvat-watch"
+    else:
+        base = (Path(home) if home else Path.home()) / ".local" / "state" / "cvat-watch"
+    if config_file is None:
+        return base
+    absolute = os.path.abspath(config_file)
+    digest = hashlib.sha256(os.fsencode(absolute)).hexdigest()[:8]
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(absolute).stem) or "config"
+    return base / f"{stem}-{digest}"
 
 
 # --- raw file schema (what a person writes) ----------------------------------------------
@@ -317,6 +329,7 @@ _RawHandler = _RawLog | _RawWebhook | _RawApprise | _RawCommand | _RawNats
 @attrs.frozen(kw_only=True)
 class _RawFile:
     state_dir: str | None = None
+    retention_days: float = 30.0
     watch: tuple[_RawWatch, ...] = ()
     handler: tuple[_RawHandler, ...] = ()
 
@@ -555,11 +568,12 @@ class _Resolver:
     # -- the tree
 
     def config(self, raw: _RawFile) -> Config:
-        state_dir = (
-            default_state_dir(self.environ)
-            if raw.state_dir is None
-            else self.path("state_dir", raw.state_dir)
-        )
+        if raw.state_dir is None:
+            state_dir = default_state_dir(self.environ, config_file=self.file)
+            self.old_default_state(state_dir)
+        else:
+            state_dir = self.path("state_dir", raw.state_dir)
+        retention_days = self.number("retention_days", raw.retention_days, strict=True)
         if not raw.watch:
             self.fail("watch", "at least one [[watch]] table is required")
         watches = tuple(self.watch(f"watch[{i}]", w) for i, w in enumerate(raw.watch))
@@ -599,7 +613,22 @@ class _Resolver:
             watches=watches,
             handlers=tuple(handlers),
             warnings=tuple(self._warnings),
+            retention_days=retention_days,
         )
+
+    def old_default_state(self, state_dir: Path) -> None:
+        """Warn when the shared default folder of earlier versions holds a state and ours has none."""
+        shared = default_state_dir(self.environ)
+        if shared == state_dir or (state_dir / "cvat-watch.db").exists():
+            return
+        if (shared / "cvat-watch.db").exists():
+            self.warn(
+                "state_dir",
+                f"{shared}/cvat-watch.db was the default state of earlier versions, shared by every"
+                f" configuration; this one now keeps its state in {state_dir}. If that state belongs"
+                f" to this configuration, stop cvat-watch and move it: mv {shared}/cvat-watch.db*"
+                f' {state_dir}/ (or set state_dir = "{shared}")',
+            )
 
     def watch(self, key: str, raw: _RawWatch) -> WatchConfig:
         name = self.name(f"{key}.name", raw.name)

@@ -7,6 +7,9 @@ The tree::
     ├── JobStatusError     a job-status file could not be read (path, where)
     ├── ConfigError        the configuration is invalid (path, key)
     ├── StateError         the state database could not be read or written (path)
+    │   ├── StateLockedError   another process uses the state folder (holder)
+    │   └── StateLostError     the state file was deleted or replaced while in use
+    ├── QueryError         a question about an export its content cannot answer (also a LookupError)
     └── DeliveryError      a handler failed to deliver an event (retry, retry_after)
 
 Details travel as attributes so that callers can act on them; ``__str__`` formats them
@@ -23,7 +26,10 @@ __all__ = [
     "CvatWatchError",
     "DeliveryError",
     "JobStatusError",
+    "QueryError",
     "StateError",
+    "StateLockedError",
+    "StateLostError",
 ]
 
 
@@ -108,6 +114,19 @@ class ConfigError(CvatWatchError):
         return f"{prefix}: {self.message}" if prefix else self.message
 
 
+class QueryError(CvatWatchError, LookupError):
+    """A question about an export that its content cannot answer, saying what is missing.
+
+    For example the task of a job export without a job-status file naming its job, an image name
+    that occurs in several tasks, or a task the export does not describe. A LookupError too, so
+    code written against the plain LookupError these questions used to raise keeps working.
+    """
+
+    def __init__(self, message: str, *, path: str | os.PathLike[str] | None = None) -> None:
+        super().__init__(message)
+        self.path = os.fspath(path) if path is not None else None
+
+
 class StateError(CvatWatchError):
     """The state database could not be opened, read or written."""
 
@@ -117,6 +136,18 @@ class StateError(CvatWatchError):
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class StateLockedError(StateError):
+    """Another process holds the state folder's lock; ``holder`` is what it wrote there (pid, command)."""
+
+    def __init__(self, message: str, *, path: str | os.PathLike[str] | None = None, holder: str = "") -> None:
+        super().__init__(message, path=path)
+        self.holder = holder
+
+
+class StateLostError(StateError):
+    """The state database was deleted or replaced under the running process."""
 
 
 class DeliveryError(CvatWatchError):

@@ -578,6 +578,14 @@ def _diagnose(raw: object, where: str, path: _PathArg) -> JobStatusError:
     """The precise error for a record that failed the fast check."""
     if not isinstance(raw, dict):
         return JobStatusError(f"job record is {_kind(raw)}, not an object", path=path, where=where)
+    if "task_id" not in raw and ("segment_size" in raw or isinstance(raw.get("jobs"), dict)):
+        # A task of GET /api/tasks: it has an id, a name and a jobs summary, but is no job.
+        return JobStatusError(
+            "this looks like a CVAT tasks listing (GET /api/tasks), not a job status: "
+            "give a jobs listing (GET /api/jobs, or a list of job records with task_id and state)",
+            path=path,
+            where=where,
+        )
     # The same choice as the fast path: a "job_id" key, present, wins over "id".
     id_key = "job_id" if "job_id" in raw else "id"
     for key in (id_key, "task_id"):

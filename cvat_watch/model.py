@@ -3,6 +3,9 @@
 Nothing here reads or writes files, XML or JSON: :mod:`cvat_watch.cvatxml` and :mod:`cvat_watch.jobstatus`
 are the filters between the files and these classes. The one way up is ``Annotations.from_path`` /
 ``Annotations.save``, which import those modules when called.
+The questions asked of an export (tasks, jobs, completion, images, CVAT links) are the methods of
+:class:`Annotations`, written in :mod:`cvat_watch._queries` with the link and completion rules,
+which this module re-exports as their public home.
 
 Two fields on the XML-derived classes are not content:
 
@@ -17,14 +20,26 @@ Two fields on the XML-derived classes are not content:
 
 from __future__ import annotations
 
+import math
 import re
 import typing
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
 
 import attrs
+
+from cvat_watch._queries import (
+    ExportQueries,
+    _job_id_of,
+    base_url_of,
+    is_task_complete,
+    job_id_from_url,
+    job_url,
+    project_url,
+    task_of_job,
+    task_url,
+)
 
 __all__ = [
     "COMPLETED",
@@ -56,9 +71,11 @@ __all__ = [
     "User",
     "XmlElement",
     "base_url_of",
+    "is_task_complete",
     "job_id_from_url",
     "job_url",
     "project_url",
+    "task_of_job",
     "task_url",
 ]
 
@@ -161,50 +178,6 @@ class Label:
     svg: str | None = None
     extra: tuple[XmlElement, ...] = _items()
     xml_layout: tuple[str, ...] | None = _layout()
-
-
-_JOB_ID_PATTERNS = (
-    re.compile(r"/api/jobs/(\d+)"),  # CVAT 2.x
-    re.compile(r"[?&]id=(\d+)"),  # CVAT 1.x ``/?id=N``
-    re.compile(r"/jobs/(\d+)"),  # UI links ``/tasks/T/jobs/N``
-)
-
-
-def job_id_from_url(url: str | None) -> str | None:
-    """The job id in a segment URL (``…/api/jobs/12`` or the old ``…/?id=12``), or None."""
-    if not url:
-        return None
-    for pattern in _JOB_ID_PATTERNS:
-        match = pattern.search(url)
-        if match:
-            return match.group(1)
-    return None
-
-
-def base_url_of(tasks: Iterable[Task]) -> str | None:
-    """Scheme and host of the first job URL among ``tasks`` (``http://localhost:8080``), or None."""
-    for task in tasks:
-        for segment in task.segments:
-            if segment.url:
-                parts = urlsplit(segment.url)
-                if parts.scheme and parts.netloc:
-                    return f"{parts.scheme}://{parts.netloc}"
-    return None
-
-
-def task_url(base_url: str | None, task_id: str | int) -> str | None:
-    """``{base}/tasks/{id}``: where CVAT opens the task; None without a base URL."""
-    return f"{base_url.rstrip('/')}/tasks/{task_id}" if base_url else None
-
-
-def project_url(base_url: str | None, project_id: str | int) -> str | None:
-    """``{base}/projects/{id}``: where CVAT opens the project; None without a base URL."""
-    return f"{base_url.rstrip('/')}/projects/{project_id}" if base_url else None
-
-
-def job_url(base_url: str | None, task_id: str | int, job_id: str | int) -> str | None:
-    """``{base}/tasks/{task}/jobs/{job}``; None without a base URL."""
-    return f"{base_url.rstrip('/')}/tasks/{task_id}/jobs/{job_id}" if base_url else None
 
 
 @attrs.frozen
@@ -480,6 +453,63 @@ class Tag:
 
 Shape = Box | Polygon | Polyline | Points | Ellipse | Cuboid | Mask | Skeleton | Tag
 
+
+# -- coordinates kept as text until first read ----------------------------------------------------
+#
+# A large export holds millions of coordinate pairs, and as Python tuples of floats each pair
+# costs ~100 bytes and a float() per number. The XML reader may therefore leave a ``points`` slot
+# holding the attribute's text (``"x,y;x,y"``), after checking that it is plain decimal numbers
+# (so decoding can neither fail nor give a different value later); the first read of ``points``
+# decodes it with points_from_text and stores the tuple in its place. Every read goes through the
+# descriptor below, so ``shape.points``, ==, hash(), repr(), evolve(), to_dict() and save() only
+# ever see the tuple: the text is never observable. __init__ always stores a tuple.
+
+
+def points_from_text(text: str) -> Coordinates:
+    """``"x,y;x,y"`` → ((x, y), (x, y)); ValueError for anything else (nan and inf included)."""
+    if not text:
+        return ()
+    # A few C-level passes and no Python loop: this is the hottest path of most exports.
+    flat = list(map(float, text.replace(";", ",").split(",")))
+    total = sum(flat)
+    if total - total:  # a nan or an infinity among them (x - x is 0.0 for every finite x)
+        for value in flat:
+            if not math.isfinite(value):
+                raise ValueError(text)
+    values = iter(flat)
+    return tuple(zip(values, values, strict=True))
+
+
+class _PointsSlot:
+    """The ``points`` attribute of a slotted class: decodes text its slot holds on first read."""
+
+    __slots__ = ("slot",)
+
+    def __init__(self, slot: typing.Any) -> None:
+        self.slot = slot  # the member descriptor of the slot
+
+    def __get__(self, obj: object, owner: type | None = None) -> typing.Any:
+        if obj is None:
+            return self
+        value = self.slot.__get__(obj, owner)
+        if type(value) is str:
+            value = points_from_text(value)
+            self.slot.__set__(obj, value)
+        return value
+
+    def __set__(self, obj: object, value: typing.Any) -> None:
+        self.slot.__set__(obj, value)
+
+    def __delete__(self, obj: object) -> None:
+        self.slot.__delete__(obj)
+
+
+#: The classes whose ``points`` slot may hold text until it is first read.
+TEXT_POINTS_CLASSES: tuple[type, ...] = (Polygon, Polyline, Points, SkeletonPoint, Skeleton)
+for _cls in TEXT_POINTS_CLASSES:
+    _cls.points = _PointsSlot(_cls.__dict__["points"])  # type: ignore[attr-defined]
+del _cls
+
 #: The shape kinds: CVAT's element name → (the ImageAnnotation field holding them, their class), in
 #: the order of ImageAnnotation's fields. The one table of shape kinds; cvatxml derives its own from it.
 SHAPE_KINDS: Mapping[str, tuple[str, type]] = {
@@ -601,15 +631,6 @@ class JobStatus:
         return rule == "completed" or self.stage == ACCEPTANCE
 
 
-def is_task_complete(jobs: Sequence[JobStatus], rule: CompletionRule = "completed") -> bool:
-    """The one rule for a task: at least one counting job, and every one done under ``rule``.
-
-    ``jobs`` are the task's counting jobs (ground-truth and consensus jobs already left out).
-    The library's queries, the daemon's snapshot and the CLI's report all ask this function.
-    """
-    return bool(jobs) and all(job.is_done(rule) for job in jobs)
-
-
 ExportKind = Literal["project", "task", "job"]
 
 
@@ -627,9 +648,18 @@ class ExportSummary:
     image_counts: Mapping[str | None, int] = attrs.field(factory=dict)
     shape_counts: Mapping[str | None, int] = attrs.field(factory=dict)
 
+    @property
+    def job_id(self) -> str | None:
+        """The job a job export holds (``<job><id>``); None for task and project exports.
+
+        A job export names no task: its counts are under None, its task is the one the job-status
+        records give the job (:func:`task_of_job`).
+        """
+        return _job_id_of(self.kind, self.tasks)
+
 
 @attrs.frozen(cache_hash=False)
-class Annotations:
+class Annotations(ExportQueries):
     """A CVAT export (``CVAT for images/video 1.1``) and the job status kept beside it.
 
     Build one with :meth:`from_path`; ask it which tasks are completed, which images belong to
@@ -691,7 +721,8 @@ class Annotations:
         """The meta and per-task image and shape counts (what the daemon compares)."""
         images: dict[str | None, int] = {}
         shapes: dict[str | None, int] = {}
-        single = self.tasks[0].id if len(self.tasks) == 1 else None
+        # A job export's meta id is the job's, not a task's: its counts go under None.
+        single = self.tasks[0].id if len(self.tasks) == 1 and self.kind != "job" else None
         for image in self.images:
             task_id = image.task_id if image.task_id is not None else single
             images[task_id] = images.get(task_id, 0) + 1
@@ -714,169 +745,3 @@ class Annotations:
             f"<Annotations{where} {self.kind} export: {len(self.tasks)} tasks, "
             f"{len(self.images)} images, {len(self.tracks)} tracks, {len(self.job_status)} jobs>"
         )
-
-    # -- tasks and jobs -----------------------------------------------------------------------
-
-    def get_task(self, task_id: str | int) -> Task:
-        """The task with this id; LookupError naming it when the export has none."""
-        wanted = str(task_id)
-        for task in self.tasks:
-            if task.id == wanted:
-                return task
-        raise LookupError(f"no task with id {wanted!r} in {self._describe()}")
-
-    def jobs_of_task(self, task_id: str | int) -> list[JobStatus]:
-        """The counting jobs of a task (ground-truth and consensus jobs left out), in file order."""
-        wanted = str(task_id)
-        return [job for job in self.job_status if job.task_id == wanted and job.counts]
-
-    def jobs_by_task(self) -> dict[str, list[JobStatus]]:
-        """Task id → its counting jobs in file order, in one pass (for questions about every task)."""
-        grouped: dict[str, list[JobStatus]] = {}
-        for job in self.job_status:
-            if job.counts:
-                grouped.setdefault(job.task_id, []).append(job)
-        return grouped
-
-    def get_task_status(self, task_id: str | int) -> dict[str, str]:
-        """Job id → state for the task's counting jobs, e.g. ``{"5678": "completed", "5679": "new"}``."""
-        return {job.job_id: job.state for job in self.jobs_of_task(task_id)}
-
-    def is_task_completed(self, task_id: str | int, *, rule: CompletionRule = "completed") -> bool:
-        """At least one counting job, and every one completed (and, for ``accepted``, at acceptance)."""
-        return is_task_complete(self.jobs_of_task(task_id), rule)
-
-    def get_completed_task_ids(self, *, rule: CompletionRule = "completed") -> list[str]:
-        """The ids of the export's tasks that are completed, in file order."""
-        done = self._done_task_ids(rule)
-        return [task.id for task in self.tasks if task.id is not None and task.id in done]
-
-    def get_completed_tasks(self, *, rule: CompletionRule = "completed") -> list[Task]:
-        done = self._done_task_ids(rule)
-        return [task for task in self.tasks if task.id is not None and task.id in done]
-
-    def _done_task_ids(self, rule: CompletionRule) -> set[str]:
-        return {task_id for task_id, jobs in self.jobs_by_task().items() if is_task_complete(jobs, rule)}
-
-    # -- images -------------------------------------------------------------------------------
-
-    def images_of_task(self, task_id: str | int) -> list[ImageAnnotation]:
-        wanted = str(task_id)
-        return [image for image in self.images if image.task_id == wanted]
-
-    def get_images_from_completed_tasks(self, *, rule: CompletionRule = "completed") -> list[ImageAnnotation]:
-        """The images whose task is completed, in file order."""
-        done = set(self.get_completed_task_ids(rule=rule))
-        return [image for image in self.images if image.task_id in done]
-
-    def get_image(self, image_name: str) -> ImageAnnotation:
-        """The first image with this name; LookupError naming it when there is none."""
-        for image in self.images:
-            if image.name == image_name:
-                return image
-        raise LookupError(f"no image named {image_name!r} in {self._describe()}")
-
-    def frame_of_image(self, image: ImageAnnotation) -> int:
-        """The image's task-relative frame number: the numbering of segment start/stop."""
-        task = self._task_of_image(image)
-        frame = self._frame_from_meta(image, task)
-        if frame is not None:
-            return frame
-        # The meta cannot explain the id (old or hand-made export): use the image's rank among
-        # the images of its task (and subset) ordered by id.
-        siblings = sorted(
-            {
-                _int_or_none(other.id) or 0
-                for other in self.images
-                if other.task_id == image.task_id and other.subset == image.subset
-            }
-        )
-        return siblings.index(_int_or_none(image.id) or 0)
-
-    def create_cvat_link(self, image_name: str, base_url: str | None = None) -> str:
-        """``{base}/tasks/{task_id}/jobs/{job_id}?frame={frame}``: where CVAT opens this image.
-
-        ``base`` defaults to the scheme and host of the export's own job URLs.
-        """
-        image = self.get_image(image_name)
-        task = self._task_of_image(image)
-        frame = self.frame_of_image(image)
-        segment = task.segment_for_frame(frame)
-        if segment is None:
-            raise LookupError(
-                f"no job of task {task.id} covers frame {frame} of image {image_name!r} in {self._describe()}"
-            )
-        base = self._base_url(base_url, image_name)
-        return f"{base}/tasks/{task.id}/jobs/{segment.job_id}?frame={frame}"
-
-    def task_url(self, task_id: str | int, base_url: str | None = None) -> str | None:
-        """``{base}/tasks/{task_id}``, or None where no base URL is known."""
-        return task_url(base_url or self.default_base_url(), task_id)
-
-    def job_url(self, task_id: str | int, job_id: str | int, base_url: str | None = None) -> str | None:
-        return job_url(base_url or self.default_base_url(), task_id, job_id)
-
-    def default_base_url(self) -> str | None:
-        """Scheme and host of the export's job URLs (``http://localhost:8080``), if it has any."""
-        return base_url_of(self.tasks)
-
-    def _base_url(self, base_url: str | None, image_name: str) -> str:
-        if base_url:
-            return base_url.rstrip("/")
-        base = self.default_base_url()
-        if base is None:
-            raise ValueError(
-                f"cannot link image {image_name!r}: {self._describe()} has no job URLs; pass base_url"
-            )
-        return base
-
-    def _task_of_image(self, image: ImageAnnotation) -> Task:
-        if image.task_id is not None:
-            for task in self.tasks:
-                if task.id == image.task_id:
-                    return task
-        if len(self.tasks) == 1:
-            return self.tasks[0]
-        raise LookupError(
-            f"image {image.name!r} names task {image.task_id!r}, which {self._describe()} does not describe"
-        )
-
-    def _frame_from_meta(self, image: ImageAnnotation, task: Task) -> int | None:
-        image_id = _int_or_none(image.id)
-        if image_id is None or task.start_frame is None or task.size is None:
-            return None
-        offset: int | None = 0
-        if self.kind == "project":
-            offset = self._subset_offsets().get(task.id)
-        if offset is None:
-            return None
-        frame, remainder = divmod(image_id - offset - task.start_frame, task.step)
-        if remainder or not 0 <= frame < task.size:
-            return None
-        return frame
-
-    def _subset_offsets(self) -> dict[str | None, int | None]:
-        # CVAT numbers a project export's frames per subset: tasks ordered by (subset, id), each
-        # task's frames shifted by start_frame + step * size of the earlier tasks of its subset.
-        # After a task whose meta lacks those numbers, the offsets of its subset are unknown (None).
-        offsets: dict[str | None, int | None] = {}
-        running: dict[str | None, int | None] = {}
-        ordered = sorted(self.tasks, key=lambda t: (t.subset or "", _int_or_none(t.id) or 0))
-        for task in ordered:
-            offset = running.get(task.subset, 0)
-            offsets[task.id] = offset
-            if offset is None or task.start_frame is None or task.size is None:
-                running[task.subset] = None
-            else:
-                running[task.subset] = offset + task.start_frame + task.step * task.size
-        return offsets
-
-    def _describe(self) -> str:
-        return str(self.path) if self.path else "the export"
-
-
-def _int_or_none(value: str | None) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None

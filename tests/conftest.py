@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,8 @@ from cvat_watch.testing.process import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Public CVAT files beside the project (``../shared/corpus``); a user's clone has none.
-CORPUS = ROOT.parent / "shared" / "corpus"
+#: CVAT_CORPUS_DIR points elsewhere (a git worktree does not sit beside ``shared``).
+CORPUS = Path(os.environ.get("CVAT_CORPUS_DIR") or ROOT.parent / "shared" / "corpus")
 
 
 @pytest.fixture

@@ -33,15 +33,17 @@ def _print_json(data: Any) -> None:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from cvat_watch.cli.report import format_table, task_reports
+    from cvat_watch.cli.report import format_table, task_reports, unreported_tasks
     from cvat_watch.converter import to_dict
     from cvat_watch.model import Annotations
 
     annotations = Annotations.from_path(args.export, args.jobs)
     reports = task_reports(annotations, base_url=args.base_url)
+    for note in unreported_tasks(annotations):
+        print(f"cvat-watch: {args.export}: {note}", file=sys.stderr)
     if args.json:
         _print_json([to_dict(report) for report in reports])
-    else:
+    elif reports:
         print(format_table(reports))
         if args.jobs is None:
             print("(no --jobs file given: no task counts as completed)", file=sys.stderr)
@@ -103,11 +105,15 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 def _cmd_deliveries(args: argparse.Namespace) -> int:
     from cvat_watch.cli.deliveries import format_deliveries
+    from cvat_watch.daemon.routes import handler_identities
     from cvat_watch.daemon.service import open_store
 
-    store = open_store(_load_config(args))
+    config = _load_config(args)
+    # Reading needs no lock: the database is in WAL mode, and a reader never blocks the daemon.
+    store = open_store(config)
     try:
-        rows = store.deliveries(failed_only=args.failed, limit=args.limit)
+        configured = {identity for _name, identity in handler_identities(config)}
+        rows = store.deliveries(failed_only=args.failed, limit=args.limit, configured=configured)
         gone = store.handler_status()
     finally:
         store.close()
@@ -127,17 +133,28 @@ def _delivery_dict(row: Any) -> dict[str, Any]:
 
 
 def _cmd_redeliver(args: argparse.Namespace) -> int:
-    from cvat_watch.daemon.service import open_store
+    from cvat_watch.daemon.routes import handler_identities
+    from cvat_watch.daemon.service import lock_state, open_store
 
-    store = open_store(_load_config(args))
-    try:
-        row = store.redeliver(args.delivery_id, time.time())
-    finally:
-        store.close()
+    config = _load_config(args)
+    # The lock: a running daemon (or `once`) is delivering from this state right now.
+    with lock_state(config, "redeliver"):
+        store = open_store(config)
+        try:
+            row = store.redeliver(args.delivery_id, time.time())
+        finally:
+            store.close()
     print(
         f"delivery {row.id} ({row.event_type} {row.event_id} → {row.handler_key}) is due now;"
-        " a running daemon sends it within a few seconds, or run `cvat-watch once`"
+        " it is sent when the daemon starts, or run `cvat-watch once`"
     )
+    if row.handler_id not in {identity for _name, identity in handler_identities(config)}:
+        print(
+            f"cvat-watch: warning: delivery {row.id} is bound to handler {row.handler_key}"
+            f" ({row.handler_id}), which this configuration no longer has; it waits until that"
+            " handler is configured again and is never sent to another one",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 

@@ -122,9 +122,6 @@ def _new_parser() -> tuple[DefusedXMLParser, Any]:
 class ReaderBase:
     """Root element, ``<meta>`` capture and mapping, unknown-element capture and skipping."""
 
-    #: Whether what this reader builds is kept out of later garbage collections (see gc_paused).
-    freeze_after = False
-
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self.defused, self.parser = _new_parser()
@@ -182,7 +179,7 @@ class ReaderBase:
 
     def close(self) -> None:
         # The handlers are bound methods of self and self holds the parser: break the cycle
-        # here, because load() freezes the heap afterwards and frozen garbage is never collected.
+        # here, so that the reader is freed at once, without waiting for the cyclic collector.
         parser = self.parser
         if parser is not None:
             for name in (*_HANDLER_NAMES, *_GUARD_NAMES):
@@ -297,7 +294,8 @@ class ReaderBase:
 
     def meta_known(self) -> None:
         """Derive what the body needs from the meta: the task id images default to."""
-        single = self.tasks[0].id if len(self.tasks) == 1 else None
+        # A job export's <job><id> is the job's id: its images belong to a task the file never names.
+        single = self.tasks[0].id if len(self.tasks) == 1 and self.kind != "job" else None
         self.single_task_id = single
         self.default_task_id = single if self.kind != "project" else None
 
@@ -433,24 +431,16 @@ _TRUNCATION_CODES = frozenset(
 
 
 @contextlib.contextmanager
-def gc_paused(*, freeze: bool) -> Iterator[None]:
-    """No collections while the model is built; with ``freeze``, keep it out of later ones.
-
-    Freezing pays off for a full model (hundreds of thousands of objects a later collection
-    would walk again and again) but pins every object alive in the process at that moment, any
-    cyclic garbage included. The summary is small and read over and over by a daemon that runs
-    for months, so it is never frozen.
-    """
+def gc_paused() -> Iterator[None]:
+    """No cyclic collections while the model is built (it makes no cycles; each collection would
+    walk every object made so far); the collector is left as it was found. Nothing else: a library
+    call leaves the process's collector alone (no gc.freeze)."""
     was_enabled = gc.isenabled()
     gc.disable()
-    succeeded = False
     try:
         yield
-        succeeded = True
     finally:
         if was_enabled:
-            if succeeded and freeze:
-                gc.freeze()
             gc.enable()
 
 
@@ -568,7 +558,7 @@ def read_file(path: PathLike, reader_class: type[ReaderBase]) -> Any:
             return b"", ()
         return data[:200], (data,)
 
-    with file, gc_paused(freeze=reader_class.freeze_after):
+    with file, gc_paused():
         reader = reader_class(file_path)
         try:
             run(reader, file_chunks(file, file_path), rescan)
@@ -580,7 +570,7 @@ def read_file(path: PathLike, reader_class: type[ReaderBase]) -> Any:
 def read_bytes(data: bytes, path: PathLike | None, reader_class: type[ReaderBase]) -> Any:
     """Run a reader of ``reader_class`` over bytes already read and return its result."""
     file_path = Path(path) if path is not None else None
-    with gc_paused(freeze=reader_class.freeze_after):
+    with gc_paused():
         reader = reader_class(file_path)
         try:
             run(reader, data_chunks(data), lambda: (bytes(data[:200]), (bytes(data),)))

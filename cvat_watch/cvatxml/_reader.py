@@ -64,8 +64,6 @@ class FullReader(ReaderBase):
     _building_class).
     """
 
-    freeze_after = True
-
     def __init__(self, path: Path | None) -> None:
         super().__init__(path)
         self.images: list[ImageAnnotation] = []

@@ -334,7 +334,7 @@ class Writer:
         self.annotations = annotations
         self.out: list[str] = []
         tasks = annotations.tasks
-        single = tasks[0].id if len(tasks) == 1 else None
+        single = tasks[0].id if len(tasks) == 1 and annotations.kind != "job" else None
         self.default_task_id = single if annotations.kind != "project" else None
         self.leftover: list[XmlElement] = []
 

@@ -75,6 +75,7 @@ def diff(
     *,
     generations: Mapping[str, int],
     timestamp: str,
+    epoch: str,
     notify_existing: bool = False,
     job_events: bool = False,
     project_events: bool = False,
@@ -86,6 +87,7 @@ def diff(
     * a task completed in ``new`` but not in ``old`` (or absent from it): ``task.completed``;
     * completed in ``old`` and present but not completed in ``new``: ``task.reopened``;
     * a task missing from ``new`` produces nothing;
+    * every id includes ``epoch``, the state database's (see events.event_id);
     * with ``job_events``: ``job.state_changed`` for every job whose state differs, and for a
       job that appears in a state other than ``new`` (never on first start);
     * with ``project_events``, for a project export (one with a project id), after the task events:
@@ -135,6 +137,7 @@ def diff(
                 transition or kind,
                 generation,
                 job.id if job is not None else None,
+                epoch=epoch,
             ),
             timestamp=timestamp,
             watch=new.watch,
@@ -179,7 +182,7 @@ def diff(
 
     if project_events:
         project_event = _project_event(
-            old, new, counters, timestamp=timestamp, notify_existing=notify_existing
+            old, new, counters, timestamp=timestamp, epoch=epoch, notify_existing=notify_existing
         )
         if project_event is not None:
             events.append(project_event)
@@ -192,6 +195,7 @@ def _project_event(
     counters: dict[str, int],
     *,
     timestamp: str,
+    epoch: str,
     notify_existing: bool,
 ) -> Event | None:
     """``project.completed``/``project.reopened`` between the snapshots, counting completions."""
@@ -210,7 +214,7 @@ def _project_event(
         return None
     return Event(
         type=kind,
-        id=project_event_id(new.watch, project_id, kind, counters.get(key, 0)),
+        id=project_event_id(new.watch, project_id, kind, counters.get(key, 0), epoch=epoch),
         timestamp=timestamp,
         watch=new.watch,
         project=ProjectInfo(

@@ -45,7 +45,8 @@ def utc_timestamp(now: float) -> str:
 
 @attrs.frozen
 class ReloadOutcome:
-    """What one reload did: ``unchanged``, ``failed`` (last good state kept) or ``committed``."""
+    """What one reload did: ``unchanged``, ``failed`` (last good state kept), ``committed``, or
+    ``interrupted`` (the process is stopping; nothing was committed)."""
 
     status: str
     events: tuple[Event, ...] = ()
@@ -148,15 +149,19 @@ class WatchRunner:
     def paths(self) -> list[Path]:
         return [p for p in (self.config.annotations, self.config.job_status) if p is not None]
 
-    def reload(self, *, force: bool = False, dry_run: bool = False) -> ReloadOutcome:
+    def reload(
+        self, *, force: bool = False, dry_run: bool = False, interrupted: Callable[[], bool] | None = None
+    ) -> ReloadOutcome:
         """Read, diff and commit; never raises for bad input, which is logged and kept out.
 
         ``force`` reads both files whatever their status and commits even when nothing changed.
+        ``interrupted`` is asked between the phases (read, parse, build, commit): when it says
+        yes, the reload ends without committing, so that a stop never waits for a big export.
         """
         with _cyclic_gc_paused():
-            return self._reload(force=force, dry_run=dry_run)
+            return self._reload(force=force, dry_run=dry_run, interrupted=interrupted or _never)
 
-    def _reload(self, *, force: bool, dry_run: bool) -> ReloadOutcome:
+    def _reload(self, *, force: bool, dry_run: bool, interrupted: Callable[[], bool]) -> ReloadOutcome:
         try:
             annotations, annotations_bytes = self._read_file(
                 self.config.annotations,
@@ -179,11 +184,17 @@ class WatchRunner:
                 self._remember(annotations, job_status)
                 self._recovered()
                 return ReloadOutcome("unchanged")
+            if interrupted():
+                return ReloadOutcome("interrupted")
             summary = self._summary(digests[0], annotations_bytes)
+            if interrupted():
+                return ReloadOutcome("interrupted")
             records = self._jobs(digests[1], job_status[1] if job_status is not None else None)
             self._refuse_emptied(summary, records)
         except (AnnotationsError, JobStatusError) as error:
             return self._failed(str(error))
+        if interrupted():
+            return ReloadOutcome("interrupted")
         snapshot = self._builder.build(
             watch=self.name,
             summary=summary,
@@ -191,6 +202,8 @@ class WatchRunner:
             rule=self.config.completion,
             base_url=self.config.base_url,
         )
+        if interrupted():
+            return ReloadOutcome("interrupted")
         outcome = self._commit(snapshot, dry_run=dry_run)
         if not dry_run:
             self._digests = digests
@@ -303,6 +316,7 @@ class WatchRunner:
             snapshot,
             generations=generations,
             timestamp=utc_timestamp(now),
+            epoch=self.store.epoch,
             notify_existing=self.config.notify_existing,
             job_events=self.job_events,
             project_events=self.project_events,
@@ -329,6 +343,10 @@ class WatchRunner:
 
 
 _COMPLETED = operator.attrgetter("completed")
+
+
+def _never() -> bool:
+    return False
 
 
 def _keep_absent_tasks(baseline: Snapshot | None, snapshot: Snapshot) -> Snapshot:

@@ -7,30 +7,33 @@ speaks sd_notify. :func:`run_once` is the same pipeline once, for cron.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-from cvat_watch.config import Config, load_config
+from cvat_watch.config import Config, WatchConfig, load_config
 from cvat_watch.daemon import sdnotify
-from cvat_watch.daemon.dispatch import Dispatcher, Route
+from cvat_watch.daemon.dispatch import Dispatcher
 from cvat_watch.daemon.events import JOB_STATE_CHANGED
 from cvat_watch.daemon.reload import ReloadOutcome, WatchRunner
 from cvat_watch.daemon.routes import build_routes, close_routes
-from cvat_watch.daemon.store import Store
+from cvat_watch.daemon.store import StateLock, Store
 from cvat_watch.daemon.watcher import FileWatcher
-from cvat_watch.errors import CvatWatchError
+from cvat_watch.errors import CvatWatchError, StateLostError
 from cvat_watch.eventtypes import PROJECT_EVENTS
 
 __all__ = [
     "STATE_FILE_NAME",
     "Daemon",
+    "lock_state",
     "open_store",
     "run_once",
 ]
@@ -40,10 +43,37 @@ log = logging.getLogger(__name__)
 STATE_FILE_NAME = "cvat-watch.db"
 #: How long the main loop sleeps at most between two looks at its timers.
 _MAIN_LOOP_TICK = 1.0
+#: How often the WAL is copied into the database file (and at every stop).
+CHECKPOINT_INTERVAL = 300.0
+#: How often delivered and dead rows older than retention_days are deleted (and at start).
+PRUNE_INTERVAL = 3600.0
+#: SIGHUPs are gathered until none came for this long (at most _RELOAD_GATHER_MAX): a burst of
+#: them, from a script or a configuration tool, is one reload.
+_RELOAD_QUIET = 0.3
+_RELOAD_GATHER_MAX = 2.0
 
 
 def open_store(config: Config) -> Store:
     return Store.open(config.state_dir / STATE_FILE_NAME)
+
+
+def lock_state(config: Config, command: str) -> StateLock:
+    """The state folder's lock for ``command`` (``run``, ``once``, ``redeliver``), or StateLockedError."""
+    return StateLock.acquire(config.state_dir, command=f"cvat-watch {command} --config {config.path}")
+
+
+def claim_state(store: Store, config: Config) -> None:
+    """Warn when the state was last used by another configuration file."""
+    previous = store.claim(str(config.path))
+    if previous is not None:
+        log.warning(
+            "the state in %s was last used by the configuration %s, now by %s: two configurations"
+            " sharing one state folder mix their watches' baselines when names repeat; give each"
+            " its own state_dir (or leave it out: the default is one folder per configuration file)",
+            config.state_dir,
+            previous,
+            config.path,
+        )
 
 
 @attrs.define
@@ -55,28 +85,47 @@ class Daemon:
     _config: Config | None = None
     _store: Store | None = None
     _dispatcher: Dispatcher | None = None
-    _routes: list[Route] = attrs.field(factory=list)
     _runners: dict[str, WatchRunner] = attrs.field(factory=dict)
     _watchers: dict[str, FileWatcher] = attrs.field(factory=dict)
     # SimpleQueue.put is reentrant, so signal handlers may use it while the main loop waits.
     _inbox: queue.SimpleQueue[tuple[str, str]] = attrs.field(factory=queue.SimpleQueue)
     _last_recheck: dict[str, float] = attrs.field(factory=dict)
+    # Set by SIGTERM/SIGINT at once, so that a reload in progress can give up between phases.
+    _stop_requested: threading.Event = attrs.field(factory=threading.Event)
+    _last_checkpoint: float = 0.0
+    _last_prune: float = 0.0
 
     def run(self) -> int:
-        """Run until SIGTERM or SIGINT; SIGHUP reloads the configuration. Returns the exit code."""
+        """Run until SIGTERM or SIGINT; SIGHUP reloads the configuration. Returns the exit code.
+
+        StateLockedError when another process uses the state; StateLostError (after a clean
+        stop) when the state database is deleted or replaced while running.
+        """
         self._config = load_config(self.config_path, environ=self.environ)
-        self._store = open_store(self._config)
-        previous = self._install_signals()
+        lock = lock_state(self._config, "run")
         try:
-            self._start(self._config)
-            self._notify_ready()
-            self._loop()
+            self._store = open_store(self._config)
+            claim_state(self._store, self._config)
+            # The first checkpoint is one interval after the start (opening has just recovered
+            # whatever WAL an earlier process left).
+            self._last_checkpoint = time.monotonic()
+            previous = self._install_signals()
+            try:
+                self._start(self._config)
+                if not self._stop_requested.is_set():
+                    self._notify_ready()
+                self._loop()
+            except StateLostError as error:
+                log.critical("%s", error)
+                raise
+            finally:
+                sdnotify.notify("STOPPING=1", environ=self.environ)
+                log.info("stopping: finishing deliveries in flight")
+                self._shutdown()
+                for signum, handler in previous.items():
+                    signal.signal(signum, handler)
         finally:
-            sdnotify.notify("STOPPING=1", environ=self.environ)
-            log.info("stopping: finishing deliveries in flight")
-            self._shutdown()
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+            lock.release()
         log.info("stopped")
         return 0
 
@@ -84,42 +133,45 @@ class Daemon:
 
     def _start(self, config: Config) -> None:
         assert self._store is not None
-        self._routes = build_routes(config)
-        dispatcher = Dispatcher(self._store, self._routes)
-        wants_job_events = any(JOB_STATE_CHANGED in route.events for route in self._routes)
-        wants_project_events = any(not route.events.isdisjoint(PROJECT_EVENTS) for route in self._routes)
-        runners = {}
-        for watch in config.watches:
-            kept = self._runners.get(watch.name)
-            if (
-                kept is not None
-                and kept.config == watch
-                and kept.job_events == wants_job_events
-                and kept.project_events == wants_project_events
-            ):
-                # A SIGHUP that left this watch as it was: keep the runner's memory (the export's
-                # summary by content hash, the parsers', the baseline), so that the forced reload
-                # below re-reads and re-hashes the files but parses again only what changed; at
-                # 100,000 tasks parsing the export again would take longer than the reload budget.
-                runners[watch.name] = attrs.evolve(kept, targets=dispatcher.targets)
-            else:
-                runners[watch.name] = WatchRunner(
-                    config=watch,
-                    store=self._store,
-                    targets=dispatcher.targets,
-                    job_events=wants_job_events,
-                    project_events=wants_project_events,
-                )
-        for runner in runners.values():
-            outcome = runner.reload(force=True)
-            self._last_recheck[runner.name] = time.monotonic()
-            if outcome.status == "failed":
-                log.warning("watch %s: not loaded yet; waiting for valid files", runner.name)
-        self._runners = runners
+        try:
+            self._prune(config)
+        except StateLostError:
+            raise
+        except CvatWatchError as error:
+            log.error("state upkeep: %s; will retry", error)
+        dispatcher = Dispatcher(self._store, build_routes(config))
         self._dispatcher = dispatcher
+        for watch in config.watches:
+            if self._stop_requested.is_set():
+                break
+            self._add_runner(watch)
         dispatcher.start()
-        for runner in runners.values():
+        for runner in self._runners.values():
             self._watchers[runner.name] = self._watch(runner)
+
+    def _wants_job_events(self) -> bool:
+        assert self._dispatcher is not None
+        return any(JOB_STATE_CHANGED in route.events for route in self._dispatcher.routes)
+
+    def _wants_project_events(self) -> bool:
+        assert self._dispatcher is not None
+        return any(not route.events.isdisjoint(PROJECT_EVENTS) for route in self._dispatcher.routes)
+
+    def _add_runner(self, watch: WatchConfig) -> WatchRunner:
+        assert self._store is not None and self._dispatcher is not None
+        runner = WatchRunner(
+            config=watch,
+            store=self._store,
+            targets=self._dispatcher.targets,
+            job_events=self._wants_job_events(),
+            project_events=self._wants_project_events(),
+        )
+        outcome = runner.reload(force=True, interrupted=self._stop_requested.is_set)
+        self._last_recheck[runner.name] = time.monotonic()
+        if outcome.status == "failed":
+            log.warning("watch %s: not loaded yet; waiting for valid files", runner.name)
+        self._runners[runner.name] = runner
+        return runner
 
     def _watch(self, runner: WatchRunner) -> FileWatcher:
         watch = runner.config
@@ -139,25 +191,27 @@ class Daemon:
         watcher.start()
         return watcher
 
-    def _stop_components(self) -> None:
+    def _shutdown(self) -> None:
         for watcher in self._watchers.values():
             watcher.stop()
         self._watchers = {}
         if self._dispatcher is not None:
             self._dispatcher.stop()
+            close_routes(self._dispatcher.routes)
             self._dispatcher = None
-        close_routes(self._routes)
-        self._routes = []
-
-    def _shutdown(self) -> None:
-        self._stop_components()
         if self._store is not None:
+            with contextlib.suppress(CvatWatchError):
+                self._store.checkpoint()
             self._store.close()
             self._store = None
 
     def _install_signals(self) -> dict[int, Any]:
         def handle(signum: int, _frame: Any) -> None:
-            self._inbox.put(("reload" if signum == signal.SIGHUP else "stop", ""))
+            if signum == signal.SIGHUP:
+                self._inbox.put(("reload", ""))
+            else:
+                self._stop_requested.set()
+                self._inbox.put(("stop", ""))
 
         previous: dict[int, Any] = {}
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -169,7 +223,7 @@ class Daemon:
     def _loop(self) -> None:
         watchdog_every = sdnotify.watchdog_interval(environ=self.environ)
         next_ping = time.monotonic()
-        while True:
+        while not self._stop_requested.is_set():
             now = time.monotonic()
             if watchdog_every is not None and now >= next_ping:
                 sdnotify.notify("WATCHDOG=1", environ=self.environ)
@@ -178,21 +232,53 @@ class Daemon:
             if watchdog_every is not None:
                 timeout = max(0.0, min(timeout, next_ping - now))
             try:
-                kind, name = self._inbox.get(timeout=timeout)
+                batch = [self._inbox.get(timeout=timeout)]
             except queue.Empty:
                 self._periodic()
                 continue
-            if kind == "stop":
+            batch.extend(self._drain())
+            if any(kind == "reload" for kind, _ in batch):
+                batch.extend(self._gather_reloads())
+            # A stop goes ahead of everything that queued up before or with it.
+            if self._stop_requested.is_set() or any(kind == "stop" for kind, _ in batch):
                 return
-            if kind == "reload":
+            if any(kind == "reload" for kind, _ in batch):
                 self._reload_config()
-            elif kind == "changed" and name in self._runners:
-                self._reload_watch(name)
+            for name in dict.fromkeys(name for kind, name in batch if kind == "changed"):
+                if self._stop_requested.is_set():
+                    return
+                if name in self._runners:
+                    self._reload_watch(name)
+            self._store_checks()
+
+    def _drain(self) -> list[tuple[str, str]]:
+        messages = []
+        while True:
+            try:
+                messages.append(self._inbox.get_nowait())
+            except queue.Empty:
+                return messages
+
+    def _gather_reloads(self) -> list[tuple[str, str]]:
+        """Messages arriving until SIGHUPs have been quiet for a moment: a burst is one reload."""
+        messages: list[tuple[str, str]] = []
+        deadline = time.monotonic() + _RELOAD_GATHER_MAX
+        while not self._stop_requested.is_set():
+            try:
+                message = self._inbox.get(timeout=max(0.0, min(_RELOAD_QUIET, deadline - time.monotonic())))
+            except queue.Empty:
+                return messages
+            messages.append(message)
+            if time.monotonic() >= deadline:
+                return messages
+        return messages
 
     def _reload_watch(self, name: str) -> None:
         runner = self._runners[name]
         try:
-            outcome = runner.reload()
+            outcome = runner.reload(interrupted=self._stop_requested.is_set)
+        except StateLostError:
+            raise
         except CvatWatchError as error:
             # The state database failed (disk full, read-only): the baseline did not move, so
             # the same change is diffed again on the next event or re-check.
@@ -206,7 +292,9 @@ class Daemon:
 
     def _periodic(self) -> None:
         now = time.monotonic()
-        for name, runner in self._runners.items():
+        for name, runner in list(self._runners.items()):
+            if self._stop_requested.is_set():
+                return
             # The slow re-check catches what the watcher missed (network file systems, a
             # failed load waiting for the exporter to finish); unchanged hashes cost a read.
             if now - self._last_recheck.get(name, 0.0) >= runner.config.recheck_interval:
@@ -218,24 +306,79 @@ class Daemon:
                 watcher.stop()
                 self._watchers[name] = self._watch(runner)
                 self._reload_watch(name)
+        self._store_checks()
+
+    def _store_checks(self) -> None:
+        """Stop loudly if the state file is gone; checkpoint and prune when they are due."""
+        assert self._store is not None and self._config is not None
+        self._store.verify()
+        now = time.monotonic()
+        try:
+            if now - self._last_checkpoint >= CHECKPOINT_INTERVAL:
+                self._last_checkpoint = now
+                self._store.checkpoint()
+            if now - self._last_prune >= PRUNE_INTERVAL:
+                self._prune(self._config)
+        except StateLostError:
+            raise
+        except CvatWatchError as error:
+            log.error("state upkeep: %s; will retry", error)
+
+    def _prune(self, config: Config) -> None:
+        assert self._store is not None
+        self._last_prune = time.monotonic()
+        deliveries, events = self._store.prune(time.time() - config.retention_days * 86400.0)
+        if deliveries or events:
+            log.info(
+                "state: deleted %d delivered or dead deliveries and %d events older than %g days",
+                deliveries,
+                events,
+                config.retention_days,
+            )
 
     def _reload_config(self) -> None:
+        """Apply the configuration file again: only what changed changes.
+
+        Unchanged handlers keep their workers and any attempt in flight (see
+        Dispatcher.update_routes); unchanged watches keep their runner and file watcher; a
+        changed or new watch is loaded anew, and a stop request interrupts that.
+        """
+        assert self._dispatcher is not None
         sdnotify.notify(sdnotify.reloading_message(), environ=self.environ)
         try:
             config = load_config(self.config_path, environ=self.environ)
-            build_routes_check = build_routes(config)  # fails early on a handler that cannot start
-            close_routes(build_routes_check)
+            routes = build_routes(config)  # fails early on a handler that cannot start
         except CvatWatchError as error:
             log.error("reload: %s; keeping the running configuration", error)
             self._notify_ready()
             return
         log.info("reload: applying %s", self.config_path)
-        self._stop_components()
         if self._config is not None and config.state_dir != self._config.state_dir:
             log.warning("reload: state_dir changed; it takes effect at the next restart")
             config = attrs.evolve(config, state_dir=self._config.state_dir)
         self._config = config
-        self._start(config)
+        self._dispatcher.update_routes(routes)
+        wanted = {watch.name: watch for watch in config.watches}
+        for name in list(self._runners):
+            if self._runners[name].config != wanted.get(name):
+                watcher = self._watchers.pop(name, None)
+                if watcher is not None:
+                    watcher.stop()
+                del self._runners[name]
+        job_events = self._wants_job_events()
+        project_events = self._wants_project_events()
+        for watch in config.watches:
+            if self._stop_requested.is_set():
+                return
+            runner = self._runners.get(watch.name)
+            if runner is not None:
+                runner.job_events = job_events
+                runner.project_events = project_events
+                continue
+            runner = self._add_runner(watch)
+            self._watchers[runner.name] = self._watch(runner)
+        if self._stop_requested.is_set():
+            return  # the reload was cut short: not ready, stopping
         self._notify_ready()
 
     def _notify_ready(self) -> None:
@@ -261,26 +404,38 @@ def _dry_run_store(config: Config) -> Store:
 
 
 def run_once(config: Config, *, dry_run: bool = False) -> list[ReloadOutcome]:
-    """One pass for cron or a systemd timer: load, diff against the state, deliver, return."""
-    store = _dry_run_store(config) if dry_run else open_store(config)
-    routes = build_routes(config)
+    """One pass for cron or a systemd timer: load, diff against the state, deliver, return.
+
+    Holds the state folder's lock (StateLockedError when the service or another ``once`` has
+    it), except for a dry run, which changes nothing.
+    """
+    lock = None if dry_run else lock_state(config, "once")
     try:
-        dispatcher = Dispatcher(store, routes)
-        wants_job_events = any(JOB_STATE_CHANGED in route.events for route in routes)
-        wants_project_events = any(not route.events.isdisjoint(PROJECT_EVENTS) for route in routes)
-        outcomes = []
-        for watch in config.watches:
-            runner = WatchRunner(
-                config=watch,
-                store=store,
-                targets=dispatcher.targets,
-                job_events=wants_job_events,
-                project_events=wants_project_events,
-            )
-            outcomes.append(runner.reload(force=True, dry_run=dry_run))
-        if not dry_run:
-            dispatcher.run_once()
-        return outcomes
+        store = _dry_run_store(config) if dry_run else open_store(config)
+        routes = build_routes(config)
+        try:
+            if not dry_run:
+                claim_state(store, config)
+            dispatcher = Dispatcher(store, routes)
+            wants_job_events = any(JOB_STATE_CHANGED in route.events for route in routes)
+            wants_project_events = any(not route.events.isdisjoint(PROJECT_EVENTS) for route in routes)
+            outcomes = []
+            for watch in config.watches:
+                runner = WatchRunner(
+                    config=watch,
+                    store=store,
+                    targets=dispatcher.targets,
+                    job_events=wants_job_events,
+                    project_events=wants_project_events,
+                )
+                outcomes.append(runner.reload(force=True, dry_run=dry_run))
+            if not dry_run:
+                dispatcher.run_once()
+                store.prune(time.time() - config.retention_days * 86400.0)
+            return outcomes
+        finally:
+            close_routes(routes)
+            store.close()
     finally:
-        close_routes(routes)
-        store.close()
+        if lock is not None:
+            lock.release()

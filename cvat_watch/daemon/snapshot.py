@@ -17,7 +17,15 @@ from typing import Any
 
 import attrs
 
-from cvat_watch.model import CompletionRule, ExportSummary, JobStatus, Task, base_url_of, is_task_complete
+from cvat_watch.model import (
+    CompletionRule,
+    ExportSummary,
+    JobStatus,
+    Task,
+    base_url_of,
+    is_task_complete,
+    task_of_job,
+)
 
 __all__ = [
     "JobState",
@@ -224,6 +232,8 @@ def _changed_places(jobs: tuple[JobStatus, ...], last: tuple[JobStatus, ...]) ->
 
 def _patched(last: _Built, jobs: tuple[JobStatus, ...]) -> _Built | None:
     """The next build when only some records changed in place; None when that is not the case."""
+    if last.summary.kind == "job":
+        return None  # its one task hangs on one record (job → task): always regroup, it is small
     changed = _changed_places(jobs, last.jobs)
     if not changed:
         return attrs.evolve(last, jobs=jobs)
@@ -278,14 +288,17 @@ def _regrouped(
                 same_task.append(index)
 
     metas: dict[str, Task] = {}
-    for task in summary.tasks:
-        if task.id is not None and task.id not in metas:
-            metas[task.id] = task
+    image_counts = summary.image_counts
+    shape_counts = summary.shape_counts
+    if summary.kind == "job":
+        metas, image_counts, shape_counts = _job_export_task(summary, jobs)
+    else:
+        for task in summary.tasks:
+            if task.id is not None and task.id not in metas:
+                metas[task.id] = task
     reusable = last is not None and last.rule == rule
     previous = last.snapshot.by_id() if last is not None and reusable else {}
     previous_records = last.records if last is not None and reusable else {}
-    image_counts = summary.image_counts
-    shape_counts = summary.shape_counts
     states: list[TaskState] = []
     records: dict[str, tuple[JobStatus, ...]] = {}
     for task_id, meta in metas.items():
@@ -334,6 +347,27 @@ def _regrouped(
         job_places=job_places,
         task_places={task.id: place for place, task in enumerate(snapshot.tasks)},
         records=records,
+    )
+
+
+def _job_export_task(
+    summary: ExportSummary, jobs: Sequence[JobStatus]
+) -> tuple[dict[str, Task], Mapping[str | None, int], Mapping[str | None, int]]:
+    """A job export as its task: the job's meta under the task id the job-status records give
+    the job, with the export's counts (kept under None: the file names no task). Nothing while no
+    record names the job."""
+    task_id = task_of_job(summary.job_id, jobs)
+    if task_id is None or not summary.tasks:
+        return {}, {}, {}
+    meta = summary.tasks[0]
+    name = meta.name
+    if name is None:
+        name = next((job.task_name for job in reversed(jobs) if job.job_id == summary.job_id), None)
+    task = attrs.evolve(meta, id=task_id, name=name)
+    return (
+        {task_id: task},
+        {task_id: summary.image_counts.get(None, 0)},
+        {task_id: summary.shape_counts.get(None, 0)},
     )
 
 

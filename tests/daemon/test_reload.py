@@ -162,6 +162,29 @@ def test_a_changed_job_status_reads_only_that_file(export: Export, store: Store,
     assert jobs_size <= read < jobs_size + export.annotations.stat().st_size // 2
 
 
+@pytest.mark.parametrize("phases", [1, 2, 3, 4])
+def test_an_interrupted_reload_commits_nothing_and_the_next_one_does(
+    export: Export, store: Store, phases: int
+) -> None:
+    """A stop request seen after any phase (read, parse, build) ends the reload as "interrupted"
+    with nothing committed; the next reload commits the change."""
+    runner = make_runner(export, store)
+    runner.reload(force=True)
+    set_state(export, 0, "rejected")
+    export.write_jobs()
+    asked = []
+
+    def interrupted() -> bool:
+        asked.append(True)
+        return len(asked) >= phases
+
+    before = store.load_baseline("w")
+    assert runner.reload(interrupted=interrupted).status == "interrupted"
+    assert store.load_baseline("w") == before
+    assert runner.reload().status == "committed"
+    assert store.load_baseline("w") != before
+
+
 @pytest.mark.parametrize("how", ["force", "recheck"])
 def test_force_and_the_recheck_interval_read_everything(
     export: Export, store: Store, settle_quickly: int, how: str
@@ -403,7 +426,14 @@ def test_every_reload_commits_what_a_fresh_pipeline_computes(
         summary = cvatxml.loads_summary(export.annotations.read_bytes())
         records = jobstatus.parse_job_status(export.job_status.read_bytes())
         expected = build_snapshot(watch="w", summary=summary, jobs=records)
-        result = diff(baseline, expected, generations=generations, timestamp=TIMESTAMP, job_events=job_events)
+        result = diff(
+            baseline,
+            expected,
+            generations=generations,
+            timestamp=TIMESTAMP,
+            epoch=store.epoch,
+            job_events=job_events,
+        )
         outcome = runner.reload(force=baseline is None)
         if baseline is not None and expected == baseline and result.generations == generations:
             assert outcome.status in ("unchanged", "committed")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -72,7 +73,9 @@ def test_minimal_config_gets_every_default(tmp_path: Path, env: dict[str, str]) 
     watch = config.watches[0]
     assert (watch.completion, watch.poll, watch.debounce, watch.max_wait) == ("completed", False, 0.5, 5.0)
     assert config.handlers == (LogHandlerConfig(key="log-1", events=DEFAULT_EVENTS, format="text"),)
-    assert config.state_dir == tmp_path / "home" / ".local" / "state" / "cvat-watch"
+    digest = hashlib.sha256(str(tmp_path / "cvat-watch.toml").encode()).hexdigest()[:8]
+    assert config.state_dir == tmp_path / "home" / ".local" / "state" / "cvat-watch" / f"cvat-watch-{digest}"
+    assert config.retention_days == 30.0
     assert config.warnings == ()
 
 
@@ -799,6 +802,47 @@ def test_default_state_dir(environ: dict[str, str], expected: str) -> None:
 def test_default_state_dir_without_home_uses_the_account(monkeypatch: pytest.MonkeyPatch) -> None:
     """With neither variable nor $HOME in the mapping, the account's home directory is used."""
     assert default_state_dir({}) == Path.home() / ".local" / "state" / "cvat-watch"
+
+
+def test_two_config_files_get_two_default_state_folders(tmp_path: Path, env: dict[str, str]) -> None:
+    """Without state_dir, each configuration file has its own state folder: named after the file,
+    told apart by a hash of its absolute path (two prod.toml in two folders never share one)."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = load(tmp_path / "a", WATCH, env)
+    second = load(tmp_path / "b", WATCH, env)
+    assert first.state_dir != second.state_dir
+    assert (
+        first.state_dir.parent
+        == second.state_dir.parent
+        == tmp_path / "home" / ".local" / "state" / "cvat-watch"
+    )
+    assert first.state_dir.name.startswith("cvat-watch-")
+    # The same file gives the same folder every time.
+    assert load(tmp_path / "a", WATCH, env).state_dir == first.state_dir
+
+
+def test_state_directory_and_state_dir_still_win(tmp_path: Path, env: dict[str, str]) -> None:
+    """systemd's $STATE_DIRECTORY and an explicit state_dir are used as they are."""
+    assert load(tmp_path, WATCH, {**env, "STATE_DIRECTORY": "/var/lib/cw"}).state_dir == Path("/var/lib/cw")
+    assert load(tmp_path, 'state_dir = "here"\n' + WATCH, env).state_dir == tmp_path / "here"
+
+
+def test_a_state_in_the_old_shared_default_folder_is_pointed_out(tmp_path: Path, env: dict[str, str]) -> None:
+    """A state database in the shared folder earlier versions used gets a warning saying where to move it."""
+    shared = tmp_path / "home" / ".local" / "state" / "cvat-watch"
+    shared.mkdir(parents=True)
+    (shared / "cvat-watch.db").write_bytes(b"")
+    config = load(tmp_path, WATCH + '[[handler]]\ntype = "log"\n', env)
+    (warning,) = config.warnings
+    assert f"mv {shared}/cvat-watch.db* {config.state_dir}/" in warning
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+def test_retention_days_must_be_positive(tmp_path: Path, value: str) -> None:
+    """retention_days is a positive number of days."""
+    error = fails(tmp_path, f"retention_days = {value}\n" + WATCH)
+    assert error.key == "retention_days"
 
 
 def test_config_without_state_dir_uses_the_environment(tmp_path: Path) -> None:

@@ -10,21 +10,14 @@ from typing import Any
 import attrs
 import pytest
 from cvat_watch import cvatxml
+from cvat_watch.errors import QueryError
 from cvat_watch.model import Annotations, ImageAnnotation
 from defusedxml import ElementTree
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
 PROJECT = "datumaro-project-export.xml"
 TRAIN = "datumaro-images-train.xml"
 VIDEO = "datumaro-video.xml"
 FILES = [PROJECT, TRAIN, VIDEO]
-
-
-@pytest.fixture(scope="module")
-def corpus() -> Path:
-    if not CORPUS.is_dir():
-        pytest.skip(f"the conformance corpus is not at {CORPUS}")
-    return CORPUS
 
 
 def _load(corpus: Path, name: str) -> Annotations:
@@ -203,24 +196,29 @@ def test_video_contents(corpus: Path) -> None:
 
 
 def test_project_export_links(corpus: Path) -> None:
-    """img0.jpg opens in its task's only job; img1.jpg lies beyond the task's one frame: no job covers it."""
+    """img0.jpg is in three subsets (all say task 39): the name alone is refused, naming the subsets;
+    the image itself opens in its task's only job; img1.jpg lies beyond the task's one frame."""
     annotations = _load(corpus, PROJECT)
-    assert annotations.create_cvat_link("img0.jpg") == "http://localhost:8080/tasks/39/jobs/6?frame=0"
+    with pytest.raises(QueryError, match=r"'img0.jpg' is ambiguous: it occurs in subsets 'Test', 'Train'"):
+        annotations.create_cvat_link("img0.jpg")
+    first = annotations.images[0]
+    assert annotations.create_cvat_link(image=first) == "http://localhost:8080/tasks/39/jobs/6?frame=0"
     assert (
-        annotations.create_cvat_link("img0.jpg", "https://cvat.example.com/")
+        annotations.create_cvat_link(base_url="https://cvat.example.com/", image=first)
         == "https://cvat.example.com/tasks/39/jobs/6?frame=0"
     )
+    second = next(image for image in annotations.images if image.name == "img1.jpg")
     with pytest.raises(LookupError, match="no job of task 39 covers frame 1"):
-        annotations.create_cvat_link("img1.jpg")
+        annotations.create_cvat_link(image=second)
 
 
 def test_train_export_has_no_links(corpus: Path) -> None:
-    """Without segments no job covers any frame, whatever the base URL; no URL gives no default base."""
+    """Its task has no id and no segments: the link error says so, whatever the base URL."""
     annotations = _load(corpus, TRAIN)
     assert annotations.default_base_url() is None
     assert annotations.task_url("1") is None
     for base_url in (None, "http://localhost:8080"):
-        with pytest.raises(LookupError, match="no job of task None covers frame 0"):
+        with pytest.raises(QueryError, match=r"cannot link image 'img0.jpg': its task has no <id> in "):
             annotations.create_cvat_link("img0.jpg", base_url)
 
 

@@ -29,6 +29,7 @@ PUBLIC = [
     "Polygon",
     "Polyline",
     "Project",
+    "QueryError",
     "Segment",
     "Size",
     "Skeleton",
