@@ -36,9 +36,22 @@ def describe_config(config: Config) -> tuple[list[str], list[str]]:
             f"  completion={watch.completion} notify_existing={watch.notify_existing}"
             f" poll={watch.poll} debounce={watch.debounce}s"
         )
+        cvat = watch.cvat
+        if cvat is not None:
+            scope = f"project {cvat.project}" if cvat.project is not None else f"task {cvat.task}"
+            who = "a token" if cvat.token is not None else f"user {cvat.username} (password)"
+            org = f", organization {cvat.organization}" if cvat.organization else ""
+            pushed = (
+                f"CVAT webhooks on /cvat/webhook/{watch.name}" if cvat.webhook_secret else "no CVAT webhooks"
+            )
+            lines.append(f"  cvat: {redact_url(cvat.url)} {scope} as {who}{org}")
+            lines.append(f"  cvat: poll every {cvat.poll_interval:g}s, export {cvat.export}, {pushed}")
         for path in (watch.annotations, watch.job_status):
             if path is not None and not path.exists():
-                lines.append(f"  note: {path} does not exist yet; the daemon waits for it")
+                what = "the CVAT source writes it" if cvat is not None else "the daemon waits for it"
+                lines.append(f"  note: {path} does not exist yet; {what}")
+    if config.http is not None:
+        lines.append(f"http: listening on {config.http.listen}")
     for handler in config.handlers:
         lines.append(f"handler {handler.key}: {_describe_handler(handler)}")
         lines.append(f"  events: {', '.join(handler.events)}")

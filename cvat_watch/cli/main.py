@@ -219,9 +219,51 @@ def _add_daemon_commands(commands: Any) -> None:
     deliveries.add_argument("--limit", type=int, default=50, help="at most this many rows (default 50)")
     deliveries.set_defaults(func=_cmd_deliveries)
 
+    pull = with_logging(
+        with_config(
+            commands.add_parser(
+                "pull",
+                help="fetch the job listing and an export from CVAT once ([watch.cvat]), write both files",
+            )
+        )
+    )
+    pull.add_argument(
+        "--watch", metavar="NAME", help="only this watch (default: every watch with [watch.cvat])"
+    )
+    pull.set_defaults(func=_cmd_pull)
+
     redeliver = with_config(commands.add_parser("redeliver", help="queue one delivery again, due now"))
     redeliver.add_argument("delivery_id", metavar="ID", type=int, help="the delivery's id from `deliveries`")
     redeliver.set_defaults(func=_cmd_redeliver)
+
+
+def _cmd_pull(args: argparse.Namespace) -> int:
+    from cvat_watch.daemon.cvat.source import CvatSource
+    from cvat_watch.errors import ConfigError
+
+    _setup_logging(args)
+    config = _load_config(args)
+    watches = [w for w in config.watches if w.cvat is not None and args.watch in (None, w.name)]
+    if not watches:
+        names = [w.name for w in config.watches]
+        if args.watch is not None and args.watch not in names:
+            raise ConfigError(
+                f"no watch named {args.watch!r} (watches: {', '.join(names)})", path=config.path
+            )
+        raise ConfigError("no [watch.cvat] table: nothing to pull", path=config.path)
+    for watch in watches:
+        source = CvatSource(watch, report_errors=False)
+        try:
+            outcome = source.poll(force_export=True)
+        finally:
+            source.close()
+        if outcome.error is not None:
+            raise outcome.error
+        print(
+            f"{watch.name}: {outcome.jobs} jobs in {outcome.requests} requests"
+            + (", annotations exported" if outcome.wrote_annotations else "")
+        )
+    return EXIT_OK
 
 
 def _version() -> str:

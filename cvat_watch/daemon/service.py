@@ -14,6 +14,7 @@ import queue
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,16 @@ import attrs
 
 from cvat_watch.config import Config, WatchConfig, load_config
 from cvat_watch.daemon import sdnotify
+from cvat_watch.daemon.cvat.push import CvatWebhooks
+from cvat_watch.daemon.cvat.source import CvatSource
 from cvat_watch.daemon.dispatch import Dispatcher
 from cvat_watch.daemon.events import JOB_STATE_CHANGED
+from cvat_watch.daemon.http import HttpListener
 from cvat_watch.daemon.reload import ReloadOutcome, WatchRunner
 from cvat_watch.daemon.routes import build_routes, close_routes
 from cvat_watch.daemon.store import StateLock, Store
 from cvat_watch.daemon.watcher import FileWatcher
-from cvat_watch.errors import CvatWatchError, StateLostError
+from cvat_watch.errors import ConfigError, CvatWatchError, StateLostError
 from cvat_watch.eventtypes import PROJECT_EVENTS
 
 __all__ = [
@@ -94,6 +98,29 @@ class Daemon:
     _stop_requested: threading.Event = attrs.field(factory=threading.Event)
     _last_checkpoint: float = 0.0
     _last_prune: float = 0.0
+    # [watch.cvat] sources (one thread each) and the [http] listener they take CVAT's webhooks on.
+    _sources: dict[str, CvatSource] = attrs.field(factory=dict)
+    _http: HttpListener | None = None
+    _cvat_webhooks: CvatWebhooks = attrs.field(factory=CvatWebhooks)
+    # Code that serves routes on the listener (/metrics, /healthz, the status page...) registers an
+    # installer once; it is applied to the listener now and to every new one (a SIGHUP may move it).
+    _http_installers: list[Callable[[HttpListener], None]] = attrs.field(factory=list)
+
+    @property
+    def http(self) -> HttpListener | None:
+        """The daemon's HTTP listener (``[http]``); None without one."""
+        return self._http
+
+    @property
+    def cvat_sources(self) -> dict[str, CvatSource]:
+        """The running ``[watch.cvat]`` sources by watch name (polls, last success, problem)."""
+        return dict(self._sources)
+
+    def add_http_routes(self, installer: Callable[[HttpListener], None]) -> None:
+        """Call ``installer(listener)`` for the current listener and for every later one."""
+        self._http_installers.append(installer)
+        if self._http is not None:
+            installer(self._http)
 
     def run(self) -> int:
         """Run until SIGTERM or SIGINT; SIGHUP reloads the configuration. Returns the exit code.
@@ -111,6 +138,7 @@ class Daemon:
             self._last_checkpoint = time.monotonic()
             previous = self._install_signals()
             try:
+                self._configure_http(self._config)
                 self._start(self._config)
                 if not self._stop_requested.is_set():
                     self._notify_ready()
@@ -148,6 +176,52 @@ class Daemon:
         dispatcher.start()
         for runner in self._runners.values():
             self._watchers[runner.name] = self._watch(runner)
+        self._sync_sources(config)
+
+    def _sync_sources(self, config: Config) -> None:
+        """One CVAT source per [watch.cvat]: unchanged ones keep running, changed ones restart.
+
+        CVAT's webhooks are routed to the sources whose watch has a secret.
+        """
+        wanted = {watch.name: watch for watch in config.watches if watch.cvat is not None}
+        for name in list(self._sources):
+            if self._sources[name].watch != wanted.get(name):
+                self._sources.pop(name).stop()
+        targets = {}
+        for name, watch in wanted.items():
+            source = self._sources.get(name)
+            if source is None:
+                source = self._sources[name] = CvatSource(watch)
+                source.start()
+            assert watch.cvat is not None
+            if watch.cvat.webhook_secret is not None:
+                targets[name] = (watch.cvat.webhook_secret, source.trigger)
+        self._cvat_webhooks.set_targets(targets)
+
+    def _configure_http(self, config: Config) -> None:
+        """Start, keep, move or stop the listener to match ``[http]``; routes survive a reload."""
+        wanted = config.http
+        current = self._http
+        if current is not None and (
+            wanted is None or (wanted.host, wanted.port) != (current.host, current.port)
+        ):
+            current.stop()
+            self._http = current = None
+        if wanted is None or current is not None:
+            return
+        listener = HttpListener(host=wanted.host, port=wanted.port)
+        self._cvat_webhooks.install(listener)
+        for installer in self._http_installers:
+            installer(listener)
+        try:
+            listener.start()
+        except OSError as error:
+            raise ConfigError(
+                f"cannot listen on {wanted.listen}: {error.strerror or error}",
+                path=config.path,
+                key="http.listen",
+            ) from None
+        self._http = listener
 
     def _wants_job_events(self) -> bool:
         assert self._dispatcher is not None
@@ -192,6 +266,14 @@ class Daemon:
         return watcher
 
     def _shutdown(self) -> None:
+        # Sources first: no new files while the watchers and the dispatcher wind down.
+        self._cvat_webhooks.set_targets({})
+        for source in self._sources.values():
+            source.stop()
+        self._sources = {}
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
         for watcher in self._watchers.values():
             watcher.stop()
         self._watchers = {}
@@ -379,6 +461,11 @@ class Daemon:
             self._watchers[runner.name] = self._watch(runner)
         if self._stop_requested.is_set():
             return  # the reload was cut short: not ready, stopping
+        try:
+            self._configure_http(config)
+        except CvatWatchError as error:
+            log.error("reload: %s; the HTTP listener stays off until the next reload", error)
+        self._sync_sources(config)
         self._notify_ready()
 
     def _notify_ready(self) -> None:
