@@ -13,7 +13,9 @@ import contextlib
 import errno
 import gc
 import hashlib
+import itertools
 import logging
+import operator
 import os
 import stat
 import time
@@ -287,6 +289,7 @@ class WatchRunner:
             return self._summary_cache[1]
         assert data is not None  # _read_file reads whatever the cache does not hold
         summary = cvatxml.loads_summary(data, path=self.config.annotations)
+        log.debug("watch %s: export parsed, %d tasks", self.name, len(summary.tasks))
         self._summary_cache = (digest, summary)
         return summary
 
@@ -324,7 +327,7 @@ class WatchRunner:
             job_events=self.job_events,
             project_events=self.project_events,
         )
-        completed = sum(task.completed for task in snapshot.tasks)
+        completed = sum(map(_COMPLETED, snapshot.tasks))
         if not dry_run:
             self.store.commit_reload(
                 self.name, snapshot, result.generations, result.events, self.targets, now
@@ -345,6 +348,9 @@ class WatchRunner:
         )
 
 
+_COMPLETED = operator.attrgetter("completed")
+
+
 def _never() -> bool:
     return False
 
@@ -357,6 +363,12 @@ def _keep_absent_tasks(baseline: Snapshot | None, snapshot: Snapshot) -> Snapsho
     """
     if baseline is None:
         return snapshot
+    olds, news = baseline.tasks, snapshot.tasks
+    if len(olds) == len(news):
+        # Usually the same tasks at the same places, most of them the same objects: then none is absent.
+        places = itertools.compress(itertools.count(), map(operator.is_not, news, olds))
+        if all(news[place].id == olds[place].id for place in places):
+            return snapshot
     present = {task.id for task in snapshot.tasks}
     absent = tuple(task for task in baseline.tasks if task.id not in present)
     if not absent:

@@ -2,10 +2,13 @@
 
 One SQLite file (WAL, ``synchronous=FULL``) holds per watch the last snapshot and generation
 counters, every event ever announced with its payload, one delivery row per (event, handler),
-and which handlers said they are gone. :meth:`Store.commit_reload` writes a reload's events,
-their deliveries and the new baseline in one transaction, so the baseline never gets ahead of
-the outbox: a crash at any point either keeps the old baseline (the reload is diffed again and
-yields the same event ids) or keeps everything.
+and which handlers said they are gone. The baseline is stored in pieces (schema 3): one row for
+the snapshot without its tasks, one row per task and one per counter, so that a reload that
+changed one task writes that task's row, not the whole project's baseline.
+:meth:`Store.commit_reload` writes a reload's events, their deliveries and the new baseline in
+one transaction, so the baseline never gets ahead of the outbox: a crash at any point either
+keeps the old baseline (the reload is diffed again and yields the same event ids) or keeps
+everything.
 
 The store is shared by the dispatcher's worker threads and the main loop: one connection,
 every use under one lock. Every SQLite or OS failure surfaces as a
@@ -53,23 +56,44 @@ log = logging.getLogger(__name__)
 
 #: ``PRAGMA application_id`` of a cvat-watch database ("CVWT"): tells our file from any other SQLite file.
 APPLICATION_ID = 0x43565754
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: "orphaned" is never stored: ``deliveries`` shows it for a pending row whose handler is no
 #: longer configured (the row waits; it is never sent to another handler).
 DeliveryStatus = Literal["pending", "delivered", "dead", "gone", "orphaned"]
 
-_SCHEMA = """
+# The baseline of a watch: ``baselines.snapshot`` is the JSON of its snapshot with no tasks
+# ("tasks":[]), each task's JSON is a row of baseline_tasks and each generation counter a row of
+# baseline_generations. A commit writes the rows that changed, in the same transaction as its events.
+_BASELINE_SCHEMA = """
+CREATE TABLE baselines (
+    watch TEXT PRIMARY KEY,
+    snapshot TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE baseline_tasks (
+    watch TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    task TEXT NOT NULL,
+    PRIMARY KEY (watch, task_id)
+) WITHOUT ROWID;
+CREATE TABLE baseline_generations (
+    watch TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value INTEGER NOT NULL,
+    PRIMARY KEY (watch, key)
+) WITHOUT ROWID;
+"""
+
+_SCHEMA = (
+    """
 CREATE TABLE meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
-CREATE TABLE baselines (
-    watch TEXT PRIMARY KEY,
-    snapshot TEXT NOT NULL,
-    generations TEXT NOT NULL,
-    updated_at REAL NOT NULL
-);
+"""
+    + _BASELINE_SCHEMA
+    + """
 CREATE TABLE events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
@@ -108,6 +132,7 @@ CREATE TABLE handlers (
     changed_at REAL NOT NULL
 );
 """
+)
 
 # Schema 1 bound rows to the handler's name ("webhook-1" for an unnamed one). The migration
 # keeps those rows under "legacy:<name>", which no handler identity matches, until a daemon
@@ -229,8 +254,8 @@ class Store:
     #: (st_dev, st_ino) of the file when it was opened; None in memory.
     _identity: tuple[int, int] | None = attrs.field(default=None, alias="identity", repr=False)
     _epoch: str = attrs.field(default="", alias="epoch", repr=False)
-    # Per watch, what the last commit wrote, to serialise only what changed (see _BaselineText).
-    _texts: dict[str, _BaselineText] = attrs.field(factory=dict, init=False, repr=False)
+    # Per watch, the baseline the database holds, to write only what changed (see _Written).
+    _written: dict[str, _Written] = attrs.field(factory=dict, init=False, repr=False)
 
     @property
     def path(self) -> Path:
@@ -343,19 +368,32 @@ class Store:
     def load_baseline(self, watch: str) -> tuple[Snapshot | None, dict[str, int]]:
         """The last committed snapshot of ``watch`` and its generation counters ((None, {}) if none)."""
         with self._use(f"read the baseline of watch {watch!r}") as connection:
-            row = connection.execute(
-                "SELECT snapshot, generations FROM baselines WHERE watch = ?", (watch,)
-            ).fetchone()
-        if row is None:
-            return None, {}
+            row = connection.execute("SELECT snapshot FROM baselines WHERE watch = ?", (watch,)).fetchone()
+            if row is None:
+                return None, {}
+            tasks = connection.execute(
+                "SELECT task_id, task FROM baseline_tasks WHERE watch = ?", (watch,)
+            ).fetchall()
+            counters = connection.execute(
+                "SELECT key, value FROM baseline_generations WHERE watch = ?", (watch,)
+            ).fetchall()
         try:
-            snapshot = Snapshot.from_dict(json.loads(row[0]))
-            generations = {str(k): int(v) for k, v in json.loads(row[1]).items()}
+            data = json.loads(row[0])
+            data["tasks"] = [json.loads(task) for _, task in tasks]
+            snapshot = Snapshot.from_dict(data)
+            generations = {str(key): int(value) for key, value in counters}
         except Exception as exc:  # cattrs raises exception groups of anything
             raise StateError(
                 f"the stored baseline of watch {watch!r} is unreadable ({type(exc).__name__})",
                 path=self._path,
             ) from exc
+        # What the database holds now: the next commit writes only what differs from it.
+        self._written[watch] = _Written(
+            head=row[0],
+            tasks={task.id: task for task in snapshot.tasks},
+            order=snapshot.tasks,
+            generations=dict(generations),
+        )
         return snapshot, generations
 
     def commit_reload(
@@ -375,13 +413,11 @@ class Store:
         # Routing is the caller's code: run it before the transaction so that its failure
         # leaves nothing half-written and never holds the write lock.
         routed = [(event, list(targets(event))) for event in events]
-        # The text is exactly json.dumps(snapshot.to_dict()), built from cached pieces: between
-        # two reloads most TaskState objects are carried over, and serialising ten thousand tasks
-        # again would cost a third of a second. Updating the cache outside the transaction is
-        # safe: it maps values to their JSON, whether or not this commit succeeds.
-        text = self._texts.get(watch) or _BaselineText()
-        baseline, counters = text.update(snapshot, generations)
-        self._texts[watch] = text
+        # Only the baseline rows that changed are written: at 100,000 tasks the whole baseline is
+        # tens of megabytes, a one-job change one task's row. Working out the change outside the
+        # transaction is safe: the memory is replaced only once the transaction committed.
+        written = self._written.get(watch)
+        change = _baseline_change(written, snapshot, generations)
         with self._transaction(f"commit a reload of watch {watch!r}") as connection:
             gone = {key for (key,) in connection.execute("SELECT id FROM handlers WHERE status = 'gone'")}
             for event, keys in routed:
@@ -410,13 +446,8 @@ class Store:
                         " VALUES (?, ?, ?, ?, 'pending', ?, ?)",
                         (event.id, key, event.watch, event.order_key, now, now),
                     )
-            connection.execute(
-                "INSERT INTO baselines (watch, snapshot, generations, updated_at)"
-                " VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (watch) DO UPDATE SET snapshot = excluded.snapshot,"
-                " generations = excluded.generations, updated_at = excluded.updated_at",
-                (watch, baseline, counters, now),
-            )
+            _write_baseline(connection, watch, written, change, now)
+        self._written[watch] = change.after
 
     # -- the dispatcher's side --------------------------------------------------------------
 
@@ -956,52 +987,146 @@ def _dumps(data: object) -> str:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
-# What the snapshot without tasks ends with; the tasks' own JSON goes between the brackets.
-_EMPTY_TASKS_TAIL = '"tasks":[]}'
+@attrs.frozen(eq=False)
+class _Written:
+    """One watch's baseline as the database holds it: the snapshot's head, its tasks, its counters.
 
-
-@attrs.define
-class _BaselineText:
-    """The JSON of one watch's last baseline, kept in pieces: one per task object, and the counters.
-
-    A task is recognised by identity: the snapshot builder carries unchanged TaskState objects
-    from one reload to the next, and a frozen object's JSON cannot change. Each memory is one
-    attribute, replaced whole, so that two threads committing the same watch could only cost
-    each other a re-serialisation, never pair a task with another task's JSON.
+    Tasks are recognised by identity first: the snapshot builder carries unchanged TaskState
+    objects from one reload to the next, and a frozen object cannot change.
     """
 
-    # The tasks of the last text, and the JSON of each, at the same places.
-    _pieces: tuple[tuple[TaskState, ...], list[str]] = attrs.field(factory=lambda: ((), []))
-    _counters: tuple[dict[str, int], str] | None = None
+    head: str
+    tasks: dict[str, TaskState]
+    #: The tasks in the order of the snapshot that was written, to find the changed ones in C.
+    order: tuple[TaskState, ...]
+    generations: dict[str, int]
 
-    def update(self, snapshot: Snapshot, generations: Mapping[str, int]) -> tuple[str, str]:
-        """``snapshot`` and ``generations`` as the baseline row's JSON texts; remembers their pieces."""
-        from cvat_watch.converter import to_dict
 
-        counters = dict(generations)
-        known_counters = self._counters
-        if known_counters is None or known_counters[0] != counters:
-            known_counters = (counters, json.dumps(counters, sort_keys=True, separators=(",", ":")))
-            self._counters = known_counters
-        head = _dumps(to_dict(attrs.evolve(snapshot, tasks=())))
-        if not head.endswith(_EMPTY_TASKS_TAIL):  # a field after "tasks": no way to splice
-            return _dumps(snapshot.to_dict()), known_counters[1]
-        tasks = snapshot.tasks
-        old_tasks, old_parts = self._pieces
-        if len(tasks) == len(old_tasks):
-            # The same tasks in the same places, most of them the same objects: find the others in C.
-            parts = old_parts.copy()
-            for index in itertools.compress(itertools.count(), map(operator.is_not, tasks, old_tasks)):
-                parts[index] = _dumps(to_dict(tasks[index]))
+@attrs.frozen(eq=False)
+class _BaselineChange:
+    """The rows one commit writes, and the memory once it committed."""
+
+    head: str | None  # None: unchanged
+    upsert: list[tuple[str, str]]  # (task_id, task JSON)
+    delete: list[str]  # task ids; None written before means every row is replaced
+    counters: list[tuple[str, int]]
+    dropped_counters: list[str]
+    after: _Written
+
+
+def _baseline_change(
+    written: _Written | None, snapshot: Snapshot, generations: Mapping[str, int]
+) -> _BaselineChange:
+    from cvat_watch.converter import to_dict
+
+    head = _dumps(to_dict(attrs.evolve(snapshot, tasks=())))
+    tasks = snapshot.tasks
+    suspects: Sequence[TaskState] = tasks
+    if written is None:
+        changed: Sequence[TaskState] = tasks
+        removed: list[str] = []
+        old_counters: dict[str, int] = {}
+    else:
+        old = written.tasks
+        if len(tasks) == len(written.order):
+            # Mostly the same objects at the same places: find the others in C.
+            suspects = [
+                tasks[index]
+                for index in itertools.compress(itertools.count(), map(operator.is_not, tasks, written.order))
+            ]
         else:
-            known = {task.id: (task, part) for task, part in zip(old_tasks, old_parts, strict=True)}
-            parts = []
-            for task in tasks:
-                piece = known.get(task.id)
-                parts.append(piece[1] if piece is not None and piece[0] is task else _dumps(to_dict(task)))
-        self._pieces = (tasks, parts)
-        # head ends with "[]}": the tasks go between its brackets.
-        return f"{head[:-2]}{','.join(parts)}]}}", known_counters[1]
+            suspects = list(tasks)
+        # An equal object is as good as the same one (after a restart the builder makes new ones).
+        changed = [task for task in suspects if old.get(task.id) != task]
+        removed = []
+        if len(tasks) != len(old) or any(task.id not in old for task in changed):
+            present = {task.id for task in tasks}
+            removed = [task_id for task_id in old if task_id not in present]
+        old_counters = written.generations
+    if written is None or len(suspects) == len(tasks):
+        by_id = {task.id: task for task in tasks}
+    else:
+        # A copy in C and the few changed entries: rebuilding it costs more than the rest of a commit.
+        by_id = written.tasks.copy()
+        by_id.update((task.id, task) for task in suspects)
+        for task_id in removed:
+            del by_id[task_id]
+    counters = dict(generations)
+    return _BaselineChange(
+        head=None if written is not None and written.head == head else head,
+        upsert=[(task.id, _dumps(to_dict(task))) for task in changed],
+        delete=removed,
+        counters=[(key, value) for key, value in counters.items() if old_counters.get(key) != value],
+        dropped_counters=[key for key in old_counters if key not in counters],
+        after=_Written(head=head, tasks=by_id, order=tasks, generations=counters),
+    )
+
+
+def _write_baseline(
+    connection: sqlite3.Connection, watch: str, written: _Written | None, change: _BaselineChange, now: float
+) -> None:
+    """Write the rows of ``change``; without a memory of the stored baseline, replace all of it."""
+    if written is None:
+        # Nothing read or written yet in this process: whatever is stored goes.
+        connection.execute("DELETE FROM baseline_tasks WHERE watch = ?", (watch,))
+        connection.execute("DELETE FROM baseline_generations WHERE watch = ?", (watch,))
+    if change.head is not None or written is None:
+        connection.execute(
+            "INSERT INTO baselines (watch, snapshot, updated_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (watch) DO UPDATE SET snapshot = excluded.snapshot,"
+            " updated_at = excluded.updated_at",
+            (watch, change.after.head, now),
+        )
+    elif change.upsert or change.delete or change.counters or change.dropped_counters:
+        connection.execute("UPDATE baselines SET updated_at = ? WHERE watch = ?", (now, watch))
+    connection.executemany(
+        "INSERT INTO baseline_tasks (watch, task_id, task) VALUES (?, ?, ?)"
+        " ON CONFLICT (watch, task_id) DO UPDATE SET task = excluded.task",
+        [(watch, task_id, text) for task_id, text in change.upsert],
+    )
+    connection.executemany(
+        "DELETE FROM baseline_tasks WHERE watch = ? AND task_id = ?",
+        [(watch, task_id) for task_id in change.delete],
+    )
+    connection.executemany(
+        "INSERT INTO baseline_generations (watch, key, value) VALUES (?, ?, ?)"
+        " ON CONFLICT (watch, key) DO UPDATE SET value = excluded.value",
+        [(watch, key, value) for key, value in change.counters],
+    )
+    connection.executemany(
+        "DELETE FROM baseline_generations WHERE watch = ? AND key = ?",
+        [(watch, key) for key in change.dropped_counters],
+    )
+
+
+def _migrate_2_to_3(connection: sqlite3.Connection) -> None:
+    """Schemas 1 and 2 kept a watch's whole baseline in one row (snapshot and counters as JSON): split it.
+
+    The task rows are the task objects of the old JSON, written back with the separators the old
+    text was written with, so they are the texts a schema-2 commit would write.
+    """
+    old = connection.execute("SELECT watch, snapshot, generations, updated_at FROM baselines").fetchall()
+    connection.execute("ALTER TABLE baselines RENAME TO baselines_schema_2")
+    for statement in _BASELINE_SCHEMA.split(";"):
+        if statement.strip():
+            connection.execute(statement)
+    for watch, snapshot, generations, updated_at in old:
+        data = json.loads(snapshot)
+        tasks = data.get("tasks") or []
+        data["tasks"] = []
+        connection.execute(
+            "INSERT INTO baselines (watch, snapshot, updated_at) VALUES (?, ?, ?)",
+            (watch, _dumps(data), updated_at),
+        )
+        connection.executemany(
+            "INSERT INTO baseline_tasks (watch, task_id, task) VALUES (?, ?, ?)",
+            [(watch, str(task["id"]), _dumps(task)) for task in tasks],
+        )
+        connection.executemany(
+            "INSERT INTO baseline_generations (watch, key, value) VALUES (?, ?, ?)",
+            [(watch, str(key), int(value)) for key, value in json.loads(generations).items()],
+        )
+    connection.execute("DROP TABLE baselines_schema_2")
 
 
 def _make_private_dirs(folder: Path) -> None:
@@ -1131,9 +1256,19 @@ def _prepare_schema(connection: sqlite3.Connection, path: Path, *, create: bool 
                 f" understands ({SCHEMA_VERSION}); upgrade cvat-watch",
                 path=path,
             )
-        elif version == 1:
-            _run_script(connection, _MIGRATE_1_TO_2)
-            log.info("state: schema upgraded from version 1 to %d", SCHEMA_VERSION)
+        elif version in (1, 2):
+            # Each step in the same transaction as the version bump: a crash leaves the old schema whole.
+            if version == 1:
+                _run_script(connection, _MIGRATE_1_TO_2)
+            try:
+                _migrate_2_to_3(connection)
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                raise StateError(
+                    f"cannot migrate the state database from schema {version}: a stored baseline is"
+                    f" unreadable ({type(exc).__name__})",
+                    path=path,
+                ) from exc
+            log.info("state: schema upgraded from version %d to %d", version, SCHEMA_VERSION)
         elif version < SCHEMA_VERSION:
             raise StateError(f"unknown old schema version {version}", path=path)
         connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

@@ -414,10 +414,16 @@ class StateDatabase:
 
     def baseline_completed(self, watch: str) -> frozenset[str] | None:
         """The completed task ids of ``watch``'s committed baseline; None before its first commit."""
-        rows = self.query("SELECT snapshot FROM baselines WHERE watch = ?", (watch,))
+        # One query, so that a commit between two reads cannot mix two baselines.
+        rows = self.query(
+            "SELECT t.task FROM baselines AS b LEFT JOIN baseline_tasks AS t ON t.watch = b.watch"
+            " WHERE b.watch = ?",
+            (watch,),
+        )
         if not rows:
             return None
-        return frozenset(task["id"] for task in json.loads(rows[0][0])["tasks"] if task["completed"])
+        tasks = [json.loads(text) for (text,) in rows if text is not None]
+        return frozenset(task["id"] for task in tasks if task["completed"])
 
     def integrity(self) -> str:
         return "; ".join(str(row[0]) for row in self.query("PRAGMA integrity_check"))

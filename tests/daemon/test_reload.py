@@ -443,7 +443,13 @@ def test_every_reload_commits_what_a_fresh_pipeline_computes(
         baseline, generations = expected, dict(result.generations)
         assert store.load_baseline("w") == (baseline, generations)
         with sqlite3.connect(store.path) as connection:
-            (text,) = connection.execute("SELECT snapshot FROM baselines WHERE watch = 'w'").fetchone()
+            (head,) = connection.execute("SELECT snapshot FROM baselines WHERE watch = 'w'").fetchone()
+            rows = dict(connection.execute("SELECT task_id, task FROM baseline_tasks WHERE watch = 'w'"))
         connection.close()
-        assert text == json.dumps(baseline.to_dict(), ensure_ascii=False, separators=(",", ":"))
+        whole = baseline.to_dict()
+        tasks = whole.pop("tasks")
+        assert head == json.dumps(whole | {"tasks": []}, ensure_ascii=False, separators=(",", ":"))
+        assert rows == {
+            task["id"]: json.dumps(task, ensure_ascii=False, separators=(",", ":")) for task in tasks
+        }
     assert {"state", "remove", "insert", "move", "repeat", "reorder", "export"} <= done

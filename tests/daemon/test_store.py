@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import attrs
 import pytest
 from cvat_watch.daemon.events import TASK_COMPLETED, TASK_REOPENED, Event, ProjectInfo, TaskInfo, event_id
 from cvat_watch.daemon.snapshot import JobState, Snapshot, TaskState
@@ -150,43 +151,184 @@ def test_reopen_after_close_keeps_everything(tmp_path: Path) -> None:
         assert second.handler_status() == {"a": "active", "b": "gone: HTTP 410"}
 
 
-def _stored(store: Store, watch: str) -> tuple[str, str]:
+def _stored(store: Store, watch: str) -> tuple[str, dict[str, str], dict[str, int]]:
+    """What the database holds for ``watch``: the snapshot's head, each task's JSON, the counters."""
     connection = sqlite3.connect(store.path)
     try:
-        row = connection.execute(
-            "SELECT snapshot, generations FROM baselines WHERE watch = ?", (watch,)
-        ).fetchone()
+        (head,) = connection.execute("SELECT snapshot FROM baselines WHERE watch = ?", (watch,)).fetchone()
+        tasks = connection.execute("SELECT task_id, task FROM baseline_tasks WHERE watch = ?", (watch,))
+        counters = connection.execute("SELECT key, value FROM baseline_generations WHERE watch = ?", (watch,))
+        return head, dict(tasks.fetchall()), dict(counters.fetchall())
     finally:
         connection.close()
-    return row[0], row[1]
 
 
-def test_the_stored_baseline_is_the_snapshots_json_through_reused_and_changed_tasks(store: Store) -> None:
-    """Commit after commit, with task objects kept, replaced, added and removed, the row holds exactly the
-    snapshot's JSON and the sorted counters, and load_baseline returns the snapshot."""
+def _dumps(data: object) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def test_the_stored_baseline_is_the_snapshots_json_through_reused_and_changed_tasks(tmp_path: Path) -> None:
+    """Commit after commit, with task objects kept, replaced, added and removed, and the store reopened
+    now and then (a new process: no memory of what it wrote), the rows hold exactly the snapshot's JSON
+    in pieces and the counters, and load_baseline returns the snapshot."""
     rng = random.Random(7)
+    path = tmp_path / "state.db"
+    store = Store.open(path)
     tasks = {str(t): TaskState(id=str(t), jobs=[JobState(id=f"{t}0", state="new")]) for t in range(30)}
-    for round_ in range(25):
-        for _ in range(rng.randint(0, 3)):
-            task_id = str(rng.randrange(40))
-            if rng.random() < 0.2:
-                tasks.pop(task_id, None)
-            else:
-                state = rng.choice(["new", "completed"])
-                tasks[task_id] = TaskState(
-                    id=task_id,
-                    name="ä" * rng.randint(0, 2),
-                    completed=state == "completed",
-                    jobs=[JobState(id=f"{task_id}0", state=state)],
-                )
-        base_url = None if round_ % 2 else "http://c"
-        snap = Snapshot(watch="w", project_id="3", base_url=base_url, tasks=tasks.values())
-        generations = {f"task:{t}": rng.randint(1, 3) for t in rng.sample(sorted(tasks), 3)}
-        store.commit_reload("w", snap, generations, [], both, now=float(round_))
-        text, counters = _stored(store, "w")
-        assert text == json.dumps(snap.to_dict(), ensure_ascii=False, separators=(",", ":"))
-        assert counters == json.dumps(generations, sort_keys=True, separators=(",", ":"))
-        assert store.load_baseline("w") == (snap, generations)
+    try:
+        for round_ in range(25):
+            for _ in range(rng.randint(0, 3)):
+                task_id = str(rng.randrange(40))
+                if rng.random() < 0.2:
+                    tasks.pop(task_id, None)
+                else:
+                    state = rng.choice(["new", "completed"])
+                    tasks[task_id] = TaskState(
+                        id=task_id,
+                        name="ä" * rng.randint(0, 2),
+                        completed=state == "completed",
+                        jobs=[JobState(id=f"{task_id}0", state=state)],
+                    )
+            if round_ % 6 == 5:
+                store.close()
+                store = Store.open(path)
+                if round_ % 12 == 5:
+                    store.load_baseline("w")  # as the runner does before its first commit
+            base_url = None if round_ % 2 else "http://c"
+            snap = Snapshot(watch="w", project_id="3", base_url=base_url, tasks=tasks.values())
+            generations = {f"task:{t}": rng.randint(1, 3) for t in rng.sample(sorted(tasks), 3)}
+            store.commit_reload("w", snap, generations, [], both, now=float(round_))
+            head, rows, counters = _stored(store, "w")
+            whole = snap.to_dict()
+            assert rows == {task["id"]: _dumps(task) for task in whole.pop("tasks")}
+            assert head == _dumps(whole | {"tasks": []})
+            assert counters == generations
+            assert store.load_baseline("w") == (snap, generations)
+    finally:
+        store.close()
+
+
+def _many(count: int, *, completed: Sequence[int] = ()) -> Snapshot:
+    return Snapshot(
+        watch="w",
+        tasks=[
+            TaskState(
+                id=str(t),
+                completed=t in completed,
+                jobs=[JobState(id=f"{t}0", state="completed" if t in completed else "new")],
+            )
+            for t in range(count)
+        ],
+    )
+
+
+def test_a_commit_writes_only_the_rows_of_changed_tasks(tmp_path: Path) -> None:
+    """A reload that changed one task of a thousand writes that task's row and the baseline's time
+    stamp, whether the unchanged tasks are the same objects as last time or, after a restart, equal
+    ones; counted with SQLite's total_changes on the store's own connection."""
+    path = tmp_path / "state.db"
+    with Store.open(path) as store:
+        first = _many(1000)
+        store.commit_reload("w", first, {}, [], both, now=1.0)
+        tasks = list(first.tasks)
+        tasks[500] = TaskState(id="500", completed=True, jobs=[JobState(id="5000", state="completed")])
+        second = Snapshot(watch="w", tasks=tasks)
+        before = store._connection.total_changes
+        store.commit_reload("w", second, {"task:500": 1}, [], both, now=2.0)
+        # task 500's row, its counter's row, the time stamp of the baseline
+        assert store._connection.total_changes - before == 3
+        before = store._connection.total_changes
+        store.commit_reload("w", second, {"task:500": 1}, [], both, now=3.0)
+        assert store._connection.total_changes - before == 0
+    with Store.open(path) as store:
+        assert store.load_baseline("w") == (second, {"task:500": 1})
+        third = _many(1000, completed=[500, 7])  # new objects, all equal to the stored ones but task 7
+        before = store._connection.total_changes
+        store.commit_reload("w", third, {"task:500": 1, "task:7": 1}, [], both, now=4.0)
+        assert store._connection.total_changes - before == 3
+        fourth = Snapshot(watch="w", tasks=[task for task in third.tasks if task.id != "9"])
+        before = store._connection.total_changes
+        store.commit_reload("w", fourth, {"task:500": 1, "task:7": 1}, [], both, now=5.0)
+        assert store._connection.total_changes - before == 2  # task 9's row deleted, the time stamp
+        assert store.load_baseline("w") == (fourth, {"task:500": 1, "task:7": 1})
+
+
+def _schema_2_database(path: Path, baselines: Sequence[tuple[str, str, str]]) -> None:
+    """A database as cvat-watch with schema 2 left it: each watch's baseline one row of JSON."""
+    with Store.open(path) as store:
+        store.commit_reload("w", snapshot("1"), {"task:1": 1}, [event("1")], both, now=1.0)
+    connection = sqlite3.connect(path)
+    try:
+        connection.executescript(
+            "DROP TABLE baselines; DROP TABLE baseline_tasks; DROP TABLE baseline_generations;"
+            " CREATE TABLE baselines (watch TEXT PRIMARY KEY, snapshot TEXT NOT NULL,"
+            " generations TEXT NOT NULL, updated_at REAL NOT NULL); PRAGMA user_version = 2;"
+        )
+        connection.executemany(
+            "INSERT INTO baselines (watch, snapshot, generations, updated_at) VALUES (?, ?, ?, 1.0)",
+            baselines,
+        )
+        connection.commit()
+    finally:
+        connection.close()
+
+
+def test_a_schema_2_database_is_migrated_with_its_baselines_and_outbox(tmp_path: Path) -> None:
+    """Opening a schema-2 database splits each one-row baseline into rows per task and counter; the
+    baselines load as they were, the outbox is kept, and the next commit writes only what changed."""
+    path = tmp_path / "state.db"
+    old_w = Snapshot(
+        watch="w",
+        project_id="3",
+        project_name="Zoë",
+        base_url="http://c",
+        tasks=[
+            TaskState(id="1", name="ä", completed=True, jobs=[JobState(id="10", state="completed")]),
+            TaskState(id="2", jobs=[JobState(id="20", state="new", assignee="ann")]),
+        ],
+    )
+    old_v = snapshot(watch="v", tasks=())
+    _schema_2_database(
+        path,
+        [
+            ("w", _dumps(old_w.to_dict()), json.dumps({"task:1": 2, "job:10": 1}, sort_keys=True)),
+            ("v", _dumps(old_v.to_dict()), "{}"),
+        ],
+    )
+    with Store.open(path) as store:
+        assert store.load_baseline("w") == (old_w, {"task:1": 2, "job:10": 1})
+        assert store.load_baseline("v") == (old_v, {})
+        assert [d.event_id for d in store.deliveries()] == [event("1").id] * 2
+        tasks = (old_w.tasks[0], TaskState(id="2", jobs=[JobState(id="20", state="completed")]))
+        before = store._connection.total_changes
+        store.commit_reload("w", attrs.evolve(old_w, tasks=tasks), {"task:1": 2, "job:10": 1}, [], both, 2.0)
+        assert store._connection.total_changes - before == 2
+    connection = sqlite3.connect(path)
+    try:
+        assert connection.execute("PRAGMA user_version").fetchone() == (3,)
+        assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        tables = {
+            name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        assert "baselines_schema_2" not in tables
+    finally:
+        connection.close()
+
+
+def test_a_schema_2_database_with_an_unreadable_baseline_is_refused_and_left_as_it_was(
+    tmp_path: Path,
+) -> None:
+    """A migration that cannot read a baseline is a StateError, and the file stays at schema 2."""
+    path = tmp_path / "state.db"
+    _schema_2_database(path, [("w", "{not json", "{}")])
+    with pytest.raises(StateError, match="cannot migrate"):
+        Store.open(path)
+    connection = sqlite3.connect(path)
+    try:
+        assert connection.execute("PRAGMA user_version").fetchone() == (2,)
+        assert connection.execute("SELECT snapshot FROM baselines").fetchall() == [("{not json",)]
+    finally:
+        connection.close()
 
 
 # -- the dispatcher's side -------------------------------------------------------------------
@@ -726,7 +868,7 @@ def test_a_schema_1_database_is_migrated_and_its_rows_adopted_by_name_once(tmp_p
         assert {row.handler_id for row in store.deliveries()} == {"webhook:new", "legacy:old-hook"}
         assert store.handler_status()["hook"] == "gone: 410"
     connection = sqlite3.connect(path)
-    assert connection.execute("PRAGMA user_version").fetchone() == (2,)
+    assert connection.execute("PRAGMA user_version").fetchone() == (3,)
     connection.close()
 
 
