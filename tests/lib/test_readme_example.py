@@ -22,6 +22,11 @@ annotations.create_cvat_link("drive-02/frame_000001.jpg")   # 'http://localhost:
 """
 
 
+def test_the_readme_shows_exactly_this_snippet() -> None:
+    """The snippet checked below is the one the README shows, character for character."""
+    assert SNIPPET in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
 def test_readme_library_example_matches_the_bundled_export(monkeypatch: pytest.MonkeyPatch) -> None:
     """Run from the repository root as the README says, each line gives the result its comment shows."""
     monkeypatch.chdir(ROOT)
