@@ -84,8 +84,9 @@ __all__ = [
 
 CACHE_DIR = Path("/tmp/cvat-watch-bench")
 FORMATS = ("rest", "flat")
-#: The issue's budget from "files changed" to "diff computed" when only the job status changed.
-JOB_STATUS_TARGET_MS = 20.0
+#: The issue's budget from "files changed" to "diff computed" when only the job status changed, per format
+#: (performance round 2: 50 ms for next-cvat's flat list, 150 ms for a 5-times larger CVAT REST page).
+JOB_STATUS_TARGET_MS = {"flat": 50.0, "rest": 150.0}
 #: The issue's bound on the summary load as a multiple of the no-op expat pass.
 SUMMARY_TARGET_RATIO = 1.2
 WATCH_NAME = "bench"
@@ -97,7 +98,7 @@ STEPS = (
     "read both files",
     "hash both files",
     "cvatxml.loads_summary",
-    "jobstatus.parse_job_status",
+    "JobStatusParser.parse",
     "build_snapshot",
     "diff",
     "store.commit_reload",
@@ -329,7 +330,7 @@ class StepwiseReload:
             assert read[1][1] is not None
             self._jobs = (digests[1], self._parser.parse(read[1][1], path=self.config.job_status))
         records = self._jobs[1]
-        seconds["jobstatus.parse_job_status"] = clock() - started
+        seconds["JobStatusParser.parse"] = clock() - started
 
         started = clock()
         snapshot = self._builder.build(
@@ -348,6 +349,7 @@ class StepwiseReload:
             snapshot,
             generations=self._generations,
             timestamp=utc_timestamp(now),
+            epoch=self.store.epoch,
             notify_existing=self.config.notify_existing,
         )
         seconds["diff"] = clock() - started
@@ -379,6 +381,7 @@ class _Setup:
     runner: WatchRunner
     stepwise: StepwiseReload
     stores: list[Store]
+    shape: str
 
     def close(self) -> None:
         for store in self.stores:
@@ -401,7 +404,7 @@ def _set_up(folder: Path, dataset: Dataset, shape: str) -> _Setup:
     if first.status != "committed" or not first.first_start:
         raise RuntimeError(f"the runner's first load did not commit a baseline: {first!r}")
     stepwise.run()
-    return _Setup(folder, config, runner, stepwise, [runner_store, stepwise_store])
+    return _Setup(folder, config, runner, stepwise, [runner_store, stepwise_store], shape)
 
 
 def _timed_reload(runner: WatchRunner) -> tuple[float, ReloadOutcome]:
@@ -531,20 +534,19 @@ def _bench_job_status(setup: _Setup, *, repeat: int, flips: int, seed: int) -> l
         breakdown,
         cached=("cvatxml.loads_summary",),
         budget_label="files changed → diff computed",
-        budget_ms=JOB_STATUS_TARGET_MS,
+        budget_ms=JOB_STATUS_TARGET_MS[setup.shape],
     )
     rows.append(Row(f"**whole runner.reload()** ({flips} tasks flipped, {flips} events)", tuple(whole)))
-    rows.append(Row("floor: json.loads of the job-status bytes alone", tuple(floor)))
-    rows.append(Row("floor, collector paused (as in the runner)", tuple(floor_paused)))
+    rows.append(Row("reference: json.loads of the job-status bytes alone (round 1's decoder)", tuple(floor)))
+    rows.append(Row("reference, collector paused (as in the runner)", tuple(floor_paused)))
     totals = [sum(breakdown[name][i] for name in _BEFORE_COMMIT) for i in range(len(breakdown["diff"]))]
-    rest = [total - paused for total, paused in zip(totals, floor_paused, strict=True)]
     ratio = statistics.median(totals) / statistics.median(floor_paused)
     rows.append(
         Row(
-            "files changed → diff computed, less the paused floor",
-            tuple(rest),
-            f"≤ {JOB_STATUS_TARGET_MS:g} ms",
-            f"{ratio:.2f}× the paused floor",
+            "files changed → diff computed ÷ json.loads (paused), same round",
+            tuple(totals),
+            "",
+            f"{ratio:.2f}× json.loads",
         )
     )
     return rows
@@ -632,7 +634,7 @@ def _bench_xml_reload(setup: _Setup, *, repeat: int, seed: int) -> list[Row]:
         _progress(f"  round {round_number + 1}/{repeat}: runner.reload() {whole[-1] * 1000:.0f} ms")
     rows = _step_rows(
         breakdown,
-        cached=("jobstatus.parse_job_status",),
+        cached=("JobStatusParser.parse",),
         budget_label="files changed → diff computed",
         budget_ms=None,
     )
@@ -701,6 +703,8 @@ def run(args: argparse.Namespace) -> str:
                 _progress(f"{shape}: (a) job-status changes")
                 rows = _bench_job_status(setups[shape], repeat=args.repeat, flips=args.flips, seed=args.seed)
                 out += ["", f"### (a) Job status only changed — {shape} format", "", format_table(rows)]
+            if args.skip_xml:
+                return "\n".join(out)
             _progress("(b) loads_summary against expat")
             rows = _bench_summary(dataset.xml, repeat=args.repeat, seed=args.seed)
             reload_rounds = max(1, min(args.repeat, args.xml_reloads))
@@ -747,6 +751,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--flips", type=int, default=3, help="tasks flipped in each job-status rewrite")
     parser.add_argument("--formats", type=_formats, default=list(FORMATS), help="rest,flat")
+    parser.add_argument("--skip-xml", action="store_true", help="leave out (b), the export changes")
     parser.add_argument("--profile", action="store_true", help="cProfile's top functions per reload kind")
     parser.add_argument("--top", type=int, default=25, help="functions listed per profile")
     parser.add_argument("--seed", type=int, default=0)

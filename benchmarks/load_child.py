@@ -4,6 +4,11 @@ Prints one JSON object on stdout: ``{"contender", "seconds", "peak_rss_bytes", "
 "file_bytes"}`` for a load, or ``{"contender", "skipped"}`` when the contender cannot be imported. The
 contender is imported before the clock starts, so import time and the modules' memory stay out of the figures.
 ``peak_rss_bytes`` is the peak resident size during the load minus the resident size just before it.
+
+The peers (``next-cvat``, ``datumaro``) run in the interpreter of their own virtual environment (see
+``benchmarks.bench_load``); this module needs only the standard library for them. datumaro's CVAT importer is
+given the export inside a folder with placeholder images (``bench_load.datumaro_folder``): it refuses an
+image it cannot find on disk.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import Any
 
 __all__ = ["CONTENDERS", "main"]
 
-CONTENDERS = ("expat", "cvat-watch", "datumaro")
+CONTENDERS = ("expat", "cvat-watch", "next-cvat", "datumaro")
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -53,11 +58,18 @@ def _loader(contender: str) -> Callable[[str], Any] | str:
             return cvat_watch.Annotations.from_path
         except Exception as exc:  # a library mid-development may fail in any way on import
             return f"cvat_watch not importable ({type(exc).__name__}: {exc})"
+    if contender == "next-cvat":
+        try:
+            from next_cvat import Annotations
+        except Exception as exc:
+            return f"next-cvat not installed ({type(exc).__name__}: {exc})"
+
+        return Annotations.from_path
     if contender == "datumaro":
         try:
             from datumaro.components.dataset import Dataset
-        except Exception:
-            return "datumaro not installed"
+        except Exception as exc:
+            return f"datumaro not installed ({type(exc).__name__}: {exc})"
 
         def load(path: str) -> Any:
             dataset = Dataset.import_from(path, "cvat")

@@ -17,6 +17,14 @@ daemon's own diff). The numbers are those of the issue that asked for them:
 7. :func:`many_exports` and :func:`big_export`: one daemon watching many exports; one export with
    thousands of tasks where many complete in one rewrite while another watch's change must
    still get through.
+
+8. integrity (issue 11): :func:`two_instances` (a second ``run`` and a ``once`` beside a running
+   daemon), :func:`two_configs` (two configurations on one state folder), :func:`reload_in_flight`
+   (SIGHUPs while a POST is held open), :func:`state_lost` (the database deleted under the daemon,
+   then a new state), :func:`clock_step` (the wall clock stepped an hour during a retry). Their
+   table adds *cross-deliveries* (events received by another configuration's handler), *reused
+   ids* (an id received again for another event) and *invented* (ids no written state implies).
+
 11. :func:`partial_listing`: REST job listings with pages missing between whole ones: refused,
     nothing invented.
 12. :func:`background_child`: a command that exits 0 but leaves a background process holding its
@@ -42,6 +50,7 @@ import itertools
 import json
 import os
 import random
+import re
 import signal
 import sys
 import tempfile
@@ -69,20 +78,27 @@ from cvat_watch.testing.receiver import Recorded, Reply, free_port
 ROOT = Path(__file__).resolve().parents[1]
 
 __all__ = [
+    "IntegrityTally",
     "Receipts",
     "Tally",
     "background_child",
     "big_export",
     "churn",
+    "clock_step",
     "expected_events",
     "gone_and_bad_request",
     "main",
     "many_exports",
     "partial_listing",
     "receiver_down",
+    "reload_in_flight",
     "retry_delays",
     "sigkill_loop",
+    "state_lost",
+    "stop_during_reload",
     "trickling_receiver",
+    "two_configs",
+    "two_instances",
 ]
 
 STATE_DB = Path("state") / "cvat-watch.db"
@@ -96,12 +112,15 @@ def retry_delays(delay: float, count: int) -> str:
 # -- what should have happened, and what did -------------------------------------------------------
 
 
-def expected_events(watch: str, states: Sequence[frozenset[str]]) -> list[tuple[str, str, str, int]]:
+def expected_events(
+    watch: str, states: Sequence[frozenset[str]], *, epoch: str
+) -> list[tuple[str, str, str, int]]:
     """The events a sequence of observed completed-task sets implies: (id, type, task, generation).
 
     ``states[0]`` is the silent baseline of the first start. A task entering the completed set is
     ``task.completed`` with the next generation of that task; leaving it is ``task.reopened`` with
-    the current one (the rule the README states for ids).
+    the current one (the rule the README states for ids). ``epoch`` is the state database's
+    (:meth:`StateDatabase.epoch`), part of every id.
     """
     generation: Counter[str] = Counter()
     events = []
@@ -112,7 +131,9 @@ def expected_events(watch: str, states: Sequence[frozenset[str]]) -> list[tuple[
                 kind = TASK_COMPLETED
             else:
                 kind = TASK_REOPENED
-            events.append((event_id(watch, task, kind, generation[task]), kind, task, generation[task]))
+            events.append(
+                (event_id(watch, task, kind, generation[task], epoch=epoch), kind, task, generation[task])
+            )
     return events
 
 
@@ -254,7 +275,7 @@ def receiver_down(root: Path, *, refused: int = 5) -> RecoveryRun:
         for state in _DOWN_STATES:
             export.write_jobs(state)
             states.append(state)
-            wanted = len(expected_events("w", states))
+            wanted = len(expected_events("w", states, epoch=db.epoch()))
             wait_until(_at_least(wanted, lambda: len(db.events())), what=f"{wanted} events committed")
         # Down for a while: several refused attempts (0.2 s apart) on the oldest row.
         first = wait_until(
@@ -265,7 +286,7 @@ def receiver_down(root: Path, *, refused: int = 5) -> RecoveryRun:
         receiver = rig.receiver(port=port)
         down_seconds = time.monotonic() - started
         receiver.script(Reply(503))
-        wanted = len(expected_events("w", states))
+        wanted = len(expected_events("w", states, epoch=db.epoch()))
         wait_until(
             lambda: _quiescent(db, lambda: Receipts(tuple(receiver.requests)), wanted),
             timeout=30,
@@ -273,7 +294,7 @@ def receiver_down(root: Path, *, refused: int = 5) -> RecoveryRun:
         )
         assert daemon.stop() == 0, daemon.log
         return RecoveryRun(
-            expected=tuple(expected_events("w", states)),
+            expected=tuple(expected_events("w", states, epoch=db.epoch())),
             store_events=tuple(db.events()),
             receipts=Receipts(tuple(receiver.requests)),
             deliveries=tuple(db.deliveries()),
@@ -336,14 +357,14 @@ def gone_and_bad_request(root: Path) -> GoneRun:
                 daemon = rig.start(config)
             export.write_jobs(state)
             states.append(state)
-            wanted = len(expected_events("w", states))
+            wanted = len(expected_events("w", states, epoch=db.epoch()))
             # Each step waits until the event is settled for both handlers (delivered, dead or
             # gone, or never queued for the gone one), so the order of outcomes is fixed.
             wait_until(
                 _at_least(wanted, lambda: len(db.events()) if db.unsettled() == 0 else -1),
                 what=f"event {wanted} settled",
             )
-        expected = expected_events("w", states)
+        expected = expected_events("w", states, epoch=db.epoch())
         wait_until(
             lambda: {e[0] for e in expected[1:]} <= Receipts(tuple(bad.requests)).ids,
             what="the later events at the 400 handler",
@@ -454,7 +475,7 @@ def sigkill_loop(root: Path, *, kills: int = 10, tasks: int = 6, seed: int = 0) 
             if rng.random() < 0.5 and observed():
                 write_next()
         daemon = rig.start(config)
-        wanted = len(expected_events("w", states))
+        wanted = len(expected_events("w", states, epoch=db.epoch()))
         wait_until(
             lambda: observed() and _quiescent(db, received, wanted),
             timeout=60,
@@ -465,7 +486,7 @@ def sigkill_loop(root: Path, *, kills: int = 10, tasks: int = 6, seed: int = 0) 
             kills=kills,
             kill_points=dict(points),
             states=tuple(states),
-            expected=tuple(expected_events("w", states)),
+            expected=tuple(expected_events("w", states, epoch=db.epoch())),
             store_ids=frozenset(db.event_ids()),
             receipts=Receipts(tuple(receiver.requests)),
             integrity=db.integrity(),
@@ -523,6 +544,7 @@ class ChurnRun:
         ids = [event[0] for event in self.store_events]
         tally = Tally.of(
             "churn",
+            "clock_step",
             ids,
             self.receipts,
             f"{self.rewrites} rewrites (XML and job status, atomic and in place);"
@@ -639,9 +661,10 @@ def many_exports(root: Path, *, exports: int = 20, tasks: int = 4) -> ManyRun:
         daemon = rig.start(config)
         expected: list[str] = []
         began = time.monotonic()
+        epoch = db.epoch()
         for i, export in enumerate(watched):
             state = frozenset(export.task_ids[:2])
-            expected += [e[0] for e in expected_events(f"w{i:02d}", [frozenset(), state])]
+            expected += [e[0] for e in expected_events(f"w{i:02d}", [frozenset(), state], epoch=epoch)]
             export.write_jobs(state)
         wait_until(
             lambda: set(expected) <= Receipts(tuple(receiver.requests)).ids,
@@ -712,7 +735,7 @@ def big_export(
         )
         daemon = rig.start(config, timeout=120)
         burst = frozenset(big.task_ids[:completing])
-        expected = [e[0] for e in expected_events("big", [frozenset(), burst])]
+        expected = [e[0] for e in expected_events("big", [frozenset(), burst], epoch=db.epoch())]
         written = time.monotonic()
         big.write_jobs(burst)
         wait_until(lambda: receiver.requests, timeout=120, what="the first event of the burst")
@@ -720,7 +743,10 @@ def big_export(
         reload_seconds = first - written
         small.write_jobs({small.task_ids[0]})
         other_written = time.monotonic()
-        (other,) = (e[0] for e in expected_events("small", [frozenset(), frozenset({small.task_ids[0]})]))
+        (other,) = (
+            e[0]
+            for e in expected_events("small", [frozenset(), frozenset({small.task_ids[0]})], epoch=db.epoch())
+        )
         arrived = wait_until(
             lambda: [r for r in receiver.requests if r.headers["webhook-id"] == other],
             timeout=120,
@@ -752,6 +778,522 @@ def big_export(
             reload_seconds=reload_seconds,
             reply_delay=reply_delay,
         )
+
+
+# -- 8. integrity: one process per state, reloads in flight, lost states, clock steps ---------------
+
+
+@attrs.frozen
+class IntegrityTally:
+    """One row of the integrity table: what went where, and what must never happen."""
+
+    scenario: str
+    runs: int
+    expected: int
+    delivered: int
+    duplicated: int
+    #: Receipts at a receiver of an event routed to another handler.
+    cross: int
+    #: Ids received again for a different event (after a state reset).
+    reused: int
+    #: Ids received that no written state implies.
+    invented: int
+    notes: str
+
+    @staticmethod
+    def combine(tallies: Sequence[IntegrityTally], notes: str) -> IntegrityTally:
+        return IntegrityTally(
+            tallies[0].scenario,
+            sum(t.runs for t in tallies),
+            *(sum(getattr(t, name) for t in tallies) for name in _INTEGRITY_COUNTS),
+            notes=notes,
+        )
+
+    def row(self) -> str:
+        counts = " | ".join(str(getattr(self, name)) for name in _INTEGRITY_COUNTS)
+        return f"| {self.scenario} | {self.runs} | {counts} | {self.notes} |"
+
+
+_INTEGRITY_COUNTS = ("expected", "delivered", "duplicated", "cross", "reused", "invented")
+
+
+def _integrity_tally(
+    scenario: str,
+    expected: Iterable[str],
+    receipts: Receipts,
+    *,
+    cross: int = 0,
+    reused: int = 0,
+    notes: str,
+) -> IntegrityTally:
+    wanted = set(expected)
+    return IntegrityTally(
+        scenario,
+        1,
+        len(wanted),
+        len(receipts.ids & wanted),
+        receipts.duplicated,
+        cross,
+        reused,
+        len(receipts.ids - wanted),
+        notes,
+    )
+
+
+@attrs.frozen
+class TwoInstancesRun:
+    """Scenario 8a: a second ``run`` and a ``once`` beside a running daemon."""
+
+    refused: tuple[int, ...]
+    named_holder: bool
+    expected: tuple[str, ...]
+    receipts: Receipts
+
+    def tally(self) -> IntegrityTally:
+        return _integrity_tally(
+            "two instances on one state (second run, once)",
+            self.expected,
+            self.receipts,
+            notes=f"second run and once exit {'/'.join(map(str, self.refused))}"
+            f"{', naming the holder' if self.named_holder else ''}",
+        )
+
+
+def two_instances(root: Path, *, completions: int = 4) -> TwoInstancesRun:
+    """``run`` holds the state; another ``run`` and a ``once`` start beside it (and are refused)
+    while tasks complete one by one."""
+    export = GeneratedExport(root / "export", tasks=completions)
+    db = StateDatabase(root / STATE_DB)
+    with DaemonRig(root) as rig:
+        receiver = rig.receiver()
+        config = write_daemon_config(
+            root / "cvat-watch.toml",
+            watches=[export.watch("w")],
+            handlers=[Workspace.webhook(receiver.url())],
+        )
+        daemon = rig.start(config)
+        states: list[frozenset[str]] = [frozenset()]
+        refused = []
+        named = True
+        for index, task in enumerate(export.task_ids):
+            states.append(states[-1] | {task})
+            export.write_jobs(states[-1])
+            command = ("run", "--allow-root") if index % 2 == 0 else ("once",)
+            result = run_cli(command[0], "--config", str(config), *command[1:], timeout=60)
+            refused.append(result.returncode)
+            named = named and f"pid {daemon.process.pid}" in result.stderr
+        expected = [e[0] for e in expected_events("w", states, epoch=db.epoch())]
+        wait_until(
+            lambda: _quiescent(db, lambda: Receipts(tuple(receiver.requests)), len(expected)),
+            timeout=30,
+            what="every event delivered",
+        )
+        assert daemon.stop() == 0, daemon.log
+    return TwoInstancesRun(
+        tuple(sorted(set(refused))), named, tuple(expected), Receipts(tuple(receiver.requests))
+    )
+
+
+@attrs.frozen
+class TwoConfigsRun:
+    """Scenario 8b: two configurations, one state folder, handlers of the same name."""
+
+    expected_a: frozenset[str]
+    expected_b: frozenset[str]
+    receipts_a: Receipts
+    receipts_b: Receipts
+    pending_of_a: int
+    orphaned_listed: int
+    #: Whether B's daemon warned that the state was last used by A's configuration.
+    b_warned: bool
+
+    @property
+    def a_ids_at_b(self) -> set[str]:
+        return {request.headers["webhook-id"] for request in self.receipts_b.requests} & self.expected_a
+
+    @property
+    def cross_deliveries(self) -> int:
+        a_at_b = [r for r in self.receipts_b.requests if r.headers["webhook-id"] in self.expected_a]
+        b_at_a = [r for r in self.receipts_a.requests if r.headers["webhook-id"] in self.expected_b]
+        return len(a_at_b) + len(b_at_a)
+
+    @property
+    def a_received(self) -> set[str]:
+        return self.receipts_a.ids
+
+    @property
+    def b_received(self) -> set[str]:
+        return self.receipts_b.ids
+
+    @property
+    def duplicated(self) -> int:
+        return self.receipts_a.duplicated + self.receipts_b.duplicated
+
+    def tally(self) -> IntegrityTally:
+        both = Receipts(self.receipts_a.requests + self.receipts_b.requests)
+        return _integrity_tally(
+            "two configs sharing one state folder",
+            self.expected_a | self.expected_b,
+            both,
+            cross=self.cross_deliveries,
+            notes=f"{self.pending_of_a} of A's rows pending while B ran: listed as orphaned by B"
+            f" ({self.orphaned_listed}), sent by A later",
+        )
+
+
+def two_configs(root: Path) -> TwoConfigsRun:
+    """Team A's daemon stops with rows pending (its receiver answers 503); team B's daemon, another
+    configuration on the same ``state_dir`` with a handler also named "hook", runs; then A again."""
+    first = GeneratedExport(root / "a", tasks=3)
+    second = GeneratedExport(root / "b", tasks=3, seed=1)
+    shared = root / "shared"
+    db = StateDatabase(shared / "cvat-watch.db")
+    with DaemonRig(root) as rig:
+        receiver_a = rig.receiver(default=Reply(503))
+        receiver_b = rig.receiver()
+        config_a = write_daemon_config(
+            root / "a.toml",
+            watches=[first.watch("a")],
+            handlers=[Workspace.webhook(receiver_a.url(), retry_delays=retry_delays(0.3, 50))],
+            state_dir=shared,
+        )
+        config_b = write_daemon_config(
+            root / "b.toml",
+            watches=[second.watch("b")],
+            handlers=[Workspace.webhook(receiver_b.url(), retry_delays=retry_delays(0.3, 50))],
+            state_dir=shared,
+        )
+        daemon = rig.start(config_a)
+        states_a = [frozenset(), frozenset(first.task_ids[:1]), frozenset(first.task_ids[:2])]
+        for state in states_a[1:]:
+            first.write_jobs(state)
+        wait_until(lambda: len(db.events()) == 2, what="A's two events")
+        wait_until(lambda: len(receiver_a.requests) >= 2, what="A's failed attempts")
+        assert daemon.stop() == 0, daemon.log
+        pending_of_a = db.unsettled()
+        daemon = rig.start(config_b)
+        states_b = [frozenset(), frozenset(second.task_ids[:1])]
+        second.write_jobs(states_b[1])
+        receiver_b.wait_for(1, timeout=15)
+        # B's worker had every chance to take A's rows: several looks at the store.
+        wait_until(lambda: db.unsettled() == pending_of_a, what="B's own row settled")
+        listing = run_cli("deliveries", "--config", str(config_b))
+        assert daemon.stop() == 0, daemon.log
+        b_warned = f"was last used by the configuration {config_a}" in daemon.log
+        receiver_a.set_default(Reply(200))
+        daemon = rig.start(config_a)
+        wait_until(lambda: db.unsettled() == 0, timeout=30, what="A's rows delivered by A")
+        assert daemon.stop() == 0, daemon.log
+        epoch = db.epoch()
+        return TwoConfigsRun(
+            expected_a=frozenset(e[0] for e in expected_events("a", states_a, epoch=epoch)),
+            expected_b=frozenset(e[0] for e in expected_events("b", states_b, epoch=epoch)),
+            receipts_a=Receipts(tuple(receiver_a.requests)),
+            receipts_b=Receipts(tuple(receiver_b.requests)),
+            pending_of_a=pending_of_a,
+            orphaned_listed=sum("orphaned" in line for line in listing.stdout.splitlines()),
+            b_warned=b_warned,
+        )
+
+
+@attrs.frozen
+class ReloadRun:
+    """Scenario 8c: SIGHUPs while a webhook attempt is held open by a slow receiver."""
+
+    reloads: int
+    committed_while_in_flight: bool
+    first_id: str
+    expected: frozenset[str]
+    receipts: Receipts
+    first_row_attempts: int
+    reload_seconds: float
+
+    @property
+    def posts_of_first(self) -> int:
+        return [request.headers["webhook-id"] for request in self.receipts.requests].count(self.first_id)
+
+    @property
+    def duplicated(self) -> int:
+        return self.receipts.duplicated
+
+    @property
+    def delivered(self) -> frozenset[str]:
+        return frozenset(self.receipts.ids & self.expected)
+
+    def tally(self) -> IntegrityTally:
+        return _integrity_tally(
+            "reload (2× SIGHUP) with a delivery in flight",
+            self.expected,
+            self.receipts,
+            notes=f"POSTs of the in-flight event {self.posts_of_first}; a file change during the"
+            f" attempt committed {'before' if self.committed_while_in_flight else 'after'} it ended;"
+            f" SIGHUP to READY {self.reload_seconds:.2f} s",
+        )
+
+
+def reload_in_flight(root: Path, *, reply_delay: float = 11.0) -> ReloadRun:
+    """The receiver holds the first POST ``reply_delay`` seconds (past the 10 s a stop waits for a
+    worker); two SIGHUPs arrive meanwhile, then a file change."""
+    export = GeneratedExport(root / "export", tasks=3)
+    db = StateDatabase(root / STATE_DB)
+    with DaemonRig(root) as rig:
+        receiver = rig.receiver()
+        receiver.script(Reply(delay=reply_delay))
+        config = write_daemon_config(
+            root / "cvat-watch.toml",
+            watches=[export.watch("w")],
+            handlers=[Workspace.webhook(receiver.url(), extra=f"read_timeout = {reply_delay + 10}")],
+        )
+        daemon = rig.start(config)
+        states = [frozenset(), frozenset(export.task_ids[:1])]
+        export.write_jobs(states[-1])
+        receiver.wait_for(1)
+        began = time.monotonic()
+        for count in (2, 3):
+            daemon.signal(signal.SIGHUP)
+            rig.notify.wait_for("READY=1", count=count, timeout=60)
+        reload_seconds = (time.monotonic() - began) / 2
+        states.append(frozenset(export.task_ids[:2]))
+        export.write_jobs(states[-1])
+        wait_until(lambda: len(db.events()) == 2, timeout=60, what="the second event committed")
+        first_row = db.deliveries()[0]
+        in_flight = first_row["status"] == "pending" and first_row["attempts"] == 0
+        expected = [e[0] for e in expected_events("w", states, epoch=db.epoch())]
+        wait_until(
+            lambda: _quiescent(db, lambda: Receipts(tuple(receiver.requests)), len(expected)),
+            timeout=60,
+            what="both events delivered",
+        )
+        attempts = db.deliveries()[0]["attempts"]
+        assert daemon.stop() == 0, daemon.log
+        return ReloadRun(
+            reloads=rig.notify.count("RELOADING=1"),
+            committed_while_in_flight=in_flight,
+            first_id=expected[0],
+            expected=frozenset(expected),
+            receipts=Receipts(tuple(receiver.requests)),
+            first_row_attempts=attempts,
+            reload_seconds=reload_seconds,
+        )
+
+
+@attrs.frozen
+class StateLostRun:
+    """Scenario 8d: a retry across a restart, the state deleted under the daemon, a new state."""
+
+    first_id: str
+    retry_ids_across_restart: frozenset[str]
+    after_reset_id: str
+    exit_code: int
+    expected: frozenset[str]
+    receipts_before: Receipts
+    receipts_after: Receipts
+
+    @property
+    def reused_ids(self) -> int:
+        return len(self.receipts_before.ids & self.receipts_after.ids)
+
+    def tally(self) -> IntegrityTally:
+        return _integrity_tally(
+            "state file lost (deleted under the running daemon)",
+            self.expected,
+            Receipts(self.receipts_before.requests + self.receipts_after.requests),
+            reused=self.reused_ids,
+            notes=f"the daemon exited with code {self.exit_code} naming the file; after a restart"
+            " on a new state the same task's next completion got a new id",
+        )
+
+
+def state_lost(root: Path) -> StateLostRun:
+    """Task 1 completes while the receiver answers 503; the daemon restarts and the retry succeeds
+    (same id). Then the state database is deleted under the daemon, which must stop; the task is
+    reopened, a daemon starts on a new state and the task completes again: generation 1 again,
+    yet a new id."""
+    export = GeneratedExport(root / "export", tasks=2)
+    db = StateDatabase(root / STATE_DB)
+    task = export.task_ids[0]
+    with DaemonRig(root) as rig:
+        before = rig.receiver(default=Reply(503))
+        config = write_daemon_config(
+            root / "cvat-watch.toml",
+            watches=[export.watch("w")],
+            handlers=[Workspace.webhook(before.url(), retry_delays=retry_delays(0.3, 50))],
+        )
+        daemon = rig.start(config)
+        export.write_jobs({task})
+        before.wait_for(1)
+        assert daemon.stop() == 0, daemon.log
+        (first_id,) = (e[0] for e in expected_events("w", [frozenset(), frozenset({task})], epoch=db.epoch()))
+        before.set_default(Reply(200))
+        daemon = rig.start(config)
+        wait_until(lambda: db.unsettled() == 0 and len(db.events()) == 1, what="the retry delivered")
+        state = root / STATE_DB
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{state}{suffix}").unlink(missing_ok=True)
+        exit_code = daemon.process.wait(timeout=30)
+        daemon.stop()
+        export.write_jobs(set())
+        after = rig.receiver()
+        write_daemon_config(
+            root / "cvat-watch.toml", watches=[export.watch("w")], handlers=[Workspace.webhook(after.url())]
+        )
+        daemon = rig.start(config)
+        export.write_jobs({task})
+        (request,) = after.wait_for(1)
+        wait_until(lambda: db.unsettled() == 0, what="the new event settled")
+        assert daemon.stop() == 0, daemon.log
+        (after_id,) = (e[0] for e in expected_events("w", [frozenset(), frozenset({task})], epoch=db.epoch()))
+        return StateLostRun(
+            first_id=first_id,
+            retry_ids_across_restart=frozenset(r.headers["webhook-id"] for r in before.requests),
+            after_reset_id=request.headers["webhook-id"],
+            exit_code=exit_code,
+            expected=frozenset({first_id, after_id}),
+            receipts_before=Receipts(tuple(before.requests)),
+            receipts_after=Receipts(tuple(after.requests)),
+        )
+
+
+@attrs.frozen
+class ClockStepRun:
+    """Scenario 8e: retries while the wall clock is stepped back and forward an hour."""
+
+    delay: float
+    after_back_step: float
+    after_forward_step: float
+    expected: frozenset[str]
+    receipts: Receipts
+
+    def tally(self) -> IntegrityTally:
+        return _integrity_tally(
+            "clock stepped back / forward 1 h during a retry",
+            self.expected,
+            self.receipts,
+            notes=f"retry delay {self.delay:g} s; retried {self.after_back_step:.2f} s after the failure"
+            f" with the clock set back 1 h, {self.after_forward_step:.2f} s with it set forward 1 h"
+            " (in-process dispatcher with an injected wall clock, real receiver)",
+        )
+
+
+def clock_step(root: Path, *, delay: float = 0.5, step: float = 3600.0) -> ClockStepRun:
+    """The real dispatcher and webhook handler against a real receiver, with its wall clock (the
+    one stored in the database) injected: each event's first attempt gets a 503, the clock is
+    stepped by ``step`` seconds back (first event) or forward (second), and the retry is timed."""
+    from cvat_watch.daemon.dispatch import Dispatcher, Route
+    from cvat_watch.daemon.events import Event, TaskInfo
+    from cvat_watch.daemon.snapshot import Snapshot
+    from cvat_watch.daemon.store import Store
+    from cvat_watch.handlers.webhook import WebhookHandler
+    from cvat_watch.testing.receiver import Receiver
+
+    offset = [0.0]
+
+    def wall() -> float:
+        return time.time() + offset[0]
+
+    store = Store.open(root / "state" / "cvat-watch.db")
+    receiver = Receiver().start()
+    handler = WebhookHandler(url=receiver.url())
+    route = Route("hook", handler, frozenset({TASK_COMPLETED}), (delay,) * 5)
+    dispatcher = Dispatcher(store, [route], clock=wall, jitter=0.0)
+    timings = []
+    ids = []
+    try:
+        dispatcher.start()
+        for number, sign in ((1, -1), (2, 1)):
+            receiver.script(Reply(503))
+            event = Event(
+                type=TASK_COMPLETED,
+                id=event_id("w", str(number), TASK_COMPLETED, 1, epoch=store.epoch),
+                timestamp="2026-01-01T00:00:00.000000Z",
+                watch="w",
+                project=None,
+                task=TaskInfo(id=str(number)),
+            )
+            ids.append(event.id)
+            before = len(receiver.requests)
+            store.commit_reload("w", Snapshot(watch="w"), {}, [event], dispatcher.targets, wall())
+            dispatcher.wake()
+            (failed, *_rest) = receiver.wait_for(before + 1)[before:]
+            # Stepped only once the failure is recorded: its retry time is in the old clock's terms.
+            wait_until(
+                lambda wanted=event.id: any(
+                    row.attempts for row in store.deliveries() if row.event_id == wanted
+                ),
+                what="the failure recorded",
+            )
+            offset[0] += sign * step
+            retried = receiver.wait_for(before + 2, timeout=30)[before + 1]
+            timings.append(retried.at - failed.at)
+        dispatcher.stop()
+    finally:
+        handler.close()
+        receiver.stop()
+        store.close()
+    return ClockStepRun(delay, timings[0], timings[1], frozenset(ids), Receipts(tuple(receiver.requests)))
+
+
+@attrs.frozen
+class StopRun:
+    """Scenario 8f: SIGTERM while a SIGHUP's reload parses a big export again."""
+
+    megabytes: float
+    load_seconds: float
+    stop_seconds: float
+    exit_code: int
+    ready_after_reload: bool
+
+    def tally(self) -> IntegrityTally:
+        return IntegrityTally(
+            f"SIGTERM during a reload of a {self.megabytes:.0f} MB export",
+            1,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            f"stopped {self.stop_seconds:.2f} s after SIGTERM, exit {self.exit_code}"
+            f" (a full load takes {self.load_seconds:.1f} s; TimeoutStopSec=30);"
+            f" the reload {'finished' if self.ready_after_reload else 'was abandoned'}",
+        )
+
+
+def _stop_notes(tallies: Sequence[IntegrityTally]) -> str:
+    """The stop and load times of several stop_during_reload runs as ranges."""
+    stops = [float(re.search(r"stopped ([\d.]+) s", t.notes)[1]) for t in tallies]  # type: ignore[index]
+    loads = [float(re.search(r"takes ([\d.]+) s", t.notes)[1]) for t in tallies]  # type: ignore[index]
+    return (
+        f"stopped {min(stops):.2f}–{max(stops):.2f} s after SIGTERM, exit 0 (a full load takes"
+        f" {min(loads):.1f}–{max(loads):.1f} s; TimeoutStopSec=30)"
+    )
+
+
+def stop_during_reload(root: Path, *, shapes_per_image: int = 50) -> StopRun:
+    """A watch of a ~50 MB export whose settings change, SIGHUP (the watch is loaded anew), and
+    SIGTERM as soon as the daemon says RELOADING=1: how long the stop takes."""
+    export = GeneratedExport(root / "big", tasks=2000, jobs_per_task=2, shapes_per_image=shapes_per_image)
+    config = root / "cvat-watch.toml"
+    with DaemonRig(root) as rig:
+        write_daemon_config(config, watches=[export.watch("big", recheck_interval=600.0)], handlers=[])
+        began = time.monotonic()
+        daemon = rig.start(config, timeout=300)
+        load_seconds = time.monotonic() - began
+        write_daemon_config(config, watches=[export.watch("big", recheck_interval=601.0)], handlers=[])
+        daemon.signal(signal.SIGHUP)
+        rig.notify.wait_for("RELOADING=1", timeout=60)
+        stopped = time.monotonic()
+        daemon.signal(signal.SIGTERM)
+        code = daemon.process.wait(timeout=120)
+        stop_seconds = time.monotonic() - stopped
+        daemon.stop()
+    return StopRun(
+        export.annotations.stat().st_size / 1e6,
+        load_seconds,
+        stop_seconds,
+        code,
+        rig.notify.count("READY=1") > 1,
+    )
 
 
 # -- 11. partial listings, 12. a command with a background child, 13. a trickling receiver -------------
@@ -823,14 +1365,13 @@ class PartialRun:
     def invented(self) -> int:
         return len(self.receipts.ids - {e[0] for e in self.expected})
 
-    def tally(self) -> Tally:
-        return Tally.of(
+    def tally(self) -> IntegrityTally:
+        return _integrity_tally(
             "partial job listing",
             [e[0] for e in self.expected],
             self.receipts,
-            f"per run {self.partials} partial listings ({', '.join(PARTIAL_KINDS)}), each one that would"
-            f" complete and reopen tasks, all refused as failed loads ({self.refused} warnings);"
-            f" invented {self.invented}",
+            notes=f"per run {self.partials} partial listings ({', '.join(PARTIAL_KINDS)}), each one that would"
+            f" complete and reopen tasks, all refused as failed loads ({self.refused} warnings)",
         )
 
 
@@ -871,7 +1412,7 @@ def partial_listing(root: Path, *, rounds: int = 6, tasks: int = 6, seed: int = 
         state = frozenset(rng.sample(export.task_ids, rng.randint(0, tasks)))
         write_file(export.job_status, json.dumps(rest_listing(export, state, page_size=page_size)).encode())
         states.append(state)
-        expected = expected_events("w", states)
+        expected = expected_events("w", states, epoch=db.epoch())
         wait_until(
             lambda: (
                 db.baseline_completed("w") == states[-1]
@@ -918,21 +1459,21 @@ class BackgroundRun:
     def invented(self) -> int:
         return len(set(self.received) - {e[0] for e in self.expected})
 
-    def tally(self) -> Tally:
+    def tally(self) -> IntegrityTally:
         wanted = {e[0] for e in self.expected}
-        got = set(self.received) & wanted
         attempts = max((row["attempts"] for row in self.deliveries), default=0)
         statuses = sorted({row["status"] for row in self.deliveries})
-        return Tally(
+        return IntegrityTally(
             "command leaving a background child on stdout",
             1,
             len(wanted),
-            len(got),
-            len(wanted - got),
+            len(set(self.received) & wanted),
             len(self.received) - len(set(self.received)),
+            0,
+            0,
+            self.invented,
             f"exits 0 at once, its background child holds stdout for {4 * self.timeout:g} s (timeout"
-            f" {self.timeout:g} s); at most {attempts} attempt per delivery; rows {'/'.join(statuses)};"
-            f" invented {self.invented}",
+            f" {self.timeout:g} s); at most {attempts} attempt per delivery; rows {'/'.join(statuses)}",
         )
 
 
@@ -957,7 +1498,7 @@ def background_child(root: Path, *, events: int = 4, timeout: float = 3.0) -> Ba
                 export.write_jobs(states[-1] | {task})
                 states.append(export.completed)
                 wait_until(lambda: db.baseline_completed("w") == states[-1], what="the completion committed")
-            expected = expected_events("w", states)
+            expected = expected_events("w", states, epoch=db.epoch())
             wait_until(
                 lambda: len(db.events()) >= len(expected) and db.unsettled() == 0,
                 timeout=30 + 4 * timeout * len(expected),
@@ -1004,15 +1545,15 @@ class TrickleRun:
     def cut(self) -> int:
         return sum(not r.answered for r in self.trickling.requests)
 
-    def tally(self) -> Tally:
-        return Tally.of(
+    def tally(self) -> IntegrityTally:
+        return _integrity_tally(
             "receiver trickling its answer",
             [e[0] for e in self.expected],
             self.answered,
-            f"answer sent a byte every 0.1 s (≈{_TRICKLE_BYTES * 0.1:.0f} s in all), read_timeout 0.5 s;"
+            notes=f"answer sent a byte every 0.1 s (≈{_TRICKLE_BYTES * 0.1:.0f} s in all), read_timeout 0.5 s;"
             f" attempt cut at the {self.timeout:g} s timeout ({self.cut} cut, its body had arrived:"
             f" re-sent with the same webhook-id {self.cut_after:.1f} s after the first);"
-            f" healthy handler got {len(self.healthy.ids)}/{len(self.expected)}; invented {self.invented}",
+            f" healthy handler got {len(self.healthy.ids)}/{len(self.expected)}",
         )
 
 
@@ -1046,7 +1587,7 @@ def trickling_receiver(root: Path, *, timeout: float = 1.0) -> TrickleRun:
         for task in export.task_ids:
             export.write_jobs(states[-1] | {task})
             states.append(export.completed)
-        expected = expected_events("w", states)
+        expected = expected_events("w", states, epoch=db.epoch())
         wait_until(
             lambda: (
                 db.baseline_completed("w") == states[-1]
@@ -1093,7 +1634,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add("--exports", type=int, default=20, help="watches in scenario 7a (default 20)")
     add("--big-tasks", type=int, default=10_000, help="tasks of the large export (default 10000)")
     add("--big-completing", type=int, default=1_000, help="tasks completing at once (default 1000)")
-    add("--only", default="1,3,4,6,7,11,12,13", help="comma-separated scenario numbers (default all)")
+    add("--only", default="1,3,4,6,7,8,11,12,13", help="comma-separated scenario numbers (default all)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     only = {part.strip() for part in args.only.split(",")}
@@ -1167,29 +1708,56 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         )
 
-    if "11" in only:
-        rows.append(
-            _repeat(
-                args.repeat,
-                lambda root, i: partial_listing(root, seed=args.seed + i).tally(),
-                lambda ts: ts[0].notes,
-            )
-        )
-    if "12" in only:
-        rows.append(
-            _repeat(args.repeat, lambda root, _i: background_child(root).tally(), lambda ts: ts[0].notes)
-        )
-    if "13" in only:
-        rows.append(
-            _repeat(args.repeat, lambda root, _i: trickling_receiver(root).tally(), lambda ts: ts[0].notes)
-        )
+    integrity: list[IntegrityTally] = []
+    if "8" in only:
+        scenarios: list[tuple[Callable[[Path], Any], Callable[[list[IntegrityTally]], str]]] = [
+            (two_instances, lambda ts: ts[0].notes),
+            (two_configs, lambda ts: ts[0].notes),
+            (reload_in_flight, lambda ts: ts[0].notes),
+            (state_lost, lambda ts: ts[0].notes),
+            (clock_step, lambda ts: ts[-1].notes),
+            (stop_during_reload, _stop_notes),
+        ]
+        for scenario, notes in scenarios:
+            tallies = []
+            for _ in range(args.repeat):
+                with tempfile.TemporaryDirectory(prefix="cvw-rel-") as folder:
+                    tallies.append(scenario(Path(folder)).tally())
+                print(f"  {tallies[-1].row()}", file=sys.stderr, flush=True)
+            integrity.append(IntegrityTally.combine(tallies, notes(tallies)))
 
-    print("| scenario | runs | events expected | delivered | lost | duplicated | notes |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
-    for row in rows:
-        print(row.row())
+    guards: list[tuple[str, Callable[[Path, int], IntegrityTally]]] = [
+        ("11", lambda root, i: partial_listing(root, seed=args.seed + i).tally()),
+        ("12", lambda root, _i: background_child(root).tally()),
+        ("13", lambda root, _i: trickling_receiver(root).tally()),
+    ]
+    for number, run in guards:
+        if number not in only:
+            continue
+        tallies = []
+        for index in range(args.repeat):
+            with tempfile.TemporaryDirectory(prefix="cvw-rel-") as folder:
+                tallies.append(run(Path(folder), index))
+            print(f"  {tallies[-1].row()}", file=sys.stderr, flush=True)
+        integrity.append(IntegrityTally.combine(tallies, tallies[0].notes))
+
+    if rows:
+        print("| scenario | runs | events expected | delivered | lost | duplicated | notes |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
+        for row in rows:
+            print(row.row())
+    if integrity:
+        print()
+        print(
+            "| scenario | runs | events expected | delivered | duplicated | cross-deliveries | reused ids"
+            " | invented | notes |"
+        )
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+        for tally in integrity:
+            print(tally.row())
     print(f"\n(measured in {time.monotonic() - began:.0f} s)", file=sys.stderr)
-    return 0 if all(row.lost == 0 for row in rows) else 1
+    sound = all(t.cross == t.reused == t.invented == t.duplicated == 0 for t in integrity)
+    return 0 if all(row.lost == 0 for row in rows) and sound else 1
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ configured before its first export exists.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -46,12 +47,15 @@ __all__ = [
     "AppriseHandlerConfig",
     "CommandHandlerConfig",
     "Config",
+    "CvatSourceConfig",
     "HandlerConfig",
+    "HttpConfig",
     "LogHandlerConfig",
     "NatsHandlerConfig",
     "Secret",
     "WatchConfig",
     "WebhookHandlerConfig",
+    "configured_state_dir",
     "default_state_dir",
     "load_config",
 ]
@@ -85,6 +89,37 @@ _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 @attrs.frozen
+class CvatSourceConfig:
+    """``[watch.cvat]``: cvat-watch keeps the watch's two files fresh from a CVAT server itself."""
+
+    url: str
+    project: int | None = None
+    task: int | None = None
+    token: Secret | None = None
+    username: str | None = None
+    password: Secret | None = None
+    organization: str | None = None
+    poll_interval: float = 30.0
+    export: Literal["on-completion", "on-change", "never"] = "on-completion"
+    export_timeout: float = 600.0
+    page_size: int = 500
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    verify_tls: bool = True
+    ca_file: Path | None = None
+    webhook_secret: Secret | None = None
+
+
+@attrs.frozen
+class HttpConfig:
+    """``[http]``: the daemon's one HTTP listener (CVAT's webhooks, health, metrics)."""
+
+    listen: str = "127.0.0.1:8765"
+    host: str = "127.0.0.1"
+    port: int = 8765
+
+
+@attrs.frozen
 class WatchConfig:
     """One exported task folder to watch: an annotations file and its job status."""
 
@@ -99,6 +134,7 @@ class WatchConfig:
     debounce: float = 0.5
     max_wait: float = 5.0
     recheck_interval: float = 30.0
+    cvat: CvatSourceConfig | None = None
 
 
 @attrs.frozen
@@ -200,28 +236,68 @@ class Config:
     watches: tuple[WatchConfig, ...]
     handlers: tuple[HandlerConfig, ...]
     warnings: tuple[str, ...] = ()
+    #: Delivered and dead outbox rows (and events no row needs) older than this are deleted.
+    retention_days: float = 30.0
+    http: HttpConfig | None = None
 
 
-def default_state_dir(environ: Mapping[str, str] | None = None) -> Path:
+def default_state_dir(environ: Mapping[str, str] | None = None, *, config_file: Path | None = None) -> Path:
     """Where the state database lives when the config file does not say.
 
     ``$STATE_DIRECTORY`` (set by systemd's ``StateDirectory=``; the first entry if
-    several are ``:``-separated), else ``$XDG_STATE_HOME/cvat-watch``, else
-    ``~/.local/state/cvat-watch``.
+    several are ``:``-separated), else a folder of its own per configuration file under
+    ``$XDG_STATE_HOME/cvat-watch``, else under ``~/.local/state/cvat-watch``: named after the
+    file and a short hash of its absolute path (``prod-1a2b3c4d``), so that two configurations
+    never share a state by accident. Without ``config_file``, the shared parent folder.
     """
     env = os.environ if environ is None else environ
     state_directory = env.get("STATE_DIRECTORY", "").split(":")[0]
     if state_directory:
         return Path(state_directory)
     xdg = env.get("XDG_STATE_HOME", "")
+    home = env.get("HOME")
     # The XDG spec says relative values are invalid and must be ignored.
     if xdg and os.path.isabs(xdg):
-        return Path(xdg) / "cvat-watch"
-    home = env.get("HOME")
-    return (Path(home) if home else Path.home()) / ".local" / "state" / "cvat-watch"
+        base = Path(xdg) / "cvat-watch"
+    else:
+        base = (Path(home) if home else Path.home()) / ".local" / "state" / "cvat-watch"
+    if config_file is None:
+        return base
+    absolute = os.path.abspath(config_file)
+    digest = hashlib.sha256(os.fsencode(absolute)).hexdigest()[:8]
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(absolute).stem) or "config"
+    return base / f"{stem}-{digest}"
 
 
 # --- raw file schema (what a person writes) ----------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class _RawCvat:
+    url: str
+    project: int | None = None
+    task: int | None = None
+    token_env: str | None = None
+    token_file: str | None = None
+    username: str | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+    organization: str | None = None
+    poll_interval: float = 30.0
+    export: str = "on-completion"
+    export_timeout: float = 600.0
+    page_size: int = 500
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    verify_tls: bool = True
+    ca_file: str | None = None
+    webhook_secret_env: str | None = None
+    webhook_secret_file: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class _RawHttp:
+    listen: str = "127.0.0.1:8765"
 
 
 @attrs.frozen(kw_only=True)
@@ -237,6 +313,7 @@ class _RawWatch:
     debounce: float = 0.5
     max_wait: float = 5.0
     recheck_interval: float = 30.0
+    cvat: _RawCvat | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -323,8 +400,10 @@ _RawHandler = _RawLog | _RawWebhook | _RawApprise | _RawCommand | _RawNats
 @attrs.frozen(kw_only=True)
 class _RawFile:
     state_dir: str | None = None
+    retention_days: float = 30.0
     watch: tuple[_RawWatch, ...] = ()
     handler: tuple[_RawHandler, ...] = ()
+    http: _RawHttp | None = None
 
 
 # --- the "type" tag that picks a handler class --------------------------------------------
@@ -397,6 +476,22 @@ def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | No
     for warning in config.warnings:
         logger.warning("%s", warning)
     return config
+
+
+def configured_state_dir(path: str | os.PathLike[str]) -> Path | None:
+    """The ``state_dir`` a configuration file sets (absolute), or None when it leaves it out.
+
+    Reads nothing else: the admin commands that only need the state must work without the
+    handlers' secrets, which an admin shell usually does not have.
+    """
+    file = Path(os.path.abspath(os.fspath(path)))
+    value = _read_toml(file).get("state_dir")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError("must be a non-empty string", path=file, key="state_dir")
+    state_dir = Path(value).expanduser()
+    return state_dir if state_dir.is_absolute() else file.parent / state_dir
 
 
 def _read_toml(file: Path) -> dict[str, Any]:
@@ -561,11 +656,12 @@ class _Resolver:
     # -- the tree
 
     def config(self, raw: _RawFile) -> Config:
-        state_dir = (
-            default_state_dir(self.environ)
-            if raw.state_dir is None
-            else self.path("state_dir", raw.state_dir)
-        )
+        if raw.state_dir is None:
+            state_dir = default_state_dir(self.environ, config_file=self.file)
+            self.old_default_state(state_dir)
+        else:
+            state_dir = self.path("state_dir", raw.state_dir)
+        retention_days = self.number("retention_days", raw.retention_days, strict=True)
         if not raw.watch:
             self.fail("watch", "at least one [[watch]] table is required")
         watches = tuple(self.watch(f"watch[{i}]", w) for i, w in enumerate(raw.watch))
@@ -598,6 +694,18 @@ class _Resolver:
             handlers.append(self.handler(key, handler_key, raw_handler, watches))
         if not handlers:
             self.warn("handler", "no [[handler]] tables: changes are recorded but nobody is notified")
+        http = None if raw.http is None else self.http("http", raw.http)
+        for index, raw_watch in enumerate(raw.watch):
+            raw_cvat = raw_watch.cvat
+            if raw_cvat is None or http is not None:
+                continue
+            for secret_key in ("webhook_secret_env", "webhook_secret_file"):
+                if getattr(raw_cvat, secret_key) is not None:
+                    self.fail(
+                        f"watch[{index}].cvat.{secret_key}",
+                        "CVAT's webhooks need the daemon's listener: "
+                        'add an [http] table (listen = "127.0.0.1:8765")',
+                    )
 
         return Config(
             path=self.file,
@@ -605,7 +713,142 @@ class _Resolver:
             watches=watches,
             handlers=tuple(handlers),
             warnings=tuple(self._warnings),
+            retention_days=retention_days,
+            http=http,
         )
+
+    def http(self, key: str, raw: _RawHttp) -> HttpConfig:
+        host, sep, port_text = raw.listen.rpartition(":")
+        if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            self.fail(f"{key}.listen", 'must be host:port, e.g. "127.0.0.1:8765"')
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        if host not in ("127.0.0.1", "::1", "localhost"):
+            self.warn(
+                f"{key}.listen",
+                f"listens on {host}, beyond this machine: "
+                "CVAT's webhooks are signed, but put a TLS proxy in front",
+            )
+        return HttpConfig(listen=raw.listen, host=host, port=int(port_text))
+
+    def cvat(self, key: str, watch: _RawWatch, raw: _RawCvat) -> CvatSourceConfig:
+        if not _is_http_url(raw.url):
+            self.fail(f"{key}.url", "must be an http:// or https:// URL with a host (the CVAT server)")
+        parts = urlsplit(raw.url)
+        if parts.username is not None or parts.password is not None:
+            self.fail(f"{key}.url", "must not contain credentials: use token_env, token_file or password_env")
+        if parts.query or parts.fragment:
+            self.fail(f"{key}.url", "must be the server's address only (scheme, host, port), without a query")
+        if (raw.project is None) == (raw.task is None):
+            self.fail(f"{key}.project", "give exactly one of project and task (the id to watch)")
+        for name in ("project", "task"):
+            value = getattr(raw, name)
+            if value is not None and (isinstance(value, bool) or value < 1):
+                self.fail(f"{key}.{name}", "must be a positive id")
+        if watch.job_status is None:
+            self.fail(
+                f"{key[: -len('.cvat')]}.job_status", "is required with [watch.cvat]: the source writes it"
+            )
+        given = [n for n in ("token_env", "token_file", "username") if getattr(raw, n) is not None]
+        if not given:
+            self.fail(
+                f"{key}.token_env", "required: give token_env, token_file, or username with password_env"
+            )
+        if len(given) > 1:
+            self.fail(f"{key}.{given[1]}", "give only one of token_env, token_file and username")
+        token = password = None
+        if raw.token_env is not None:
+            token = Secret(self.env(f"{key}.token_env", raw.token_env))
+        elif raw.token_file is not None:
+            token = Secret(self.read_file(f"{key}.token_file", raw.token_file, what="token file"))
+        else:
+            if not raw.username:
+                self.fail(f"{key}.username", "must not be empty")
+            if (raw.password_env is None) == (raw.password_file is None):
+                self.fail(
+                    f"{key}.password_env", "with username, give exactly one of password_env and password_file"
+                )
+            if raw.password_env is not None:
+                password = Secret(self.env(f"{key}.password_env", raw.password_env))
+            else:
+                assert raw.password_file is not None
+                password = Secret(
+                    self.read_file(f"{key}.password_file", raw.password_file, what="password file")
+                )
+        for name in ("password_env", "password_file"):
+            if raw.username is None and getattr(raw, name) is not None:
+                self.fail(f"{key}.{name}", "goes with username (a token needs no password)")
+        if raw.organization is not None and not _NAME.fullmatch(raw.organization):
+            self.fail(
+                f"{key}.organization", "must be the organization's slug (letters, digits, '_', '.', '-')"
+            )
+        if not raw.verify_tls:
+            self.warn(f"{key}.verify_tls", "TLS certificates are not verified; prefer ca_file")
+        ca_file = self.optional_path(f"{key}.ca_file", raw.ca_file)
+        if ca_file is not None and not ca_file.is_file():
+            what = "is not a file (give a PEM bundle)" if ca_file.exists() else "not found"
+            self.fail(f"{key}.ca_file", f"CA file {ca_file} {what}")
+        if (
+            (token is not None or password is not None)
+            and parts.scheme == "http"
+            and parts.hostname
+            not in (
+                "127.0.0.1",
+                "localhost",
+                "::1",
+            )
+        ):
+            self.warn(f"{key}.url", "http:// to another machine: the token or password travels unencrypted")
+        if raw.webhook_secret_env is not None and raw.webhook_secret_file is not None:
+            self.fail(
+                f"{key}.webhook_secret_file", "give only one of webhook_secret_env and webhook_secret_file"
+            )
+        webhook_secret = None
+        if raw.webhook_secret_env is not None:
+            webhook_secret = Secret(self.env(f"{key}.webhook_secret_env", raw.webhook_secret_env))
+        elif raw.webhook_secret_file is not None:
+            webhook_secret = Secret(
+                self.read_file(
+                    f"{key}.webhook_secret_file", raw.webhook_secret_file, what="webhook secret file"
+                )
+            )
+        if raw.page_size < 1:
+            self.fail(f"{key}.page_size", "must be at least 1")
+        return CvatSourceConfig(
+            url=raw.url.rstrip("/"),
+            project=raw.project,
+            task=raw.task,
+            token=token,
+            username=raw.username,
+            password=password,
+            organization=raw.organization,
+            poll_interval=self.number(f"{key}.poll_interval", raw.poll_interval, strict=True),
+            export=cast(
+                Literal["on-completion", "on-change", "never"],
+                self.choice(f"{key}.export", raw.export, ("on-completion", "on-change", "never")),
+            ),
+            export_timeout=self.number(f"{key}.export_timeout", raw.export_timeout, strict=True),
+            page_size=raw.page_size,
+            connect_timeout=self.number(f"{key}.connect_timeout", raw.connect_timeout, strict=True),
+            read_timeout=self.number(f"{key}.read_timeout", raw.read_timeout, strict=True),
+            verify_tls=raw.verify_tls,
+            ca_file=ca_file,
+            webhook_secret=webhook_secret,
+        )
+
+    def old_default_state(self, state_dir: Path) -> None:
+        """Warn when the shared default folder of earlier versions holds a state and ours has none."""
+        shared = default_state_dir(self.environ)
+        if shared == state_dir or (state_dir / "cvat-watch.db").exists():
+            return
+        if (shared / "cvat-watch.db").exists():
+            self.warn(
+                "state_dir",
+                f"{shared}/cvat-watch.db was the default state of earlier versions, shared by every"
+                f" configuration; this one now keeps its state in {state_dir}. If that state belongs"
+                f" to this configuration, stop cvat-watch and move it: mv {shared}/cvat-watch.db*"
+                f' {state_dir}/ (or set state_dir = "{shared}")',
+            )
 
     def watch(self, key: str, raw: _RawWatch) -> WatchConfig:
         name = self.name(f"{key}.name", raw.name)
@@ -635,6 +878,7 @@ class _Resolver:
             debounce=debounce,
             max_wait=max_wait,
             recheck_interval=self.number(f"{key}.recheck_interval", raw.recheck_interval, strict=True),
+            cvat=None if raw.cvat is None else self.cvat(f"{key}.cvat", raw, raw.cvat),
         )
 
     def handler(

@@ -7,8 +7,12 @@ The tree::
     ├── JobStatusError     a job-status file could not be read (path, where)
     ├── ConfigError        the configuration is invalid (path, key)
     ├── StateError         the state database could not be read or written (path)
+    │   ├── StateLockedError   another process uses the state folder (holder)
+    │   └── StateLostError     the state file was deleted or replaced while in use
     ├── QueryError         a question about an export its content cannot answer (also a LookupError)
-    └── DeliveryError      a handler failed to deliver an event (retry, retry_after)
+    ├── DeliveryError      a handler failed to deliver an event (retry, retry_after)
+    └── CvatServerError    a CVAT server refused or failed a request (server, status, retry, retry_after)
+        └── CvatExportError   CVAT's export of the annotations failed or gave an unusable archive
 
 Details travel as attributes so that callers can act on them; ``__str__`` formats them
 into the one line the CLI prints. Messages never contain secrets.
@@ -21,11 +25,15 @@ import os
 __all__ = [
     "AnnotationsError",
     "ConfigError",
+    "CvatExportError",
+    "CvatServerError",
     "CvatWatchError",
     "DeliveryError",
     "JobStatusError",
     "QueryError",
     "StateError",
+    "StateLockedError",
+    "StateLostError",
 ]
 
 
@@ -134,6 +142,18 @@ class StateError(CvatWatchError):
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
+class StateLockedError(StateError):
+    """Another process holds the state folder's lock; ``holder`` is what it wrote there (pid, command)."""
+
+    def __init__(self, message: str, *, path: str | os.PathLike[str] | None = None, holder: str = "") -> None:
+        super().__init__(message, path=path)
+        self.holder = holder
+
+
+class StateLostError(StateError):
+    """The state database was deleted or replaced under the running process."""
+
+
 class DeliveryError(CvatWatchError):
     """A handler could not deliver an event.
 
@@ -154,3 +174,36 @@ class DeliveryError(CvatWatchError):
         self.retry = retry
         self.retry_after = retry_after
         self.gone = gone
+
+
+class CvatServerError(CvatWatchError):
+    """A CVAT server could not be reached, refused a request or answered something unusable.
+
+    ``server`` is the server's URL (never with credentials), ``status`` the HTTP status when
+    there was one. ``retry`` says whether the same request may succeed later without anyone
+    changing anything (server down, 5xx, 429, timeouts); ``retry_after`` is the delay in
+    seconds the server asked for. The message says what to fix when a person must act
+    (401: the token; 403: the organization or the user's permissions).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        server: str,
+        status: int | None = None,
+        retry: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.server = server
+        self.status = status
+        self.retry = retry
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        return f"CVAT server {self.server}: {self.message}"
+
+
+class CvatExportError(CvatServerError):
+    """CVAT's export failed on its side, timed out, or its archive holds no usable annotations.xml."""

@@ -37,17 +37,28 @@ def describe_config(config: Config) -> tuple[list[str], list[str]]:
             f"  completion={watch.completion} notify_existing={watch.notify_existing}"
             f" poll={watch.poll} debounce={watch.debounce}s"
         )
+        cvat = watch.cvat
+        if cvat is not None:
+            scope = f"project {cvat.project}" if cvat.project is not None else f"task {cvat.task}"
+            who = "a token" if cvat.token is not None else f"user {cvat.username} (password)"
+            org = f", organization {cvat.organization}" if cvat.organization else ""
+            pushed = (
+                f"CVAT webhooks on /cvat/webhook/{watch.name}" if cvat.webhook_secret else "no CVAT webhooks"
+            )
+            lines.append(f"  cvat: {redact_url(cvat.url)} {scope} as {who}{org}")
+            lines.append(f"  cvat: poll every {cvat.poll_interval:g}s, export {cvat.export}, {pushed}")
         for path in (watch.annotations, watch.job_status):
             if path is not None and not path.exists():
-                lines.append(f"  note: {path} does not exist yet; the daemon waits for it")
+                what = "the CVAT source writes it" if cvat is not None else "the daemon waits for it"
+                lines.append(f"  note: {path} does not exist yet; {what}")
+    if config.http is not None:
+        lines.append(f"http: listening on {config.http.listen} (status page /, /metrics, /healthz, /readyz)")
     for handler in config.handlers:
         lines.append(f"handler {handler.key}: {_describe_handler(handler)}")
         lines.append(f"  events: {', '.join(handler.events)}")
         problems.extend(_handler_problems(handler))
-    for warning in config.warnings:
-        lines.append(f"warning: {warning}")
-    if not config.handlers:
-        lines.append("warning: no [[handler]]: events are recorded but nobody is told")
+    # The configuration's warnings (no handler, an inline secret...) were logged once on
+    # stderr when it was loaded; printing them here too showed each one twice.
     return lines, problems
 
 
@@ -126,20 +137,47 @@ def _when(timestamp: float | None) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
+_HEADER = ("ID", "STATUS", "TRIES", "HANDLER", "EVENT", "TASK", "NEXT / DONE", "LAST ERROR")
+_RIGHT = {0, 2}
+
+
+def _one_line(text: str, width: int = 80) -> str:
+    # A receiver's error text may hold newlines and control characters: one cell, one line.
+    # Task ids come from the export: a newline must not forge a row, a bidi override reorder one.
+    flat = printable(text)
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
 def format_deliveries(rows: Sequence[Delivery], handlers: Mapping[str, str]) -> str:
-    """A table of deliveries, newest first as the store returns them, and the gone handlers."""
-    lines = [
-        f"{'ID':>6}  {'STATUS':<9} {'TRIES':>5}  {'HANDLER':<16} {'EVENT':<16} {'TASK':<8} "
-        f"{'NEXT / DONE':<20}  ERROR"
-    ]
+    """A table of deliveries, newest first as the store returns them, and the gone handlers.
+
+    Columns are as wide as their widest cell; the last error is shown only for rows not
+    delivered (a delivered row's old error is history, not a problem).
+    """
+    table = [_HEADER]
     for row in rows:
         when = _when(row.delivered_at if row.status == "delivered" else row.next_attempt_at)
-        error = printable(row.last_error or "")
-        # Task ids come from the export: a newline in one must not forge a row.
-        lines.append(
-            f"{row.id:>6}  {row.status:<9} {row.attempts:>5}  {row.handler_key:<16} "
-            f"{row.event_type:<16} {printable(row.task_id):<8} {when:<20}  {error[:80]}"
+        error = _one_line(row.last_error or "") if row.status != "delivered" else ""
+        table.append(
+            (
+                str(row.id),
+                row.status,
+                str(row.attempts),
+                _one_line(row.handler_key, 40),
+                row.event_type,
+                _one_line(row.task_id, 20),
+                when,
+                error,
+            )
         )
+    widths = [max(len(line[column]) for line in table) for column in range(len(_HEADER))]
+    lines = [
+        "  ".join(
+            cell.rjust(width) if column in _RIGHT else cell.ljust(width)
+            for column, (cell, width) in enumerate(zip(line, widths, strict=True))
+        ).rstrip()
+        for line in table
+    ]
     if not rows:
         lines.append("(no deliveries)")
     for key, status in sorted(handlers.items()):

@@ -30,6 +30,14 @@ class TextFormatter(logging.Formatter):
         return super().formatMessage(record)
 
 
+class _CommandFormatter(TextFormatter):
+    """``cvat-watch: warning: …``: the lower-case level, as the command's own error lines read."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.levelname = record.levelname.lower()
+        return super().formatMessage(record)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message (and the traceback, if any)."""
 
@@ -45,10 +53,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, ensure_ascii=False)
 
 
-def configure_logging(*, json_lines: bool = False, level: str = "INFO") -> None:
+def configure_logging(*, json_lines: bool = False, level: str = "INFO", command: bool = False) -> None:
+    """Log lines to stderr; ``command``: a short command's ``cvat-watch: warning: …`` lines."""
     handler = logging.StreamHandler(sys.stderr)
     if json_lines:
         handler.setFormatter(JsonFormatter())
+    elif command:
+        handler.setFormatter(_CommandFormatter("cvat-watch: %(levelname)s: %(message)s"))
     elif os.environ.get("JOURNAL_STREAM"):
         handler.setFormatter(TextFormatter("%(levelname)s %(name)s: %(message)s"))
     else:
@@ -59,3 +70,7 @@ def configure_logging(*, json_lines: bool = False, level: str = "INFO") -> None:
     # httpx logs every request at INFO with its full URL, which may carry a token.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+    # Apprise says "Sent Telegram notification." at INFO for every message: our own line
+    # already reports the delivery. Its warnings and errors still come through.
+    third_party = logging.DEBUG if logging.getLevelName(level) == logging.DEBUG else logging.WARNING
+    logging.getLogger("apprise").setLevel(third_party)

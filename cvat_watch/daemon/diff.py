@@ -8,6 +8,8 @@ id, which is what makes ids stable across retries yet new for a second completio
 
 from __future__ import annotations
 
+import itertools
+import operator
 from collections.abc import Mapping
 
 import attrs
@@ -73,6 +75,7 @@ def diff(
     *,
     generations: Mapping[str, int],
     timestamp: str,
+    epoch: str,
     notify_existing: bool = False,
     job_events: bool = False,
     project_events: bool = False,
@@ -84,6 +87,7 @@ def diff(
     * a task completed in ``new`` but not in ``old`` (or absent from it): ``task.completed``;
     * completed in ``old`` and present but not completed in ``new``: ``task.reopened``;
     * a task missing from ``new`` produces nothing;
+    * every id includes ``epoch``, the state database's (see events.event_id);
     * with ``job_events``: ``job.state_changed`` for every job whose state differs, and for a
       job that appears in a state other than ``new`` (never on first start);
     * with ``project_events``, for a project export (one with a project id), after the task events:
@@ -97,7 +101,21 @@ def diff(
         if new.project_id is not None or new.project_name is not None
         else None
     )
-    before = old.by_id() if old is not None else {}
+    # Each task of ``new`` with its state in ``old`` (None: not there), except the tasks whose state
+    # is the very object of ``old``: the snapshot builder carries unchanged tasks over, and at
+    # 100,000 tasks even a dictionary of them costs more than the whole diff of a one-job change.
+    pairs: list[tuple[TaskState, TaskState | None]]
+    olds, news = (old.tasks if old is not None else ()), new.tasks
+    places = (
+        list(itertools.compress(itertools.count(), map(operator.is_not, news, olds)))
+        if len(olds) == len(news)
+        else None
+    )
+    if places is not None and all(news[place].id == olds[place].id for place in places):
+        pairs = [(news[place], olds[place]) for place in places]
+    else:
+        before = old.by_id() if old is not None else {}
+        pairs = [(task, before.get(task.id)) for task in news]
     # Snapshots keep tasks and jobs sorted by id, so walking them gives the delivery order:
     # task by task, and within a task its job changes before the task event they explain.
     events: list[Event] = []
@@ -119,6 +137,7 @@ def diff(
                 transition or kind,
                 generation,
                 job.id if job is not None else None,
+                epoch=epoch,
             ),
             timestamp=timestamp,
             watch=new.watch,
@@ -128,8 +147,7 @@ def diff(
             previous_state=previous_state,
         )
 
-    for task in new.tasks:
-        previous = before.get(task.id)
+    for task, previous in pairs:
         if previous is task:
             # The snapshot builder reuses an unchanged task's state object: nothing to compare.
             continue
@@ -164,7 +182,7 @@ def diff(
 
     if project_events:
         project_event = _project_event(
-            old, new, counters, timestamp=timestamp, notify_existing=notify_existing
+            old, new, counters, timestamp=timestamp, epoch=epoch, notify_existing=notify_existing
         )
         if project_event is not None:
             events.append(project_event)
@@ -177,6 +195,7 @@ def _project_event(
     counters: dict[str, int],
     *,
     timestamp: str,
+    epoch: str,
     notify_existing: bool,
 ) -> Event | None:
     """``project.completed``/``project.reopened`` between the snapshots, counting completions."""
@@ -195,7 +214,7 @@ def _project_event(
         return None
     return Event(
         type=kind,
-        id=project_event_id(new.watch, project_id, kind, counters.get(key, 0)),
+        id=project_event_id(new.watch, project_id, kind, counters.get(key, 0), epoch=epoch),
         timestamp=timestamp,
         watch=new.watch,
         project=ProjectInfo(

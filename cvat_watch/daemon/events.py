@@ -46,25 +46,29 @@ __all__ = [
 EVENT_TYPES = frozenset(ALL_EVENTS)
 
 
-def event_id(watch: str, task_id: str, transition: str, generation: int, job_id: str | None = None) -> str:
+def event_id(
+    watch: str, task_id: str, transition: str, generation: int, job_id: str | None = None, *, epoch: str
+) -> str:
     """``evt_`` and 32 hex digits derived from what the event is about, never from when.
 
-    The same (watch, task, transition, generation) gives the same id on every retry and after
-    every restart, which lets receivers drop duplicates; a second completion after a reopen has
-    a higher generation and so a new id.
+    The same (epoch, watch, task, transition, generation) gives the same id on every retry and
+    after every restart, which lets receivers drop duplicates; a second completion after a
+    reopen has a higher generation and so a new id. ``epoch`` is the state database's random
+    epoch (Store.epoch): when the state is lost or reset the generations start again, and the
+    new epoch keeps the ids they give from repeating ids receivers already hold.
     """
     # A JSON array keeps the parts apart: ("a:b", "c") and ("a", "b:c") must not collide.
-    material = json.dumps([watch, task_id, transition, generation, job_id], ensure_ascii=False)
+    material = json.dumps([epoch, watch, task_id, transition, generation, job_id], ensure_ascii=False)
     return "evt_" + hashlib.sha256(material.encode("utf-8")).hexdigest()[:32]
 
 
-def project_event_id(watch: str, project_id: str, transition: str, generation: int) -> str:
+def project_event_id(watch: str, project_id: str, transition: str, generation: int, *, epoch: str) -> str:
     """The id of a project event: like :func:`event_id`, from what it is about, never from when.
 
     The material is tagged ``"project"`` and has its own shape, so a project id can never
-    produce the id of a task event whatever the two ids look like.
+    produce the id of a task event whatever the two ids look like; ``epoch`` as for task events.
     """
-    material = json.dumps(["project", watch, project_id, transition, generation], ensure_ascii=False)
+    material = json.dumps(["project", epoch, watch, project_id, transition, generation], ensure_ascii=False)
     return "evt_" + hashlib.sha256(material.encode("utf-8")).hexdigest()[:32]
 
 

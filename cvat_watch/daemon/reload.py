@@ -13,7 +13,9 @@ import contextlib
 import errno
 import gc
 import hashlib
+import itertools
 import logging
+import operator
 import os
 import stat
 import time
@@ -51,7 +53,8 @@ def utc_timestamp(now: float) -> str:
 
 @attrs.frozen
 class ReloadOutcome:
-    """What one reload did: ``unchanged``, ``failed`` (last good state kept) or ``committed``."""
+    """What one reload did: ``unchanged``, ``failed`` (last good state kept), ``committed``, or
+    ``interrupted`` (the process is stopping; nothing was committed)."""
 
     status: str
     events: tuple[Event, ...] = ()
@@ -169,18 +172,28 @@ class WatchRunner:
         return min(interval, _RETRY_AFTER_FAILURE * 2 ** min(self._failures - 1, 16))
 
     @property
+    def snapshot(self) -> Snapshot | None:
+        """The last committed snapshot (the database's baseline), once read; for read-only views."""
+        baseline = self._baseline
+        return baseline[0] if baseline is not None else None
+
+    @property
     def paths(self) -> list[Path]:
         return [p for p in (self.config.annotations, self.config.job_status) if p is not None]
 
-    def reload(self, *, force: bool = False, dry_run: bool = False) -> ReloadOutcome:
+    def reload(
+        self, *, force: bool = False, dry_run: bool = False, interrupted: Callable[[], bool] | None = None
+    ) -> ReloadOutcome:
         """Read, diff and commit; never raises for bad input, which is logged and kept out.
 
         ``force`` reads both files whatever their status and commits even when nothing changed.
+        ``interrupted`` is asked between the phases (read, parse, build, commit): when it says
+        yes, the reload ends without committing, so that a stop never waits for a big export.
         """
         with _cyclic_gc_paused():
-            return self._reload(force=force, dry_run=dry_run)
+            return self._reload(force=force, dry_run=dry_run, interrupted=interrupted or _never)
 
-    def _reload(self, *, force: bool, dry_run: bool) -> ReloadOutcome:
+    def _reload(self, *, force: bool, dry_run: bool, interrupted: Callable[[], bool]) -> ReloadOutcome:
         try:
             annotations, annotations_bytes = self._read_file(
                 self.config.annotations,
@@ -203,11 +216,17 @@ class WatchRunner:
                 self._remember(annotations, job_status)
                 self._recovered()
                 return ReloadOutcome("unchanged")
+            if interrupted():
+                return ReloadOutcome("interrupted")
             summary = self._summary(digests[0], annotations_bytes)
+            if interrupted():
+                return ReloadOutcome("interrupted")
             records = self._jobs(digests[1], job_status[1] if job_status is not None else None)
             self._refuse_emptied(summary, records)
         except (AnnotationsError, JobStatusError) as error:
             return self._failed(str(error))
+        if interrupted():
+            return ReloadOutcome("interrupted")
         snapshot = self._builder.build(
             watch=self.name,
             summary=summary,
@@ -215,6 +234,8 @@ class WatchRunner:
             rule=self.config.completion,
             base_url=self.config.base_url,
         )
+        if interrupted():
+            return ReloadOutcome("interrupted")
         self._report_behind()
         outcome = self._commit(snapshot, dry_run=dry_run)
         if not dry_run:
@@ -316,6 +337,7 @@ class WatchRunner:
             return self._summary_cache[1]
         assert data is not None  # _read_file reads whatever the cache does not hold
         summary = cvatxml.loads_summary(data, path=self.config.annotations)
+        log.debug("watch %s: export parsed, %d tasks", self.name, len(summary.tasks))
         self._summary_cache = (digest, summary)
         return summary
 
@@ -352,11 +374,12 @@ class WatchRunner:
             snapshot,
             generations=generations,
             timestamp=utc_timestamp(now),
+            epoch=self.store.epoch,
             notify_existing=self.config.notify_existing,
             job_events=self.job_events,
             project_events=self.project_events,
         )
-        completed = sum(task.completed for task in snapshot.tasks)
+        completed = sum(map(_COMPLETED, snapshot.tasks))
         if not dry_run:
             self.store.commit_reload(
                 self.name, snapshot, result.generations, result.events, self.targets, now
@@ -377,6 +400,13 @@ class WatchRunner:
         )
 
 
+_COMPLETED = operator.attrgetter("completed")
+
+
+def _never() -> bool:
+    return False
+
+
 def _keep_absent_tasks(baseline: Snapshot | None, snapshot: Snapshot) -> Snapshot:
     """The new snapshot plus the baseline's tasks that this export does not mention.
 
@@ -385,6 +415,12 @@ def _keep_absent_tasks(baseline: Snapshot | None, snapshot: Snapshot) -> Snapsho
     """
     if baseline is None:
         return snapshot
+    olds, news = baseline.tasks, snapshot.tasks
+    if len(olds) == len(news):
+        # Usually the same tasks at the same places, most of them the same objects: then none is absent.
+        places = itertools.compress(itertools.count(), map(operator.is_not, news, olds))
+        if all(news[place].id == olds[place].id for place in places):
+            return snapshot
     present = {task.id for task in snapshot.tasks}
     absent = tuple(task for task in baseline.tasks if task.id not in present)
     if not absent:

@@ -2,10 +2,13 @@
 
 One SQLite file (WAL, ``synchronous=FULL``) holds per watch the last snapshot and generation
 counters, every event ever announced with its payload, one delivery row per (event, handler),
-and which handlers said they are gone. :meth:`Store.commit_reload` writes a reload's events,
-their deliveries and the new baseline in one transaction, so the baseline never gets ahead of
-the outbox: a crash at any point either keeps the old baseline (the reload is diffed again and
-yields the same event ids) or keeps everything.
+and which handlers said they are gone. The baseline is stored in pieces (schema 3): one row for
+the snapshot without its tasks, one row per task and one per counter, so that a reload that
+changed one task writes that task's row, not the whole project's baseline.
+:meth:`Store.commit_reload` writes a reload's events, their deliveries and the new baseline in
+one transaction, so the baseline never gets ahead of the outbox: a crash at any point either
+keeps the old baseline (the reload is diffed again and yields the same event ids) or keeps
+everything.
 
 The store is shared by the dispatcher's worker threads and the main loop: one connection,
 every use under one lock. Every SQLite or OS failure surfaces as a
@@ -16,38 +19,81 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import itertools
 import json
+import logging
 import operator
 import os
+import secrets
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Self
+from urllib.parse import quote
 
 import attrs
 
 from cvat_watch.daemon.events import Event
 from cvat_watch.daemon.snapshot import Snapshot, TaskState
-from cvat_watch.errors import StateError
+from cvat_watch.errors import StateError, StateLockedError, StateLostError
 
-__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "Delivery", "DeliveryStatus", "Store", "group_identity"]
+__all__ = [
+    "APPLICATION_ID",
+    "LOCK_FILE_NAME",
+    "SCHEMA_VERSION",
+    "Delivery",
+    "DeliveryStatus",
+    "OutboxSummary",
+    "StateLock",
+    "Store",
+    "group_identity",
+]
+
+log = logging.getLogger(__name__)
 
 #: ``PRAGMA application_id`` of a cvat-watch database ("CVWT"): tells our file from any other SQLite file.
 APPLICATION_ID = 0x43565754
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3
 
-DeliveryStatus = Literal["pending", "delivered", "dead", "gone"]
+#: "orphaned" is never stored: ``deliveries`` shows it for a pending row whose handler is no
+#: longer configured (the row waits; it is never sent to another handler).
+DeliveryStatus = Literal["pending", "delivered", "dead", "gone", "orphaned"]
 
-_SCHEMA = """
+# The baseline of a watch: ``baselines.snapshot`` is the JSON of its snapshot with no tasks
+# ("tasks":[]), each task's JSON is a row of baseline_tasks and each generation counter a row of
+# baseline_generations. A commit writes the rows that changed, in the same transaction as its events.
+_BASELINE_SCHEMA = """
 CREATE TABLE baselines (
     watch TEXT PRIMARY KEY,
     snapshot TEXT NOT NULL,
-    generations TEXT NOT NULL,
     updated_at REAL NOT NULL
 );
+CREATE TABLE baseline_tasks (
+    watch TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    task TEXT NOT NULL,
+    PRIMARY KEY (watch, task_id)
+) WITHOUT ROWID;
+CREATE TABLE baseline_generations (
+    watch TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value INTEGER NOT NULL,
+    PRIMARY KEY (watch, key)
+) WITHOUT ROWID;
+"""
+
+_SCHEMA = (
+    """
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+    + _BASELINE_SCHEMA
+    + """
 CREATE TABLE events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
@@ -57,12 +103,14 @@ CREATE TABLE events (
     payload TEXT NOT NULL,
     created_at REAL NOT NULL
 );
+-- handler_id is the identity of the handler the row was routed to (routes.handler_identity),
+-- never a position in the configuration: a row is only ever sent to that handler.
 -- watch and task_id are repeated from the event so that the per-task ordering rule of
 -- due_deliveries is one indexed lookup instead of a join per candidate row.
 CREATE TABLE deliveries (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     event_id TEXT NOT NULL REFERENCES events (id),
-    handler_key TEXT NOT NULL,
+    handler_id TEXT NOT NULL,
     watch TEXT NOT NULL,
     task_id TEXT NOT NULL,
     status TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'dead', 'gone')),
@@ -72,17 +120,35 @@ CREATE TABLE deliveries (
     last_error TEXT,
     created_at REAL NOT NULL,
     delivered_at REAL,
-    UNIQUE (event_id, handler_key)
+    UNIQUE (event_id, handler_id)
 );
-CREATE INDEX deliveries_queue ON deliveries (handler_key, status, watch, task_id, id);
+CREATE INDEX deliveries_queue ON deliveries (handler_id, status, watch, task_id, id);
 CREATE INDEX deliveries_status ON deliveries (status, id);
 CREATE TABLE handlers (
-    key TEXT PRIMARY KEY,
+    id TEXT PRIMARY KEY,
+    name TEXT,
     status TEXT NOT NULL CHECK (status IN ('active', 'gone')),
     reason TEXT,
     changed_at REAL NOT NULL
 );
 """
+)
+
+# Schema 1 bound rows to the handler's name ("webhook-1" for an unnamed one). The migration
+# keeps those rows under "legacy:<name>", which no handler identity matches, until a daemon
+# with a handler of that name adopts them once (Store.register_handlers).
+_MIGRATE_1_TO_2 = """
+ALTER TABLE deliveries RENAME COLUMN handler_key TO handler_id;
+UPDATE deliveries SET handler_id = 'legacy:' || handler_id;
+ALTER TABLE handlers RENAME COLUMN key TO id;
+ALTER TABLE handlers ADD COLUMN name TEXT;
+UPDATE handlers SET name = id, id = 'legacy:' || id;
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+_LEGACY_PREFIX = "legacy:"
 
 # A pending row waits while an earlier pending row of the same handler, watch and task exists:
 # receivers see a task's events in the order they happened, even across retries.
@@ -90,7 +156,7 @@ _HEAD_OF_LINE = """
     d.status = 'pending'
     AND NOT EXISTS (
         SELECT 1 FROM deliveries AS earlier
-        WHERE earlier.handler_key = d.handler_key
+        WHERE earlier.handler_id = d.handler_id
           AND earlier.status = 'pending'
           AND earlier.watch = d.watch
           AND earlier.task_id = d.task_id
@@ -99,8 +165,11 @@ _HEAD_OF_LINE = """
 """
 
 _DELIVERY_COLUMNS = """
-    d.id, d.event_id, e.type, d.watch, d.task_id, d.handler_key, d.status, d.attempts,
-    d.next_attempt_at, d.last_error, d.created_at, d.delivered_at, e.payload
+    d.id, d.event_id, e.type, d.watch, d.task_id, d.handler_id, COALESCE(h.name, d.handler_id),
+    d.status, d.attempts, d.next_attempt_at, d.last_error, d.created_at, d.delivered_at, e.payload
+"""
+_DELIVERY_TABLES = """
+    FROM deliveries AS d JOIN events AS e ON e.id = d.event_id LEFT JOIN handlers AS h ON h.id = d.handler_id
 """
 
 
@@ -113,6 +182,9 @@ class Delivery:
     event_type: str
     watch: str
     task_id: str
+    #: The identity of the handler the row is bound to (see routes.handler_identity).
+    handler_id: str
+    #: That handler's name in the configuration, for people.
     handler_key: str
     status: DeliveryStatus
     attempts: int
@@ -131,6 +203,19 @@ class Delivery:
 
 
 _FIELD_NAMES = tuple(field.name for field in attrs.fields(Delivery))
+
+
+@attrs.frozen
+class OutboxSummary:
+    """One handler's deliveries by status; ``retrying``: pending ones that failed before."""
+
+    pending: int = 0
+    retrying: int = 0
+    dead: int = 0
+    gone: int = 0
+    delivered: int = 0
+    #: Seconds since the oldest pending delivery's event was committed; None when none is pending.
+    oldest_pending_age: float | None = None
 
 
 def _describe(exc: BaseException) -> str:
@@ -166,12 +251,24 @@ class Store:
     _connection: sqlite3.Connection = attrs.field(alias="connection", repr=False)
     _lock: threading.RLock = attrs.field(factory=threading.RLock, init=False, repr=False)
     _closed: bool = attrs.field(default=False, init=False)
-    # Per watch, what the last commit wrote, to serialise only what changed (see _BaselineText).
-    _texts: dict[str, _BaselineText] = attrs.field(factory=dict, init=False, repr=False)
+    #: (st_dev, st_ino) of the file when it was opened; None in memory.
+    _identity: tuple[int, int] | None = attrs.field(default=None, alias="identity", repr=False)
+    _epoch: str = attrs.field(default="", alias="epoch", repr=False)
+    # Per watch, the baseline the database holds, to write only what changed (see _Written).
+    _written: dict[str, _Written] = attrs.field(factory=dict, init=False, repr=False)
 
     @property
     def path(self) -> Path:
         return self._path
+
+    @property
+    def epoch(self) -> str:
+        """A random value made with the database: part of every event id (see events.event_id).
+
+        A state that is lost or reset gets a new epoch, so its events never reuse an id that
+        receivers have already seen, while retries and restarts of one state keep their ids.
+        """
+        return self._epoch
 
     # -- opening ----------------------------------------------------------------------------
 
@@ -179,6 +276,9 @@ class Store:
     def open(cls, path: Path | str, *, busy_timeout: float = 10.0) -> Store:
         """Open (and on first use create) the database; StateError naming ``path`` on failure.
 
+        A new database is built beside ``path`` and linked into place complete, so that a file
+        at ``path`` is always a whole cvat-watch database: any other file there (another
+        program's database, an emptied or truncated one) is an error, never a first start.
         A new file gets mode 0600 and a new parent directory 0700: the outbox holds task names
         and links that are nobody else's business.
         """
@@ -190,16 +290,12 @@ class Store:
         try:
             if not in_memory:
                 _make_private_dirs(path.parent)
-                # Create the file ourselves so that its mode never depends on SQLite's defaults;
-                # SQLite gives the -wal and -shm files the mode of the database file.
-                os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
-            connection = sqlite3.connect(
-                path,
-                timeout=busy_timeout,
-                isolation_level=None,  # transactions are explicit: BEGIN IMMEDIATE ... COMMIT
-                check_same_thread=False,  # shared by worker threads, serialised by the lock
-            )
-            connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+                if not os.path.lexists(path):
+                    _create(path, busy_timeout)
+            connection = _connect(path, busy_timeout)
+            # Before anything writes (switching to WAL rewrites the header): never touch a file
+            # that is not ours.
+            _refuse_foreign(connection, path, new=in_memory)
             mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal" and not in_memory:
                 raise StateError(
@@ -208,15 +304,19 @@ class Store:
                 )
             connection.execute("PRAGMA synchronous = FULL")
             connection.execute("PRAGMA foreign_keys = ON")
-            _prepare_schema(connection, path)
+            epoch = _prepare_schema(connection, path)
             _prepare_groups(connection)
+            identity = None
+            if not in_memory:
+                status = os.stat(path)
+                identity = (status.st_dev, status.st_ino)
         except Exception as exc:
             if connection is not None:
                 connection.close()
             if isinstance(exc, sqlite3.Error | OSError):
                 raise StateError(f"cannot open the state database: {_describe(exc)}", path=path) from exc
             raise
-        return cls(path=path, connection=connection)
+        return cls(path=path, connection=connection, identity=identity, epoch=epoch)
 
     def close(self) -> None:
         """Close the connection; idempotent."""
@@ -249,6 +349,8 @@ class Store:
     def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
         """One write transaction: committed when the block ends, rolled back if it raises."""
         with self._use(what) as connection:
+            # A commit into a deleted or replaced file would be lost without a word.
+            self.verify()
             # IMMEDIATE takes the write lock up front, so a concurrent writer in another process
             # makes us wait (busy_timeout) instead of failing halfway through.
             connection.execute("BEGIN IMMEDIATE")
@@ -266,19 +368,32 @@ class Store:
     def load_baseline(self, watch: str) -> tuple[Snapshot | None, dict[str, int]]:
         """The last committed snapshot of ``watch`` and its generation counters ((None, {}) if none)."""
         with self._use(f"read the baseline of watch {watch!r}") as connection:
-            row = connection.execute(
-                "SELECT snapshot, generations FROM baselines WHERE watch = ?", (watch,)
-            ).fetchone()
-        if row is None:
-            return None, {}
+            row = connection.execute("SELECT snapshot FROM baselines WHERE watch = ?", (watch,)).fetchone()
+            if row is None:
+                return None, {}
+            tasks = connection.execute(
+                "SELECT task_id, task FROM baseline_tasks WHERE watch = ?", (watch,)
+            ).fetchall()
+            counters = connection.execute(
+                "SELECT key, value FROM baseline_generations WHERE watch = ?", (watch,)
+            ).fetchall()
         try:
-            snapshot = Snapshot.from_dict(json.loads(row[0]))
-            generations = {str(k): int(v) for k, v in json.loads(row[1]).items()}
+            data = json.loads(row[0])
+            data["tasks"] = [json.loads(task) for _, task in tasks]
+            snapshot = Snapshot.from_dict(data)
+            generations = {str(key): int(value) for key, value in counters}
         except Exception as exc:  # cattrs raises exception groups of anything
             raise StateError(
                 f"the stored baseline of watch {watch!r} is unreadable ({type(exc).__name__})",
                 path=self._path,
             ) from exc
+        # What the database holds now: the next commit writes only what differs from it.
+        self._written[watch] = _Written(
+            head=row[0],
+            tasks={task.id: task for task in snapshot.tasks},
+            order=snapshot.tasks,
+            generations=dict(generations),
+        )
         return snapshot, generations
 
     def commit_reload(
@@ -298,15 +413,13 @@ class Store:
         # Routing is the caller's code: run it before the transaction so that its failure
         # leaves nothing half-written and never holds the write lock.
         routed = [(event, list(targets(event))) for event in events]
-        # The text is exactly json.dumps(snapshot.to_dict()), built from cached pieces: between
-        # two reloads most TaskState objects are carried over, and serialising ten thousand tasks
-        # again would cost a third of a second. Updating the cache outside the transaction is
-        # safe: it maps values to their JSON, whether or not this commit succeeds.
-        text = self._texts.get(watch) or _BaselineText()
-        baseline, counters = text.update(snapshot, generations)
-        self._texts[watch] = text
+        # Only the baseline rows that changed are written: at 100,000 tasks the whole baseline is
+        # tens of megabytes, a one-job change one task's row. Working out the change outside the
+        # transaction is safe: the memory is replaced only once the transaction committed.
+        written = self._written.get(watch)
+        change = _baseline_change(written, snapshot, generations)
         with self._transaction(f"commit a reload of watch {watch!r}") as connection:
-            gone = {key for (key,) in connection.execute("SELECT key FROM handlers WHERE status = 'gone'")}
+            gone = {key for (key,) in connection.execute("SELECT id FROM handlers WHERE status = 'gone'")}
             for event, keys in routed:
                 connection.execute(
                     "INSERT OR IGNORE INTO events (id, type, watch, task_id, payload, created_at)"
@@ -324,51 +437,46 @@ class Store:
                     if key in gone:
                         continue
                     connection.execute(
-                        "INSERT OR IGNORE INTO handlers (key, status, changed_at) VALUES (?, 'active', ?)",
+                        "INSERT OR IGNORE INTO handlers (id, status, changed_at) VALUES (?, 'active', ?)",
                         (key, now),
                     )
                     connection.execute(
                         "INSERT OR IGNORE INTO deliveries"
-                        " (event_id, handler_key, watch, task_id, status, next_attempt_at, created_at)"
+                        " (event_id, handler_id, watch, task_id, status, next_attempt_at, created_at)"
                         " VALUES (?, ?, ?, ?, 'pending', ?, ?)",
                         (event.id, key, event.watch, event.order_key, now, now),
                     )
-            connection.execute(
-                "INSERT INTO baselines (watch, snapshot, generations, updated_at)"
-                " VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (watch) DO UPDATE SET snapshot = excluded.snapshot,"
-                " generations = excluded.generations, updated_at = excluded.updated_at",
-                (watch, baseline, counters, now),
-            )
+            _write_baseline(connection, watch, written, change, now)
+        self._written[watch] = change.after
 
     # -- the dispatcher's side --------------------------------------------------------------
 
-    def due_deliveries(self, handler_key: str, now: float, limit: int = 100) -> list[Delivery]:
-        """Pending deliveries of ``handler_key`` due at ``now``, one per task at a time.
+    def due_deliveries(self, handler_id: str, now: float, limit: int = 100) -> list[Delivery]:
+        """Pending deliveries bound to handler ``handler_id`` due at ``now``, one per task at a time.
 
         Oldest first within a watch, the watches taking turns: a burst of a thousand events
         from one export must not hold back the next event of another.
         """
-        with self._use(f"read the deliveries due for {handler_key!r}") as connection:
+        with self._use(f"read the deliveries due for {handler_id!r}") as connection:
             rows = connection.execute(
-                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries AS d JOIN events AS e ON e.id = d.event_id"
-                f" WHERE d.handler_key = ? AND d.next_attempt_at <= ? AND {_HEAD_OF_LINE}"
+                f"SELECT {_DELIVERY_COLUMNS} {_DELIVERY_TABLES}"
+                f" WHERE d.handler_id = ? AND d.next_attempt_at <= ? AND {_HEAD_OF_LINE}"
                 " ORDER BY row_number() OVER (PARTITION BY d.watch ORDER BY d.id), d.id LIMIT ?",
-                (handler_key, now, limit),
+                (handler_id, now, limit),
             ).fetchall()
         return [Delivery._from_row(row) for row in rows]
 
-    def next_due_time(self, handler_key: str | None = None) -> float | None:
-        """When a delivery (of ``handler_key``, or of any handler) is due next; None if none is pending.
+    def next_due_time(self, handler_id: str | None = None) -> float | None:
+        """When a delivery (of ``handler_id``, or of any handler) is due next; None if none is pending.
 
         Rows held back by the per-task order do not count: they are not due until the row ahead
         of them is settled, and counting them would wake a worker for nothing.
         """
         query = f"SELECT MIN(d.next_attempt_at) FROM deliveries AS d WHERE {_HEAD_OF_LINE}"
         parameters: tuple[str, ...] = ()
-        if handler_key is not None:
-            query += " AND d.handler_key = ?"
-            parameters = (handler_key,)
+        if handler_id is not None:
+            query += " AND d.handler_id = ?"
+            parameters = (handler_id,)
         with self._use("read the next due delivery") as connection:
             (due,) = connection.execute(query, parameters).fetchone()
         return None if due is None else float(due)
@@ -396,38 +504,66 @@ class Store:
                 ),
             )
 
-    def mark_gone(self, handler_key: str, reason: str, now: float) -> None:
+    def shift_retries(self, moves: Mapping[int, float]) -> None:
+        """Move the next attempt of pending rows by the seconds given per row id (a clock step)."""
+        with self._transaction("move retry times after a clock step") as connection:
+            connection.executemany(
+                "UPDATE deliveries SET next_attempt_at = next_attempt_at + ?"
+                " WHERE id = ? AND status = 'pending' AND attempts > 0",
+                [(step, row) for row, step in moves.items()],
+            )
+
+    def mark_gone(self, handler_id: str, reason: str, now: float) -> None:
         """The target said it is gone for good: its pending rows become 'gone', and it gets no new ones."""
-        with self._transaction(f"mark handler {handler_key!r} as gone") as connection:
+        with self._transaction(f"mark handler {handler_id!r} as gone") as connection:
             connection.execute(
-                "INSERT INTO handlers (key, status, reason, changed_at) VALUES (?, 'gone', ?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET status = 'gone', reason = excluded.reason,"
+                "INSERT INTO handlers (id, status, reason, changed_at) VALUES (?, 'gone', ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET status = 'gone', reason = excluded.reason,"
                 " changed_at = excluded.changed_at",
-                (handler_key, reason, now),
+                (handler_id, reason, now),
             )
             connection.execute(
                 "UPDATE deliveries SET status = 'gone', next_attempt_at = NULL,"
                 " last_error = COALESCE(last_error, ?)"
-                " WHERE handler_key = ? AND status = 'pending'",
-                (reason, handler_key),
+                " WHERE handler_id = ? AND status = 'pending'",
+                (reason, handler_id),
             )
 
     # -- the operator's side ----------------------------------------------------------------
 
-    def deliveries(self, *, failed_only: bool = False, limit: int | None = None) -> list[Delivery]:
-        """Deliveries, newest first; ``failed_only``: dead, gone, and pending ones that have failed before."""
-        where = (
-            "WHERE d.status IN ('dead', 'gone') OR (d.status = 'pending' AND d.attempts > 0)"
-            if failed_only
-            else ""
-        )
-        query = (
-            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries AS d JOIN events AS e ON e.id = d.event_id"
-            f" {where} ORDER BY d.id DESC LIMIT ?"
-        )
+    def deliveries(
+        self,
+        *,
+        failed_only: bool = False,
+        limit: int | None = None,
+        configured: Collection[str] | None = None,
+    ) -> list[Delivery]:
+        """Deliveries, newest first; ``failed_only``: dead, gone, orphaned, and pending ones that have failed.
+
+        With ``configured`` (the identities of the configured handlers), a pending row bound to
+        any other handler is shown as ``"orphaned"``: it waits for its handler to come back.
+        """
+        columns = _DELIVERY_COLUMNS
+        parameters: list[Any] = []
+        orphaned = "0"
+        if configured is not None:
+            orphaned = "(d.status = 'pending' AND d.handler_id NOT IN (SELECT value FROM json_each(?)))"
+            columns = columns.replace(
+                "d.status,", f"CASE WHEN {orphaned} THEN 'orphaned' ELSE d.status END,", 1
+            )
+            parameters.append(json.dumps(sorted(configured)))
+        where = ""
+        if failed_only:
+            where = (
+                "WHERE d.status IN ('dead', 'gone') OR (d.status = 'pending' AND d.attempts > 0)"
+                f" OR {orphaned}"
+            )
+            if configured is not None:
+                parameters.append(parameters[0])
+        query = f"SELECT {columns} {_DELIVERY_TABLES} {where} ORDER BY d.id DESC LIMIT ?"
         with self._use("list deliveries") as connection:
             # LIMIT -1 is SQLite for "no limit".
-            rows = connection.execute(query, (-1 if limit is None else limit,)).fetchall()
+            rows = connection.execute(query, (*parameters, -1 if limit is None else limit)).fetchall()
         return [Delivery._from_row(row) for row in rows]
 
     def redeliver(self, delivery_id: int, now: float) -> Delivery:
@@ -438,7 +574,7 @@ class Store:
         """
         with self._transaction(f"redeliver delivery {delivery_id}") as connection:
             row = connection.execute(
-                "SELECT handler_key FROM deliveries WHERE id = ?", (delivery_id,)
+                "SELECT handler_id FROM deliveries WHERE id = ?", (delivery_id,)
             ).fetchone()
             if row is None:
                 raise StateError(f"no delivery with id {delivery_id}", path=self._path)
@@ -448,24 +584,241 @@ class Store:
             )
             connection.execute(
                 "UPDATE handlers SET status = 'active', reason = NULL, changed_at = ?"
-                " WHERE key = ? AND status = 'gone'",
+                " WHERE id = ? AND status = 'gone'",
                 (now, row[0]),
             )
             delivery = connection.execute(
-                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries AS d JOIN events AS e ON e.id = d.event_id"
-                " WHERE d.id = ?",
+                f"SELECT {_DELIVERY_COLUMNS} {_DELIVERY_TABLES} WHERE d.id = ?",
                 (delivery_id,),
             ).fetchone()
         return Delivery._from_row(delivery)
 
     def handler_status(self) -> dict[str, str]:
-        """Every handler key the store has seen: ``"active"`` or ``"gone: <reason>"``."""
+        """Every handler the store has seen, by name: ``"active"`` or ``"gone: <reason>"``.
+
+        A name that several identities have had (a handler whose URL changed) is shown with
+        each identity: ``"hook (webhook:1a2b…)"``.
+        """
         with self._use("read handler status") as connection:
-            rows = connection.execute("SELECT key, status, reason FROM handlers ORDER BY key").fetchall()
+            rows = connection.execute(
+                "SELECT id, COALESCE(name, id), status, reason FROM handlers ORDER BY name, id"
+            ).fetchall()
+        names = [name for _id, name, _status, _reason in rows]
         return {
-            key: status if status != "gone" else f"gone: {reason or 'no reason given'}"
-            for key, status, reason in rows
+            (name if names.count(name) == 1 else f"{name} ({handler_id})"): (
+                status if status != "gone" else f"gone: {reason or 'no reason given'}"
+            )
+            for handler_id, name, status, reason in rows
         }
+
+    # -- read-only views: metrics, the status page, admin commands ---------------------------
+
+    @classmethod
+    def open_read_only(cls, path: Path | str, *, busy_timeout: float = 10.0) -> Store:
+        """Open an existing database for reading only; StateError if it is missing or not ours.
+
+        Never creates the file (an admin command pointed at the wrong folder must say so, not
+        report an empty outbox), and never writes: the daemon keeps its own connection, and a
+        reader on a second connection does not wait for the daemon's lock between statements.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise StateError("no state database here", path=path)
+        connection: sqlite3.Connection | None = None
+        try:
+            connection = sqlite3.connect(
+                f"file:{quote(str(path.resolve()))}?mode=ro",
+                uri=True,
+                timeout=busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            application_id = connection.execute("PRAGMA application_id").fetchone()[0]
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+        except (sqlite3.Error, OSError) as exc:
+            if connection is not None:
+                connection.close()
+            raise StateError(f"cannot open the state database: {_describe(exc)}", path=path) from exc
+        if application_id == APPLICATION_ID and version < SCHEMA_VERSION:
+            connection.close()
+            raise StateError(
+                f"the state has the older schema version {version}: start the daemon (or run"
+                " `cvat-watch once`) once to upgrade it",
+                path=path,
+            )
+        if application_id != APPLICATION_ID or version != SCHEMA_VERSION:
+            connection.close()
+            raise StateError(
+                f"not a cvat-watch state database of schema version {SCHEMA_VERSION}"
+                f" (application id {application_id:#x}, version {version})",
+                path=path,
+            )
+        return cls(path=path, connection=connection)
+
+    def outbox_summary(self, now: float, *, delivered: bool = False) -> dict[str, OutboxSummary]:
+        """Per handler name seen in the state: its counts by status and its oldest pending age.
+
+        Each count is a range of the (handler, status, …, id) index, so a scrape costs what is
+        pending, not what was ever delivered; ``delivered`` counts those too (the status page).
+        A name that had several identities (a handler whose URL changed) sums them.
+        """
+        statuses = ("pending", "dead", "gone", "delivered") if delivered else ("pending", "dead", "gone")
+        totals: dict[str, dict[str, float]] = {}
+        with self._use("summarise the outbox") as connection:
+            handlers = connection.execute("SELECT id, COALESCE(name, id) FROM handlers").fetchall()
+            for handler_id, name in handlers:
+                total = totals.setdefault(name, dict.fromkeys((*statuses, "retrying"), 0.0))
+                for status in statuses:
+                    count, first = connection.execute(
+                        "SELECT count(*), min(id) FROM deliveries WHERE handler_id = ? AND status = ?",
+                        (handler_id, status),
+                    ).fetchone()
+                    total[status] += count
+                    if status == "pending" and first is not None:
+                        # Ids grow with creation time: the smallest pending id is the oldest row.
+                        (created,) = connection.execute(
+                            "SELECT created_at FROM deliveries WHERE id = ?", (first,)
+                        ).fetchone()
+                        total["oldest"] = max(total.get("oldest", 0.0), now - float(created))
+                (retrying,) = connection.execute(
+                    "SELECT count(*) FROM deliveries WHERE handler_id = ? AND status = 'pending'"
+                    " AND attempts > 0",
+                    (handler_id,),
+                ).fetchone()
+                total["retrying"] += retrying
+        return {
+            name: OutboxSummary(
+                pending=int(total["pending"]),
+                retrying=int(total["retrying"]),
+                dead=int(total["dead"]),
+                gone=int(total["gone"]),
+                delivered=int(total.get("delivered", 0)),
+                oldest_pending_age=max(0.0, total["oldest"]) if "oldest" in total else None,
+            )
+            for name, total in sorted(totals.items())
+        }
+
+    def register_handlers(self, names: Mapping[str, str], now: float) -> None:
+        """Record the configured handlers: identity -> name.
+
+        A handler whose name a schema-1 database bound rows to adopts those rows (and a "gone"
+        mark) once: schema 1 knew handlers only by name, and the daemon that wrote them ran
+        this configuration's handler of that name, as far as anything can tell.
+        """
+        with self._transaction("record the configured handlers") as connection:
+            for handler_id, name in names.items():
+                connection.execute(
+                    "INSERT INTO handlers (id, name, status, changed_at) VALUES (?, ?, 'active', ?)"
+                    " ON CONFLICT (id) DO UPDATE SET name = excluded.name",
+                    (handler_id, name, now),
+                )
+                legacy = _LEGACY_PREFIX + name
+                old = connection.execute(
+                    "SELECT status, reason, changed_at FROM handlers WHERE id = ?", (legacy,)
+                ).fetchone()
+                if old is None:
+                    continue
+                connection.execute(
+                    "UPDATE handlers SET status = ?, reason = ?, changed_at = ? WHERE id = ?",
+                    (*old, handler_id),
+                )
+                connection.execute("DELETE FROM handlers WHERE id = ?", (legacy,))
+                adopted = connection.execute(
+                    "UPDATE OR IGNORE deliveries SET handler_id = ? WHERE handler_id = ?",
+                    (handler_id, legacy),
+                ).rowcount
+                log.info(
+                    "state: %d delivery row(s) of the old schema adopted by handler %s (%s)",
+                    adopted,
+                    name,
+                    handler_id,
+                )
+
+    def claim(self, config_path: str) -> str | None:
+        """Record that ``config_path`` now delivers from this state; the configuration that did before.
+
+        None when it was the same one (or nobody yet). Two configurations on one state folder is
+        almost always a mistake (their watches' baselines would mix when names repeat), so the
+        caller warns; a configuration file that moved is the harmless case.
+        """
+        with self._transaction("record the configuration using the state") as connection:
+            row = connection.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()
+            connection.execute(
+                "INSERT INTO meta (key, value) VALUES ('config', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (config_path,),
+            )
+        previous = None if row is None else str(row[0])
+        return None if previous == config_path else previous
+
+    # -- keeping the file healthy -----------------------------------------------------------
+
+    def verify(self) -> None:
+        """StateLostError if the database file was deleted or replaced since it was opened.
+
+        SQLite keeps writing to the file it opened: after an ``rm`` or a ``mv`` over it, every
+        commit would land in a file nobody will ever open again, and the next start would be a
+        silent first start whose generations (and so event ids) begin again.
+        """
+        if self._identity is None:
+            return
+        try:
+            status = os.stat(self._path)
+        except FileNotFoundError:
+            raise StateLostError(
+                "the state database was deleted while cvat-watch was using it; stopping instead of"
+                " carrying on into a state nobody will read (restore it from a backup, or restart"
+                " to begin a new state with new event ids)",
+                path=self._path,
+            ) from None
+        except OSError as exc:
+            raise StateError(f"cannot check the state database: {_describe(exc)}", path=self._path) from exc
+        if (status.st_dev, status.st_ino) != self._identity:
+            raise StateLostError(
+                "the state database was replaced by another file while cvat-watch was using it;"
+                " stopping (restart to use the new file)",
+                path=self._path,
+            )
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file as far as no reader needs it (PASSIVE: never waits).
+
+        SQLite checkpoints by itself after about 1000 pages of WAL; a quiet daemon may not write
+        that much in weeks, and a WAL lost (a backup of the .db file alone) would lose them.
+        """
+        if self._identity is None:
+            return
+        with self._use("checkpoint the write-ahead log") as connection:
+            connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+
+    def prune(self, older_than: float) -> tuple[int, int]:
+        """Delete delivered and dead rows settled before ``older_than``, then events no row needs.
+
+        What stops an event from being announced twice is the baseline and its generation
+        counters (and the epoch in every id), not old outbox rows: a crash replay only ever
+        re-inserts the events of a reload that was never committed. Pending and gone rows stay,
+        and so do their events. Returns (deliveries, events) deleted.
+        """
+        with self._transaction("delete old deliveries") as connection:
+            # A digest's group claims point at their rows: they go first.
+            connection.execute(
+                "DELETE FROM delivery_groups WHERE delivery_id IN (SELECT id FROM deliveries"
+                " WHERE status IN ('delivered', 'dead')"
+                " AND COALESCE(delivered_at, last_attempt_at, created_at) < ?)",
+                (older_than,),
+            )
+            deliveries = connection.execute(
+                "DELETE FROM deliveries WHERE status IN ('delivered', 'dead')"
+                " AND COALESCE(delivered_at, last_attempt_at, created_at) < ?",
+                (older_than,),
+            ).rowcount
+            events = connection.execute(
+                "DELETE FROM events WHERE created_at < ?"
+                " AND NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.event_id = events.id)",
+                (older_than,),
+            ).rowcount
+        return deliveries, events
 
     def durability(self) -> dict[str, object]:
         """The settings the store's promises rest on, as its own connection has them now.
@@ -490,28 +843,28 @@ class Store:
     # again as the same group, under the same id; outcomes are recorded for the whole group at once.
 
     def claim_group(
-        self, handler_key: str, now: float, *, wait: float, limit: int, force: bool = False
+        self, handler_id: str, now: float, *, wait: float, limit: int, force: bool = False
     ) -> tuple[str, list[Delivery]] | None:
-        """The next group of ``handler_key`` to attempt, claiming one if it is time; None if none is due.
+        """The next group of ``handler_id`` to attempt, claiming one if it is time; None if none is due.
 
         A group claimed earlier and still pending comes first, once due. Otherwise the oldest
         unclaimed pending rows (at most ``limit``) become a group when the oldest is ``wait``
         seconds old, when ``limit`` rows are waiting, or with ``force``.
         """
-        with self._transaction(f"claim a group of deliveries for {handler_key!r}") as connection:
+        with self._transaction(f"claim a group of deliveries for {handler_id!r}") as connection:
             claimed = connection.execute(
                 "SELECT g.group_id FROM delivery_groups AS g JOIN deliveries AS d ON d.id = g.delivery_id"
-                " WHERE d.handler_key = ? AND d.status = 'pending' AND d.next_attempt_at <= ?"
+                " WHERE d.handler_id = ? AND d.status = 'pending' AND d.next_attempt_at <= ?"
                 " ORDER BY d.id LIMIT 1",
-                (handler_key, now),
+                (handler_id, now),
             ).fetchone()
             if claimed is None:
                 rows = connection.execute(
                     "SELECT d.id, d.event_id, d.created_at FROM deliveries AS d"
-                    " WHERE d.handler_key = ? AND d.status = 'pending' AND d.next_attempt_at <= ?"
+                    " WHERE d.handler_id = ? AND d.status = 'pending' AND d.next_attempt_at <= ?"
                     " AND NOT EXISTS (SELECT 1 FROM delivery_groups AS g WHERE g.delivery_id = d.id)"
                     " ORDER BY d.id LIMIT ?",
-                    (handler_key, now, limit),
+                    (handler_id, now, limit),
                 ).fetchall()
                 if not rows or not (force or len(rows) >= limit or rows[0][2] + wait <= now):
                     return None
@@ -523,26 +876,26 @@ class Store:
             else:
                 (group_id,) = claimed
             members = connection.execute(
-                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries AS d JOIN events AS e ON e.id = d.event_id"
+                f"SELECT {_DELIVERY_COLUMNS} {_DELIVERY_TABLES}"
                 " JOIN delivery_groups AS g ON g.delivery_id = d.id"
-                " WHERE g.group_id = ? AND d.handler_key = ? AND d.status = 'pending' ORDER BY d.id",
-                (group_id, handler_key),
+                " WHERE g.group_id = ? AND d.handler_id = ? AND d.status = 'pending' ORDER BY d.id",
+                (group_id, handler_id),
             ).fetchall()
         return group_id, [Delivery._from_row(row) for row in members]
 
-    def next_group_time(self, handler_key: str, *, wait: float) -> float | None:
-        """When :meth:`claim_group` may next return a group of ``handler_key``; None if nothing is pending."""
+    def next_group_time(self, handler_id: str, *, wait: float) -> float | None:
+        """When :meth:`claim_group` may next return a group of ``handler_id``; None if nothing is pending."""
         with self._use("read the next due group") as connection:
             (claimed,) = connection.execute(
                 "SELECT MIN(d.next_attempt_at) FROM deliveries AS d JOIN delivery_groups AS g"
-                " ON g.delivery_id = d.id WHERE d.handler_key = ? AND d.status = 'pending'",
-                (handler_key,),
+                " ON g.delivery_id = d.id WHERE d.handler_id = ? AND d.status = 'pending'",
+                (handler_id,),
             ).fetchone()
             (oldest,) = connection.execute(
                 "SELECT MIN(MAX(d.created_at + ?, d.next_attempt_at)) FROM deliveries AS d"
-                " WHERE d.handler_key = ? AND d.status = 'pending'"
+                " WHERE d.handler_id = ? AND d.status = 'pending'"
                 " AND NOT EXISTS (SELECT 1 FROM delivery_groups AS g WHERE g.delivery_id = d.id)",
-                (wait, handler_key),
+                (wait, handler_id),
             ).fetchone()
         times = [float(t) for t in (claimed, oldest) if t is not None]
         return min(times) if times else None
@@ -578,56 +931,214 @@ class Store:
                 )
 
 
+#: The lock file in the state folder; its content says who holds it.
+LOCK_FILE_NAME = "cvat-watch.lock"
+
+
+@attrs.define(eq=False)
+class StateLock:
+    """An exclusive ``flock`` on the state folder's lock file, held while a process delivers or commits.
+
+    Two processes on one state would both deliver every event (``run`` twice, ``once`` from
+    cron beside the service). The kernel drops the lock when the process dies, however it dies,
+    so a stale lock file never blocks a restart. The descriptor is close-on-exec: a command
+    handler's child, or a grandchild it leaves running, must not inherit the lock.
+    """
+
+    path: Path
+    _descriptor: int | None = attrs.field(alias="descriptor", repr=False)
+
+    @classmethod
+    def acquire(cls, folder: Path, *, command: str) -> StateLock:
+        """Take the lock of ``folder`` at once, or StateLockedError naming the process holding it."""
+        path = folder / LOCK_FILE_NAME
+        try:
+            _make_private_dirs(folder)
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StateError(f"cannot open the lock file: {_describe(exc)}", path=path) from exc
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = ""
+            with contextlib.suppress(OSError):
+                holder = os.pread(descriptor, 4096, 0).decode("utf-8", "replace").strip()
+            os.close(descriptor)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise StateError(f"cannot lock the state folder: {_describe(exc)}", path=path) from exc
+            raise StateLockedError(
+                f"the state folder is in use by {holder or 'another process'}; one process at a time"
+                " may deliver from one state (stop it first, or give this configuration its own"
+                " state_dir)",
+                path=path,
+                holder=holder,
+            ) from None
+        try:
+            os.ftruncate(descriptor, 0)
+            os.pwrite(descriptor, f"pid {os.getpid()}: {command}\n".encode(), 0)
+        except OSError:
+            log.debug("cannot write the lock file %s", path, exc_info=True)  # the lock still holds
+        return cls(path=path, descriptor=descriptor)
+
+    def release(self) -> None:
+        """Give the lock up; idempotent. The file stays: removing it would race the next holder."""
+        if self._descriptor is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._descriptor, 0)
+            os.close(self._descriptor)
+            self._descriptor = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
 def _dumps(data: object) -> str:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
-# What the snapshot without tasks ends with; the tasks' own JSON goes between the brackets.
-_EMPTY_TASKS_TAIL = '"tasks":[]}'
+@attrs.frozen(eq=False)
+class _Written:
+    """One watch's baseline as the database holds it: the snapshot's head, its tasks, its counters.
 
-
-@attrs.define
-class _BaselineText:
-    """The JSON of one watch's last baseline, kept in pieces: one per task object, and the counters.
-
-    A task is recognised by identity: the snapshot builder carries unchanged TaskState objects
-    from one reload to the next, and a frozen object's JSON cannot change. Each memory is one
-    attribute, replaced whole, so that two threads committing the same watch could only cost
-    each other a re-serialisation, never pair a task with another task's JSON.
+    Tasks are recognised by identity first: the snapshot builder carries unchanged TaskState
+    objects from one reload to the next, and a frozen object cannot change.
     """
 
-    # The tasks of the last text, and the JSON of each, at the same places.
-    _pieces: tuple[tuple[TaskState, ...], list[str]] = attrs.field(factory=lambda: ((), []))
-    _counters: tuple[dict[str, int], str] | None = None
+    head: str
+    tasks: dict[str, TaskState]
+    #: The tasks in the order of the snapshot that was written, to find the changed ones in C.
+    order: tuple[TaskState, ...]
+    generations: dict[str, int]
 
-    def update(self, snapshot: Snapshot, generations: Mapping[str, int]) -> tuple[str, str]:
-        """``snapshot`` and ``generations`` as the baseline row's JSON texts; remembers their pieces."""
-        from cvat_watch.converter import to_dict
 
-        counters = dict(generations)
-        known_counters = self._counters
-        if known_counters is None or known_counters[0] != counters:
-            known_counters = (counters, json.dumps(counters, sort_keys=True, separators=(",", ":")))
-            self._counters = known_counters
-        head = _dumps(to_dict(attrs.evolve(snapshot, tasks=())))
-        if not head.endswith(_EMPTY_TASKS_TAIL):  # a field after "tasks": no way to splice
-            return _dumps(snapshot.to_dict()), known_counters[1]
-        tasks = snapshot.tasks
-        old_tasks, old_parts = self._pieces
-        if len(tasks) == len(old_tasks):
-            # The same tasks in the same places, most of them the same objects: find the others in C.
-            parts = old_parts.copy()
-            for index in itertools.compress(itertools.count(), map(operator.is_not, tasks, old_tasks)):
-                parts[index] = _dumps(to_dict(tasks[index]))
+@attrs.frozen(eq=False)
+class _BaselineChange:
+    """The rows one commit writes, and the memory once it committed."""
+
+    head: str | None  # None: unchanged
+    upsert: list[tuple[str, str]]  # (task_id, task JSON)
+    delete: list[str]  # task ids; None written before means every row is replaced
+    counters: list[tuple[str, int]]
+    dropped_counters: list[str]
+    after: _Written
+
+
+def _baseline_change(
+    written: _Written | None, snapshot: Snapshot, generations: Mapping[str, int]
+) -> _BaselineChange:
+    from cvat_watch.converter import to_dict
+
+    head = _dumps(to_dict(attrs.evolve(snapshot, tasks=())))
+    tasks = snapshot.tasks
+    suspects: Sequence[TaskState] = tasks
+    if written is None:
+        changed: Sequence[TaskState] = tasks
+        removed: list[str] = []
+        old_counters: dict[str, int] = {}
+    else:
+        old = written.tasks
+        if len(tasks) == len(written.order):
+            # Mostly the same objects at the same places: find the others in C.
+            suspects = [
+                tasks[index]
+                for index in itertools.compress(itertools.count(), map(operator.is_not, tasks, written.order))
+            ]
         else:
-            known = {task.id: (task, part) for task, part in zip(old_tasks, old_parts, strict=True)}
-            parts = []
-            for task in tasks:
-                piece = known.get(task.id)
-                parts.append(piece[1] if piece is not None and piece[0] is task else _dumps(to_dict(task)))
-        self._pieces = (tasks, parts)
-        # head ends with "[]}": the tasks go between its brackets.
-        return f"{head[:-2]}{','.join(parts)}]}}", known_counters[1]
+            suspects = list(tasks)
+        # An equal object is as good as the same one (after a restart the builder makes new ones).
+        changed = [task for task in suspects if old.get(task.id) != task]
+        removed = []
+        if len(tasks) != len(old) or any(task.id not in old for task in changed):
+            present = {task.id for task in tasks}
+            removed = [task_id for task_id in old if task_id not in present]
+        old_counters = written.generations
+    if written is None or len(suspects) == len(tasks):
+        by_id = {task.id: task for task in tasks}
+    else:
+        # A copy in C and the few changed entries: rebuilding it costs more than the rest of a commit.
+        by_id = written.tasks.copy()
+        by_id.update((task.id, task) for task in suspects)
+        for task_id in removed:
+            del by_id[task_id]
+    counters = dict(generations)
+    return _BaselineChange(
+        head=None if written is not None and written.head == head else head,
+        upsert=[(task.id, _dumps(to_dict(task))) for task in changed],
+        delete=removed,
+        counters=[(key, value) for key, value in counters.items() if old_counters.get(key) != value],
+        dropped_counters=[key for key in old_counters if key not in counters],
+        after=_Written(head=head, tasks=by_id, order=tasks, generations=counters),
+    )
+
+
+def _write_baseline(
+    connection: sqlite3.Connection, watch: str, written: _Written | None, change: _BaselineChange, now: float
+) -> None:
+    """Write the rows of ``change``; without a memory of the stored baseline, replace all of it."""
+    if written is None:
+        # Nothing read or written yet in this process: whatever is stored goes.
+        connection.execute("DELETE FROM baseline_tasks WHERE watch = ?", (watch,))
+        connection.execute("DELETE FROM baseline_generations WHERE watch = ?", (watch,))
+    if change.head is not None or written is None:
+        connection.execute(
+            "INSERT INTO baselines (watch, snapshot, updated_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (watch) DO UPDATE SET snapshot = excluded.snapshot,"
+            " updated_at = excluded.updated_at",
+            (watch, change.after.head, now),
+        )
+    elif change.upsert or change.delete or change.counters or change.dropped_counters:
+        connection.execute("UPDATE baselines SET updated_at = ? WHERE watch = ?", (now, watch))
+    connection.executemany(
+        "INSERT INTO baseline_tasks (watch, task_id, task) VALUES (?, ?, ?)"
+        " ON CONFLICT (watch, task_id) DO UPDATE SET task = excluded.task",
+        [(watch, task_id, text) for task_id, text in change.upsert],
+    )
+    connection.executemany(
+        "DELETE FROM baseline_tasks WHERE watch = ? AND task_id = ?",
+        [(watch, task_id) for task_id in change.delete],
+    )
+    connection.executemany(
+        "INSERT INTO baseline_generations (watch, key, value) VALUES (?, ?, ?)"
+        " ON CONFLICT (watch, key) DO UPDATE SET value = excluded.value",
+        [(watch, key, value) for key, value in change.counters],
+    )
+    connection.executemany(
+        "DELETE FROM baseline_generations WHERE watch = ? AND key = ?",
+        [(watch, key) for key in change.dropped_counters],
+    )
+
+
+def _migrate_2_to_3(connection: sqlite3.Connection) -> None:
+    """Schemas 1 and 2 kept a watch's whole baseline in one row (snapshot and counters as JSON): split it.
+
+    The task rows are the task objects of the old JSON, written back with the separators the old
+    text was written with, so they are the texts a schema-2 commit would write.
+    """
+    old = connection.execute("SELECT watch, snapshot, generations, updated_at FROM baselines").fetchall()
+    connection.execute("ALTER TABLE baselines RENAME TO baselines_schema_2")
+    for statement in _BASELINE_SCHEMA.split(";"):
+        if statement.strip():
+            connection.execute(statement)
+    for watch, snapshot, generations, updated_at in old:
+        data = json.loads(snapshot)
+        tasks = data.get("tasks") or []
+        data["tasks"] = []
+        connection.execute(
+            "INSERT INTO baselines (watch, snapshot, updated_at) VALUES (?, ?, ?)",
+            (watch, _dumps(data), updated_at),
+        )
+        connection.executemany(
+            "INSERT INTO baseline_tasks (watch, task_id, task) VALUES (?, ?, ?)",
+            [(watch, str(task["id"]), _dumps(task)) for task in tasks],
+        )
+        connection.executemany(
+            "INSERT INTO baseline_generations (watch, key, value) VALUES (?, ?, ?)",
+            [(watch, str(key), int(value)) for key, value in json.loads(generations).items()],
+        )
+    connection.execute("DROP TABLE baselines_schema_2")
 
 
 def _make_private_dirs(folder: Path) -> None:
@@ -666,24 +1177,86 @@ def _prepare_groups(connection: sqlite3.Connection) -> None:
     connection.execute("CREATE INDEX IF NOT EXISTS delivery_groups_by_group ON delivery_groups (group_id)")
 
 
-def _prepare_schema(connection: sqlite3.Connection, path: Path) -> None:
-    """Create the schema in a new file; refuse a file that is not ours or is from a newer version."""
+def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    connection = sqlite3.connect(
+        path,
+        timeout=busy_timeout,
+        isolation_level=None,  # transactions are explicit: BEGIN IMMEDIATE ... COMMIT
+        check_same_thread=False,  # shared by worker threads, serialised by the lock
+    )
+    connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+    return connection
+
+
+def _create(path: Path, busy_timeout: float) -> None:
+    """Build a new database (WAL, schema, epoch) in a file of its own, then link it to ``path``.
+
+    A crash halfway leaves only the temporary file; ``path`` never holds half a database. When
+    another process creates ``path`` meanwhile, its database is the one used.
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.new")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temporary)
+    # Created by us so that its mode never depends on SQLite's defaults; SQLite gives the -wal
+    # and -shm files the mode of the database file.
+    os.close(os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    try:
+        connection = _connect(temporary, busy_timeout)
+        try:
+            connection.execute("PRAGMA journal_mode = WAL").fetchone()
+            connection.execute("PRAGMA synchronous = FULL")
+            _prepare_schema(connection, temporary, create=True)
+        finally:
+            connection.close()  # the last connection: checkpoints and removes the -wal file
+        with contextlib.suppress(FileExistsError):
+            os.link(temporary, path)
+        descriptor = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+    finally:
+        for leftover in (temporary, Path(f"{temporary}-wal"), Path(f"{temporary}-shm")):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)
+
+
+def _refuse_foreign(connection: sqlite3.Connection, path: Path, *, new: bool) -> None:
+    """StateError unless the database is ours (or ``new``: in memory, about to get the schema)."""
+    application_id = connection.execute("PRAGMA application_id").fetchone()[0]
+    if application_id == APPLICATION_ID:
+        return
+    if application_id != 0:
+        raise StateError(
+            "not a cvat-watch state database (an SQLite database of another application)", path=path
+        )
+    (tables,) = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    if tables or not new:
+        raise StateError(
+            "not a cvat-watch state database (a file of something else, or one that lost its"
+            " content); move it away to start a new state",
+            path=path,
+        )
+
+
+def _prepare_schema(connection: sqlite3.Connection, path: Path, *, create: bool = False) -> str:
+    """Create the schema in a new (or in-memory) database, or migrate an older one; refuse one that
+    is not ours. Returns the database's epoch.
+    """
     connection.execute("BEGIN IMMEDIATE")
     try:
         application_id = connection.execute("PRAGMA application_id").fetchone()[0]
         version = connection.execute("PRAGMA user_version").fetchone()[0]
         if application_id == 0 and version == 0:
             (tables,) = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            if tables:
+            if tables or not (create or str(path) == ":memory:"):
                 raise StateError(
-                    "not a cvat-watch state database (an SQLite database of something else)",
+                    "not a cvat-watch state database (a file of something else, or one that lost"
+                    " its content); move it away to start a new state",
                     path=path,
                 )
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    connection.execute(statement)
+            _run_script(connection, _SCHEMA)
             connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         elif application_id != APPLICATION_ID:
             raise StateError(
                 "not a cvat-watch state database (an SQLite database of another application)",
@@ -695,12 +1268,40 @@ def _prepare_schema(connection: sqlite3.Connection, path: Path) -> None:
                 f" understands ({SCHEMA_VERSION}); upgrade cvat-watch",
                 path=path,
             )
+        elif version in (1, 2):
+            # Each step in the same transaction as the version bump: a crash leaves the old schema whole.
+            if version == 1:
+                _run_script(connection, _MIGRATE_1_TO_2)
+            try:
+                _migrate_2_to_3(connection)
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                raise StateError(
+                    f"cannot migrate the state database from schema {version}: a stored baseline is"
+                    f" unreadable ({type(exc).__name__})",
+                    path=path,
+                ) from exc
+            log.info("state: schema upgraded from version %d to %d", version, SCHEMA_VERSION)
         elif version < SCHEMA_VERSION:
-            # No older schema has been released; a future migration goes here.
             raise StateError(f"unknown old schema version {version}", path=path)
+        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        row = connection.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
+        if row is None:
+            # Made once, with the schema (or its upgrade), and never changed afterwards.
+            epoch = secrets.token_hex(16)
+            connection.execute("INSERT INTO meta (key, value) VALUES ('epoch', ?)", (epoch,))
+        else:
+            epoch = str(row[0])
         connection.execute("COMMIT")
     except BaseException:
         if connection.in_transaction:
             with contextlib.suppress(sqlite3.Error):
                 connection.execute("ROLLBACK")
         raise
+    return epoch
+
+
+def _run_script(connection: sqlite3.Connection, script: str) -> None:
+    # Statement by statement: executescript() would commit the open transaction first.
+    for statement in script.split(";"):
+        if statement.strip():
+            connection.execute(statement)

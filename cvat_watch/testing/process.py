@@ -387,11 +387,25 @@ class StateDatabase:
         return {row[0] for row in self.query("SELECT id FROM events")}
 
     def deliveries(self, handler_key: str | None = None) -> list[dict[str, Any]]:
-        """Every delivery row (of ``handler_key``) as a dict, oldest first."""
-        where, parameters = ("WHERE handler_key = ?", (handler_key,)) if handler_key else ("", ())
-        columns = ("id", "event_id", "handler_key", "watch", "task_id", "status", "attempts", "last_error")
-        rows = self.query(f"SELECT {', '.join(columns)} FROM deliveries {where} ORDER BY id", parameters)
-        return [dict(zip(columns, row, strict=True)) for row in rows]
+        """Every delivery row (of the handler named ``handler_key``) as a dict, oldest first.
+
+        ``handler_key`` is the handler's configured name, ``handler_id`` the identity the row is
+        bound to.
+        """
+        where, parameters = ("WHERE h.name = ?", (handler_key,)) if handler_key else ("", ())
+        columns = ("id", "event_id", "handler_key", "handler_id", "watch", "task_id", "status", "attempts")
+        rows = self.query(
+            "SELECT d.id, d.event_id, COALESCE(h.name, d.handler_id), d.handler_id, d.watch, d.task_id,"
+            " d.status, d.attempts, d.last_error"
+            f" FROM deliveries AS d LEFT JOIN handlers AS h ON h.id = d.handler_id {where} ORDER BY d.id",
+            parameters,
+        )
+        return [dict(zip((*columns, "last_error"), row, strict=True)) for row in rows]
+
+    def epoch(self) -> str:
+        """The database's epoch, part of every event id; "" before the database exists."""
+        rows = self.query("SELECT value FROM meta WHERE key = 'epoch'")
+        return str(rows[0][0]) if rows else ""
 
     def unsettled(self) -> int:
         """Deliveries still pending."""
@@ -400,10 +414,16 @@ class StateDatabase:
 
     def baseline_completed(self, watch: str) -> frozenset[str] | None:
         """The completed task ids of ``watch``'s committed baseline; None before its first commit."""
-        rows = self.query("SELECT snapshot FROM baselines WHERE watch = ?", (watch,))
+        # One query, so that a commit between two reads cannot mix two baselines.
+        rows = self.query(
+            "SELECT t.task FROM baselines AS b LEFT JOIN baseline_tasks AS t ON t.watch = b.watch"
+            " WHERE b.watch = ?",
+            (watch,),
+        )
         if not rows:
             return None
-        return frozenset(task["id"] for task in json.loads(rows[0][0])["tasks"] if task["completed"])
+        tasks = [json.loads(text) for (text,) in rows if text is not None]
+        return frozenset(task["id"] for task in tasks if task["completed"])
 
     def integrity(self) -> str:
         return "; ".join(str(row[0]) for row in self.query("PRAGMA integrity_check"))

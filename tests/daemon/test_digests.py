@@ -127,7 +127,7 @@ def test_a_crash_mid_send_resends_the_same_group_whole(tmp_path: Path, receiver:
 def _event(task_id: str) -> Event:
     return Event(
         type=TASK_COMPLETED,
-        id=event_id("w", task_id, TASK_COMPLETED, 1),
+        id=event_id("w", task_id, TASK_COMPLETED, 1, epoch="e" * 32),
         timestamp="t",
         watch="w",
         project=None,

@@ -43,7 +43,7 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> 
 def event(task_id: str, kind: str = TASK_COMPLETED, generation: int = 1) -> Event:
     return Event(
         type=kind,
-        id=event_id("w", task_id, kind, generation),
+        id=event_id("w", task_id, kind, generation, epoch="e"),
         timestamp="2024-05-01T10:00:00.000000Z",
         watch="w",
         project=None,
@@ -128,8 +128,8 @@ def test_targets_are_the_routes_that_want_the_event_type(store: Store) -> None:
 
 
 def test_route_keys_must_be_unique(store: Store) -> None:
-    """Two routes with one key are refused: their delivery rows would be indistinguishable."""
-    with pytest.raises(ValueError, match="share the key"):
+    """Two routes with one identity are refused: their delivery rows would be indistinguishable."""
+    with pytest.raises(ValueError, match="share the identity"):
         Dispatcher(store, [route("a", Recording()), route("a", Recording())])
 
 
@@ -412,3 +412,141 @@ def test_a_huge_retry_after_is_capped_at_a_day(store: Store) -> None:
     dispatcher.run_once(now=100.0)
     (row,) = rows(store, "a")
     assert row.next_attempt_at == 100.0 + 86400.0
+
+
+# -- clock steps: retry times follow the monotonic clock ---------------------------------------------
+
+
+class Clocks:
+    """A wall clock and a monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.wall = 1_000_000.0
+        self.mono = 500.0
+
+    def step(self, seconds: float) -> None:
+        """The wall clock is set (NTP step, an operator): the monotonic one does not move."""
+        self.wall += seconds
+
+    def advance(self, seconds: float) -> None:
+        self.wall += seconds
+        self.mono += seconds
+
+
+@pytest.mark.parametrize("step", [-3600.0, 3600.0])
+def test_a_stepped_wall_clock_neither_defers_nor_hastens_a_retry(store: Store, step: float) -> None:
+    """A retry due 10 s after a failure is attempted 10 s later on the monotonic clock whether the
+    wall clock was set back an hour meanwhile (not an hour late) or forward (not at once)."""
+    clocks = Clocks()
+    handler = Recording(DeliveryError("503", retry=True))
+    # Both clocks the dispatcher reads are the test's; the threads' sleeps stay real (and short:
+    # the test wakes the worker whenever it has moved the clocks).
+    dispatcher = Dispatcher(
+        store,
+        [route("a", handler, delays=(10.0, 10.0))],
+        clock=lambda: clocks.wall,
+        monotonic=lambda: clocks.mono,
+        jitter=0.0,
+    )
+    commit(store, dispatcher, event("1"), now=clocks.wall)
+    dispatcher.start()
+    try:
+        wait_for(lambda: [r.attempts for r in rows(store, "a")] == [1], "the failed first attempt")
+        (failed,) = rows(store, "a")
+        assert failed.next_attempt_at == clocks.wall + 10.0
+        clocks.step(step)
+        clocks.advance(5.0)
+        dispatcher.wake()
+        # The worker looked (it moved the stored retry time with the step) and did not attempt.
+        wait_for(
+            lambda: rows(store, "a")[0].next_attempt_at == failed.next_attempt_at + step,
+            "the retry time to follow the step",
+        )
+        assert len(handler.received) == 1
+        clocks.advance(5.0)
+        dispatcher.wake()
+        wait_for(lambda: rows(store, "a")[0].status == "delivered", "the retry, 10 s after the failure")
+        assert len(handler.received) == 2
+    finally:
+        dispatcher.stop()
+
+
+# -- reloads: update_routes keeps what did not change --------------------------------------------------
+
+
+def test_an_unchanged_route_keeps_its_attempt_in_flight_across_updates(store: Store) -> None:
+    """Two updates with the same routes while a delivery is in flight: the attempt finishes on the
+    old handler and is recorded once; the duplicate handlers of the update are closed, not used."""
+    handler = Blocking()
+    first = Route("a", handler, frozenset({TASK_COMPLETED}), (60.0,), identity="webhook:1", options="x")
+    dispatcher = Dispatcher(store, [first])
+    commit(store, dispatcher, event("1"))
+    dispatcher.start()
+    try:
+        wait_for(handler.entered.is_set, "the delivery to start")
+        duplicates = [Recording(), Recording()]
+        for duplicate in duplicates:
+            same = Route(
+                "a", duplicate, frozenset({TASK_COMPLETED}), (60.0,), identity="webhook:1", options="x"
+            )
+            (kept,) = dispatcher.update_routes([same])
+            assert kept.handler is handler
+        handler.release.set()
+        wait_for(lambda: rows(store, "a")[0].status == "delivered", "the in-flight attempt recorded")
+        assert [(r.attempts, r.status) for r in rows(store, "a")] == [(1, "delivered")]
+        assert len(handler.received) == 1
+        assert all(d.received == [] for d in duplicates)
+    finally:
+        handler.release.set()
+        dispatcher.stop()
+
+
+def test_a_removed_route_finishes_its_attempt_and_its_rows_go_nowhere_else(store: Store) -> None:
+    """A route removed while delivering records its attempt and leaves; its other pending row stays
+    bound to it, and a new route (another identity) never gets it."""
+    old_handler, new_handler = Blocking(), Recording()
+    old = Route("hook", old_handler, frozenset({TASK_COMPLETED}), (60.0,), identity="webhook:old")
+    dispatcher = Dispatcher(store, [old])
+    commit(store, dispatcher, event("1"), event("2"))
+    dispatcher.start()
+    try:
+        wait_for(old_handler.entered.is_set, "the delivery to start")
+        new = Route("hook", new_handler, frozenset({TASK_COMPLETED}), (60.0,), identity="webhook:new")
+        dispatcher.update_routes([new])
+        commit(store, dispatcher, event("3"))
+        dispatcher.wake()
+        wait_for(lambda: len(new_handler.received) == 1, "the new route's own event")
+        old_handler.release.set()
+        wait_for(lambda: rows(store, "hook")[0].status == "delivered", "the old route's attempt recorded")
+        assert [e["task"]["id"] for e in new_handler.received] == ["3"]
+        by_task = {r.task_id: (r.handler_id, r.status) for r in store.deliveries()}
+        assert by_task == {
+            "1": ("webhook:old", "delivered"),
+            "2": ("webhook:old", "pending"),
+            "3": ("webhook:new", "delivered"),
+        }
+        assert len(old_handler.received) == 1
+    finally:
+        old_handler.release.set()
+        dispatcher.stop()
+
+
+def test_a_changed_route_takes_its_new_handler_for_the_next_attempt(store: Store) -> None:
+    """Same identity, other options: the next row goes through the new handler."""
+    before, after = Recording(), Recording()
+    dispatcher = Dispatcher(
+        store, [Route("a", before, frozenset({TASK_COMPLETED}), (60.0,), identity="i", options=1)]
+    )
+    commit(store, dispatcher, event("1"))
+    dispatcher.start()
+    try:
+        wait_for(lambda: len(before.received) == 1, "the first event")
+        dispatcher.update_routes(
+            [Route("a", after, frozenset({TASK_COMPLETED}), (60.0,), identity="i", options=2)]
+        )
+        commit(store, dispatcher, event("2"))
+        dispatcher.wake()
+        wait_for(lambda: len(after.received) == 1, "the second event through the new handler")
+        assert len(before.received) == 1
+    finally:
+        dispatcher.stop()

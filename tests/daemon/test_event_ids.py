@@ -11,6 +11,7 @@ from cvat_watch.daemon.snapshot import JobState, Snapshot, TaskState
 from cvat_watch.testing.ids import documented_event_id
 
 TS = "2024-05-01T10:00:00.000000Z"
+EPOCH = "5f0c" * 8
 
 
 def snap(states: Mapping[str, tuple[str, ...]], *, watch: str = "wätch") -> Snapshot:
@@ -49,18 +50,20 @@ def test_a_completion_a_reopen_and_a_second_completion_have_the_documented_ids()
     generations: Mapping[str, int] = {}
     got = []
     for old, new in itertools.pairwise(states):
-        result = diff(snap(old), snap(new), generations=generations, timestamp=TS, job_events=True)
+        result = diff(
+            snap(old), snap(new), generations=generations, timestamp=TS, epoch=EPOCH, job_events=True
+        )
         generations = result.generations
         got.extend((event.type, event.id) for event in result.events)
     w = "wätch"
     assert got == [
-        (JOB_STATE_CHANGED, documented_event_id(w, "1", "job:10:completed", 1, "10")),
-        (TASK_COMPLETED, documented_event_id(w, "1", TASK_COMPLETED, 1)),
-        (JOB_STATE_CHANGED, documented_event_id(w, "1", "job:10:rejected", 2, "10")),
-        (TASK_REOPENED, documented_event_id(w, "1", TASK_REOPENED, 1)),
-        (JOB_STATE_CHANGED, documented_event_id(w, "2", "job:20:completed", 1, "20")),
-        (TASK_COMPLETED, documented_event_id(w, "2", TASK_COMPLETED, 1)),
-        (JOB_STATE_CHANGED, documented_event_id(w, "1", "job:10:completed", 3, "10")),
-        (TASK_COMPLETED, documented_event_id(w, "1", TASK_COMPLETED, 2)),
+        (JOB_STATE_CHANGED, documented_event_id(w, "1", "job:10:completed", 1, "10", epoch=EPOCH)),
+        (TASK_COMPLETED, documented_event_id(w, "1", TASK_COMPLETED, 1, epoch=EPOCH)),
+        (JOB_STATE_CHANGED, documented_event_id(w, "1", "job:10:rejected", 2, "10", epoch=EPOCH)),
+        (TASK_REOPENED, documented_event_id(w, "1", TASK_REOPENED, 1, epoch=EPOCH)),
+        (JOB_STATE_CHANGED, documented_event_id(w, "2", "job:20:completed", 1, "20", epoch=EPOCH)),
+        (TASK_COMPLETED, documented_event_id(w, "2", TASK_COMPLETED, 1, epoch=EPOCH)),
+        (JOB_STATE_CHANGED, documented_event_id(w, "1", "job:10:completed", 3, "10", epoch=EPOCH)),
+        (TASK_COMPLETED, documented_event_id(w, "1", TASK_COMPLETED, 2, epoch=EPOCH)),
     ]
     assert len({event_id for _kind, event_id in got}) == len(got)

@@ -30,37 +30,46 @@ TASK = TaskInfo(
 )
 
 
+EPOCH = "e" * 32
+
+
 def test_event_id_shape() -> None:
     """An id is "evt_" followed by 32 lower-case hex digits."""
-    assert re.fullmatch(r"evt_[0-9a-f]{32}", event_id("w", "7", TASK_COMPLETED, 1))
+    assert re.fullmatch(r"evt_[0-9a-f]{32}", event_id("w", "7", TASK_COMPLETED, 1, epoch=EPOCH))
 
 
 def test_event_id_is_stable() -> None:
     """The same parts give the same id, call after call (and process after process)."""
-    assert event_id("w", "7", TASK_COMPLETED, 1) == event_id("w", "7", TASK_COMPLETED, 1)
-    # Pinned, so that an innocent refactoring cannot change every id a receiver has deduplicated.
-    assert event_id("w", "7", TASK_COMPLETED, 1) == "evt_c2d26f999fd2d461c6d0a405ea7aadc8"
+    assert event_id("w", "7", TASK_COMPLETED, 1, epoch=EPOCH) == event_id(
+        "w", "7", TASK_COMPLETED, 1, epoch=EPOCH
+    )
+    # Pinned, so that an innocent refactoring cannot change every id a receiver has deduplicated:
+    # sha256 of the JSON array [epoch, watch, task, transition, generation, job], 32 hex digits.
+    assert event_id("w", "7", TASK_COMPLETED, 1, epoch=EPOCH) == "evt_6c2b3ed904a044a1ca565fdc8e64b119"
 
 
 @pytest.mark.parametrize(
     "other",
     [
-        ("w2", "7", TASK_COMPLETED, 1, None),
-        ("w", "8", TASK_COMPLETED, 1, None),
-        ("w", "7", TASK_REOPENED, 1, None),
-        ("w", "7", TASK_COMPLETED, 2, None),
-        ("w", "7", TASK_COMPLETED, 1, "70"),
+        ("w2", "7", TASK_COMPLETED, 1, None, EPOCH),
+        ("w", "8", TASK_COMPLETED, 1, None, EPOCH),
+        ("w", "7", TASK_REOPENED, 1, None, EPOCH),
+        ("w", "7", TASK_COMPLETED, 2, None, EPOCH),
+        ("w", "7", TASK_COMPLETED, 1, "70", EPOCH),
+        ("w", "7", TASK_COMPLETED, 1, None, "f" * 32),
     ],
 )
-def test_event_id_differs_in_any_part(other: tuple[str, str, str, int, str | None]) -> None:
-    """Changing the watch, task, transition, generation or job gives a different id."""
-    assert event_id(*other) != event_id("w", "7", TASK_COMPLETED, 1)
+def test_event_id_differs_in_any_part(other: tuple[str, str, str, int, str | None, str]) -> None:
+    """Changing the watch, task, transition, generation, job or the state's epoch gives a different id."""
+    *parts, epoch = other
+    assert event_id(*parts, epoch=epoch) != event_id("w", "7", TASK_COMPLETED, 1, epoch=EPOCH)
 
 
 def test_event_id_keeps_parts_apart() -> None:
     """Parts are not simply concatenated: moving a character between parts changes the id."""
-    assert event_id("a:b", "c", "t", 1) != event_id("a", "b:c", "t", 1)
-    assert event_id("w1", "2", "t", 1) != event_id("w", "12", "t", 1)
+    assert event_id("a:b", "c", "t", 1, epoch=EPOCH) != event_id("a", "b:c", "t", 1, epoch=EPOCH)
+    assert event_id("w1", "2", "t", 1, epoch=EPOCH) != event_id("w", "12", "t", 1, epoch=EPOCH)
+    assert event_id("w", "2", "t", 1, epoch="e1") != event_id("we", "2", "t", 1, epoch="1")
 
 
 @pytest.mark.parametrize(

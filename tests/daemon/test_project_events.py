@@ -47,11 +47,21 @@ def snap(spec: Spec, *, project_id: str | None = "3") -> Snapshot:
     )
 
 
+EPOCH = "e" * 32
+
+
 def run(
     old: Snapshot | None, new: Snapshot, generations: Mapping[str, int] | None = None, **options: bool
 ) -> DiffResult:
     options.setdefault("project_events", True)
-    return diff(old, new, generations=generations or {}, timestamp="2026-12-04T15:00:00.000000Z", **options)
+    return diff(
+        old,
+        new,
+        generations=generations or {},
+        timestamp="2026-12-04T15:00:00.000000Z",
+        epoch=EPOCH,
+        **options,
+    )
 
 
 def kinds(result: DiffResult) -> list[tuple[str, str]]:
@@ -131,7 +141,9 @@ def test_ids_are_stable_and_new_after_a_reopen() -> None:
     first = run(snap({"1": False}), snap({"1": True}))
     again = run(snap({"1": False}), snap({"1": True}))
     completed = first.events[-1]
-    assert completed.id == again.events[-1].id == project_event_id("w", "3", PROJECT_COMPLETED, 1)
+    assert (
+        completed.id == again.events[-1].id == project_event_id("w", "3", PROJECT_COMPLETED, 1, epoch=EPOCH)
+    )
     reopened = run(snap({"1": True}), snap({"1": False}), first.generations).events[-1]
     assert reopened.type == PROJECT_REOPENED
     second = run(snap({"1": False}), snap({"1": True}), first.generations)
@@ -139,7 +151,9 @@ def test_ids_are_stable_and_new_after_a_reopen() -> None:
     ids = {completed.id, reopened.id, second.events[-1].id}
     assert len(ids) == 3
     # And never the id of a task event, whatever the ids look like.
-    assert completed.id != event_id("w", "3", PROJECT_COMPLETED, 1)
+    assert completed.id != event_id("w", "3", PROJECT_COMPLETED, 1, epoch=EPOCH)
+    # And another state (another epoch) never repeats it.
+    assert completed.id != project_event_id("w", "3", PROJECT_COMPLETED, 1, epoch="f" * 32)
 
 
 def test_payload_follows_the_task_event_conventions() -> None:

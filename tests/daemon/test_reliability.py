@@ -98,8 +98,9 @@ def test_slow_and_failing_receivers_are_retried_on_schedule_and_hold_up_nobody(t
             tmp_path / "cvat-watch.toml", handlers=handlers, watches=[first.watch("a"), second.watch("b")]
         )
         daemon = rig.start(config)
-        (event_a,) = _ids(expected_events("a", [frozenset(), frozenset({"11"})]))
-        (event_b,) = _ids(expected_events("b", [frozenset(), frozenset({"11"})]))
+        epoch = StateDatabase(tmp_path / "state" / "cvat-watch.db").epoch()
+        (event_a,) = _ids(expected_events("a", [frozenset(), frozenset({"11"})], epoch=epoch))
+        (event_b,) = _ids(expected_events("b", [frozenset(), frozenset({"11"})], epoch=epoch))
         first.write_jobs({"11"})
         stuck = slow.wait_for(1)[0]
         # The flaky receiver runs through 500 and 429 to 200 while the slow one holds its request.
@@ -256,7 +257,7 @@ def test_disk_full_is_logged_survived_and_recovered(tmp_path: Path, full_disk: s
             filler.unlink()
         else:
             resource.prlimit(pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-        expected = _ids(expected_events("w", [frozenset(), done]))
+        expected = _ids(expected_events("w", [frozenset(), done], epoch=db.epoch()))
         wait_until(
             lambda: set(expected) <= Receipts(tuple(receiver.requests)).ids,
             timeout=15,
@@ -310,12 +311,13 @@ def test_state_dir_below_a_regular_file_fails_start_with_exit_2_naming_it(tmp_pa
     )
     result = run_cli("run", "--config", str(config), "--allow-root", timeout=30)
     assert result.returncode == 2
-    assert str(state / "cvat-watch.db") in result.stderr
+    # The state folder's lock file is the first thing a process that delivers opens there.
+    assert str(state / "cvat-watch.lock") in result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
 
 
 def test_read_only_state_dir_fails_start_with_exit_2_naming_it(tmp_path: Path) -> None:
-    """A state folder on a read-only mount is one error line naming the database and exit code 2."""
+    """A state folder on a read-only mount is one error line naming the file there and exit code 2."""
     export = GeneratedExport(tmp_path / "export", tasks=2)
     state = tmp_path / "state"
     config = write_daemon_config(
@@ -343,7 +345,7 @@ def test_read_only_state_dir_fails_start_with_exit_2_naming_it(tmp_path: Path) -
     finally:
         _unmount(state)
     assert result.returncode == 2
-    assert str(state / "cvat-watch.db") in result.stderr
+    assert str(state / "cvat-watch.lock") in result.stderr
     assert "read-only" in result.stderr.lower()
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
 

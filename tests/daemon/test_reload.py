@@ -164,6 +164,29 @@ def test_a_changed_job_status_reads_only_that_file(export: Export, store: Store,
     assert jobs_size <= read < jobs_size + export.annotations.stat().st_size // 2
 
 
+@pytest.mark.parametrize("phases", [1, 2, 3, 4])
+def test_an_interrupted_reload_commits_nothing_and_the_next_one_does(
+    export: Export, store: Store, phases: int
+) -> None:
+    """A stop request seen after any phase (read, parse, build) ends the reload as "interrupted"
+    with nothing committed; the next reload commits the change."""
+    runner = make_runner(export, store)
+    runner.reload(force=True)
+    set_state(export, 0, "rejected")
+    export.write_jobs()
+    asked = []
+
+    def interrupted() -> bool:
+        asked.append(True)
+        return len(asked) >= phases
+
+    before = store.load_baseline("w")
+    assert runner.reload(interrupted=interrupted).status == "interrupted"
+    assert store.load_baseline("w") == before
+    assert runner.reload().status == "committed"
+    assert store.load_baseline("w") != before
+
+
 @pytest.mark.parametrize("how", ["force", "recheck"])
 def test_force_and_the_recheck_interval_read_everything(
     export: Export, store: Store, settle_quickly: int, how: str
@@ -405,7 +428,14 @@ def test_every_reload_commits_what_a_fresh_pipeline_computes(
         summary = cvatxml.loads_summary(export.annotations.read_bytes())
         records = jobstatus.parse_job_status(export.job_status.read_bytes())
         expected = build_snapshot(watch="w", summary=summary, jobs=records)
-        result = diff(baseline, expected, generations=generations, timestamp=TIMESTAMP, job_events=job_events)
+        result = diff(
+            baseline,
+            expected,
+            generations=generations,
+            timestamp=TIMESTAMP,
+            epoch=store.epoch,
+            job_events=job_events,
+        )
         outcome = runner.reload(force=baseline is None)
         if baseline is not None and expected == baseline and result.generations == generations:
             assert outcome.status in ("unchanged", "committed")
@@ -415,7 +445,13 @@ def test_every_reload_commits_what_a_fresh_pipeline_computes(
         baseline, generations = expected, dict(result.generations)
         assert store.load_baseline("w") == (baseline, generations)
         with sqlite3.connect(store.path) as connection:
-            (text,) = connection.execute("SELECT snapshot FROM baselines WHERE watch = 'w'").fetchone()
+            (head,) = connection.execute("SELECT snapshot FROM baselines WHERE watch = 'w'").fetchone()
+            rows = dict(connection.execute("SELECT task_id, task FROM baseline_tasks WHERE watch = 'w'"))
         connection.close()
-        assert text == json.dumps(baseline.to_dict(), ensure_ascii=False, separators=(",", ":"))
+        whole = baseline.to_dict()
+        tasks = whole.pop("tasks")
+        assert head == json.dumps(whole | {"tasks": []}, ensure_ascii=False, separators=(",", ":"))
+        assert rows == {
+            task["id"]: json.dumps(task, ensure_ascii=False, separators=(",", ":")) for task in tasks
+        }
     assert {"state", "remove", "insert", "move", "repeat", "reorder", "export"} <= done

@@ -206,6 +206,30 @@ def test_sighup_reloads_and_keeps_old_config_when_the_new_one_is_invalid(
         assert daemon.stop() == 0
 
 
+def test_sighup_with_a_watch_unchanged_does_not_parse_its_export_again(
+    workspace: Workspace, receiver: Receiver, notify: NotifySocket
+) -> None:
+    """A SIGHUP keeps the runner of a watch whose configuration is unchanged (the export is re-read and
+    re-hashed, not parsed again) and still diffs against its baseline; a changed watch gets a new runner."""
+    config = workspace.write_config(handlers=[workspace.webhook(receiver.url())])
+    env = {"NOTIFY_SOCKET": str(notify.path)}
+    with DaemonProcess(workspace.config, env=env, args=["--log-level", "debug"]) as daemon:
+        notify.wait_for("READY=1")
+        assert daemon.log.count("export parsed") == 1
+        daemon.signal(signal.SIGHUP)
+        notify.wait_for("READY=1", count=2)
+        assert daemon.log.count("export parsed") == 1
+        workspace.write_jobs({"21": "completed", "22": "completed", "23": "completed"})
+        assert json.loads(receiver.wait_for(1)[0].body)["type"] == "task.completed"
+        config.write_text(config.read_text().replace("debounce = 0.1", "debounce = 0.2"))
+        daemon.signal(signal.SIGHUP)
+        notify.wait_for("READY=1", count=3)
+        assert daemon.log.count("export parsed") == 2
+        workspace.write_jobs({"23": "completed", "24": "rejected"})
+        assert json.loads(receiver.wait_for(2)[1].body)["type"] == "task.reopened"
+        assert daemon.stop() == 0
+
+
 def test_watchdog_pings_at_half_the_interval(workspace: Workspace, notify: NotifySocket) -> None:
     """With WATCHDOG_USEC set the daemon sends WATCHDOG=1 repeatedly from its main loop."""
     workspace.write_config(handlers=['[[handler]]\ntype = "log"'])

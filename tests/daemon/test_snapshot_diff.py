@@ -25,6 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 TS = "2024-05-01T10:00:00.000000Z"
+EPOCH = "e" * 32
 
 # -- building snapshots ----------------------------------------------------------------------
 
@@ -302,6 +303,7 @@ def test_task_transitions(
         snap(new),
         generations={},
         timestamp=TS,
+        epoch=EPOCH,
         notify_existing=notify_existing,
     )
     assert kinds(result) == expected
@@ -309,9 +311,9 @@ def test_task_transitions(
 
 def test_event_content() -> None:
     """A completion event carries the watch, project, task, links, jobs and the given timestamp."""
-    result = diff(snap({"1": "new"}), snap({"1": "completed"}), generations={}, timestamp=TS)
+    result = diff(snap({"1": "new"}), snap({"1": "completed"}), generations={}, timestamp=TS, epoch=EPOCH)
     (event,) = result.events
-    assert event.id == documented_event_id("w", "1", TASK_COMPLETED, 1)
+    assert event.id == documented_event_id("w", "1", TASK_COMPLETED, 1, epoch=EPOCH)
     assert event.timestamp == TS
     assert event.watch == "w"
     assert (event.project.id, event.project.name) == ("3", "p")  # type: ignore[union-attr]
@@ -326,7 +328,7 @@ def test_event_content() -> None:
 
 def test_first_start_keeps_given_generations() -> None:
     """A silent first start changes no counter; the next completion still gets a fresh generation."""
-    result = diff(None, snap({"1": "completed"}), generations={"task:1": 4}, timestamp=TS)
+    result = diff(None, snap({"1": "completed"}), generations={"task:1": 4}, timestamp=TS, epoch=EPOCH)
     assert result.events == ()
     assert result.generations == {"task:1": 4}
 
@@ -337,14 +339,14 @@ def test_complete_reopen_complete_gets_new_ids() -> None:
     generations: Mapping[str, int] = {}
     events: list[Event] = []
     for old, new in itertools.pairwise(states):
-        result = diff(snap(old), snap(new), generations=generations, timestamp=TS)
+        result = diff(snap(old), snap(new), generations=generations, timestamp=TS, epoch=EPOCH)
         generations = result.generations
         events.extend(result.events)
     assert [e.type for e in events] == [TASK_COMPLETED, TASK_REOPENED, TASK_COMPLETED]
     assert [e.id for e in events] == [
-        documented_event_id("w", "1", TASK_COMPLETED, 1),
-        documented_event_id("w", "1", TASK_REOPENED, 1),
-        documented_event_id("w", "1", TASK_COMPLETED, 2),
+        documented_event_id("w", "1", TASK_COMPLETED, 1, epoch=EPOCH),
+        documented_event_id("w", "1", TASK_REOPENED, 1, epoch=EPOCH),
+        documented_event_id("w", "1", TASK_COMPLETED, 2, epoch=EPOCH),
     ]
     assert generations == {"task:1": 2}
 
@@ -352,8 +354,8 @@ def test_complete_reopen_complete_gets_new_ids() -> None:
 def test_ids_are_stable_across_identical_diffs() -> None:
     """Diffing the same baseline twice (a replay after a crash) gives the same ids and counters."""
     old, new = snap({"1": "new", "2": "completed"}), snap({"1": "completed", "2": "new"})
-    first = diff(old, new, generations={"task:2": 3}, timestamp=TS, job_events=True)
-    second = diff(old, new, generations={"task:2": 3}, timestamp="another time", job_events=True)
+    first = diff(old, new, generations={"task:2": 3}, timestamp=TS, epoch=EPOCH, job_events=True)
+    second = diff(old, new, generations={"task:2": 3}, timestamp="another time", epoch=EPOCH, job_events=True)
     assert [e.id for e in first.events] == [e.id for e in second.events]
     assert first.generations == second.generations
 
@@ -361,14 +363,26 @@ def test_ids_are_stable_across_identical_diffs() -> None:
 def test_diff_does_not_change_the_given_generations() -> None:
     """The caller's mapping is left alone; the new counters come back in the result."""
     generations = {"task:1": 1}
-    diff(snap({"1": "new"}), snap({"1": "completed"}), generations=generations, timestamp=TS)
+    diff(snap({"1": "new"}), snap({"1": "completed"}), generations=generations, timestamp=TS, epoch=EPOCH)
     assert generations == {"task:1": 1}
 
 
 def test_watches_do_not_share_ids() -> None:
     """The same transition in two watches gives two ids."""
-    a = diff(snap({"1": "new"}, watch="a"), snap({"1": "completed"}, watch="a"), generations={}, timestamp=TS)
-    b = diff(snap({"1": "new"}, watch="b"), snap({"1": "completed"}, watch="b"), generations={}, timestamp=TS)
+    a = diff(
+        snap({"1": "new"}, watch="a"),
+        snap({"1": "completed"}, watch="a"),
+        generations={},
+        timestamp=TS,
+        epoch=EPOCH,
+    )
+    b = diff(
+        snap({"1": "new"}, watch="b"),
+        snap({"1": "completed"}, watch="b"),
+        generations={},
+        timestamp=TS,
+        epoch=EPOCH,
+    )
     assert a.events[0].id != b.events[0].id
 
 
@@ -386,7 +400,7 @@ def job_changes(result: DiffResult) -> list[tuple[str, str | None, str]]:
 def test_job_events_are_opt_in() -> None:
     """Without job_events a job's state change produces no event."""
     old, new = snap({"1": ("new", "new")}), snap({"1": ("in progress", "new")})
-    result = diff(old, new, generations={}, timestamp=TS)
+    result = diff(old, new, generations={}, timestamp=TS, epoch=EPOCH)
     assert result.events == ()
 
 
@@ -406,14 +420,20 @@ def test_job_events_are_opt_in() -> None:
 )
 def test_job_state_changes(old: Spec, new: Spec, expected: list[tuple[str, str | None, str]]) -> None:
     """With job_events, a job whose state differs (or that appears in a state other than new) is announced."""
-    result = diff(snap(old), snap(new), generations={}, timestamp=TS, job_events=True)
+    result = diff(snap(old), snap(new), generations={}, timestamp=TS, epoch=EPOCH, job_events=True)
     assert job_changes(result) == expected
 
 
 def test_no_job_events_on_first_start() -> None:
     """A first start announces no job states, even with notify_existing."""
     result = diff(
-        None, snap({"1": "completed"}), generations={}, timestamp=TS, notify_existing=True, job_events=True
+        None,
+        snap({"1": "completed"}),
+        generations={},
+        timestamp=TS,
+        epoch=EPOCH,
+        notify_existing=True,
+        job_events=True,
     )
     assert kinds(result) == [(TASK_COMPLETED, "1")]
 
@@ -425,6 +445,7 @@ def test_job_events_come_before_the_task_event_they_explain() -> None:
         snap({"2": ("completed", "completed"), "1": "completed"}),
         generations={},
         timestamp=TS,
+        epoch=EPOCH,
         job_events=True,
     )
     assert [(e.type, e.task.id, e.job.id if e.job else None) for e in result.events] == [
@@ -447,7 +468,12 @@ def test_job_flapping_gets_distinct_ids() -> None:
     ids: list[str] = []
     for old, new in itertools.pairwise(states):
         result = diff(
-            snap({"1": old}), snap({"1": new}), generations=generations, timestamp=TS, job_events=True
+            snap({"1": old}),
+            snap({"1": new}),
+            generations=generations,
+            timestamp=TS,
+            epoch=EPOCH,
+            job_events=True,
         )
         generations = result.generations
         ids.extend(e.id for e in result.events)

@@ -14,19 +14,21 @@ import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import attrs
 import pytest
 from cvat_watch.daemon.events import TASK_COMPLETED, TASK_REOPENED, Event, ProjectInfo, TaskInfo, event_id
 from cvat_watch.daemon.snapshot import JobState, Snapshot, TaskState
-from cvat_watch.daemon.store import Store
-from cvat_watch.errors import StateError
+from cvat_watch.daemon.store import StateLock, Store
+from cvat_watch.errors import StateError, StateLockedError, StateLostError
 
 ROOT = Path(__file__).resolve().parents[2]
+EPOCH = "e" * 32
 
 
 def event(task_id: str, kind: str = TASK_COMPLETED, generation: int = 1, watch: str = "w") -> Event:
     return Event(
         type=kind,
-        id=event_id(watch, task_id, kind, generation),
+        id=event_id(watch, task_id, kind, generation, epoch=EPOCH),
         timestamp="2024-05-01T10:00:00.000000Z",
         watch=watch,
         project=ProjectInfo(id="3", name="p"),
@@ -149,43 +151,184 @@ def test_reopen_after_close_keeps_everything(tmp_path: Path) -> None:
         assert second.handler_status() == {"a": "active", "b": "gone: HTTP 410"}
 
 
-def _stored(store: Store, watch: str) -> tuple[str, str]:
+def _stored(store: Store, watch: str) -> tuple[str, dict[str, str], dict[str, int]]:
+    """What the database holds for ``watch``: the snapshot's head, each task's JSON, the counters."""
     connection = sqlite3.connect(store.path)
     try:
-        row = connection.execute(
-            "SELECT snapshot, generations FROM baselines WHERE watch = ?", (watch,)
-        ).fetchone()
+        (head,) = connection.execute("SELECT snapshot FROM baselines WHERE watch = ?", (watch,)).fetchone()
+        tasks = connection.execute("SELECT task_id, task FROM baseline_tasks WHERE watch = ?", (watch,))
+        counters = connection.execute("SELECT key, value FROM baseline_generations WHERE watch = ?", (watch,))
+        return head, dict(tasks.fetchall()), dict(counters.fetchall())
     finally:
         connection.close()
-    return row[0], row[1]
 
 
-def test_the_stored_baseline_is_the_snapshots_json_through_reused_and_changed_tasks(store: Store) -> None:
-    """Commit after commit, with task objects kept, replaced, added and removed, the row holds exactly the
-    snapshot's JSON and the sorted counters, and load_baseline returns the snapshot."""
+def _dumps(data: object) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def test_the_stored_baseline_is_the_snapshots_json_through_reused_and_changed_tasks(tmp_path: Path) -> None:
+    """Commit after commit, with task objects kept, replaced, added and removed, and the store reopened
+    now and then (a new process: no memory of what it wrote), the rows hold exactly the snapshot's JSON
+    in pieces and the counters, and load_baseline returns the snapshot."""
     rng = random.Random(7)
+    path = tmp_path / "state.db"
+    store = Store.open(path)
     tasks = {str(t): TaskState(id=str(t), jobs=[JobState(id=f"{t}0", state="new")]) for t in range(30)}
-    for round_ in range(25):
-        for _ in range(rng.randint(0, 3)):
-            task_id = str(rng.randrange(40))
-            if rng.random() < 0.2:
-                tasks.pop(task_id, None)
-            else:
-                state = rng.choice(["new", "completed"])
-                tasks[task_id] = TaskState(
-                    id=task_id,
-                    name="ä" * rng.randint(0, 2),
-                    completed=state == "completed",
-                    jobs=[JobState(id=f"{task_id}0", state=state)],
-                )
-        base_url = None if round_ % 2 else "http://c"
-        snap = Snapshot(watch="w", project_id="3", base_url=base_url, tasks=tasks.values())
-        generations = {f"task:{t}": rng.randint(1, 3) for t in rng.sample(sorted(tasks), 3)}
-        store.commit_reload("w", snap, generations, [], both, now=float(round_))
-        text, counters = _stored(store, "w")
-        assert text == json.dumps(snap.to_dict(), ensure_ascii=False, separators=(",", ":"))
-        assert counters == json.dumps(generations, sort_keys=True, separators=(",", ":"))
-        assert store.load_baseline("w") == (snap, generations)
+    try:
+        for round_ in range(25):
+            for _ in range(rng.randint(0, 3)):
+                task_id = str(rng.randrange(40))
+                if rng.random() < 0.2:
+                    tasks.pop(task_id, None)
+                else:
+                    state = rng.choice(["new", "completed"])
+                    tasks[task_id] = TaskState(
+                        id=task_id,
+                        name="ä" * rng.randint(0, 2),
+                        completed=state == "completed",
+                        jobs=[JobState(id=f"{task_id}0", state=state)],
+                    )
+            if round_ % 6 == 5:
+                store.close()
+                store = Store.open(path)
+                if round_ % 12 == 5:
+                    store.load_baseline("w")  # as the runner does before its first commit
+            base_url = None if round_ % 2 else "http://c"
+            snap = Snapshot(watch="w", project_id="3", base_url=base_url, tasks=tasks.values())
+            generations = {f"task:{t}": rng.randint(1, 3) for t in rng.sample(sorted(tasks), 3)}
+            store.commit_reload("w", snap, generations, [], both, now=float(round_))
+            head, rows, counters = _stored(store, "w")
+            whole = snap.to_dict()
+            assert rows == {task["id"]: _dumps(task) for task in whole.pop("tasks")}
+            assert head == _dumps(whole | {"tasks": []})
+            assert counters == generations
+            assert store.load_baseline("w") == (snap, generations)
+    finally:
+        store.close()
+
+
+def _many(count: int, *, completed: Sequence[int] = ()) -> Snapshot:
+    return Snapshot(
+        watch="w",
+        tasks=[
+            TaskState(
+                id=str(t),
+                completed=t in completed,
+                jobs=[JobState(id=f"{t}0", state="completed" if t in completed else "new")],
+            )
+            for t in range(count)
+        ],
+    )
+
+
+def test_a_commit_writes_only_the_rows_of_changed_tasks(tmp_path: Path) -> None:
+    """A reload that changed one task of a thousand writes that task's row and the baseline's time
+    stamp, whether the unchanged tasks are the same objects as last time or, after a restart, equal
+    ones; counted with SQLite's total_changes on the store's own connection."""
+    path = tmp_path / "state.db"
+    with Store.open(path) as store:
+        first = _many(1000)
+        store.commit_reload("w", first, {}, [], both, now=1.0)
+        tasks = list(first.tasks)
+        tasks[500] = TaskState(id="500", completed=True, jobs=[JobState(id="5000", state="completed")])
+        second = Snapshot(watch="w", tasks=tasks)
+        before = store._connection.total_changes
+        store.commit_reload("w", second, {"task:500": 1}, [], both, now=2.0)
+        # task 500's row, its counter's row, the time stamp of the baseline
+        assert store._connection.total_changes - before == 3
+        before = store._connection.total_changes
+        store.commit_reload("w", second, {"task:500": 1}, [], both, now=3.0)
+        assert store._connection.total_changes - before == 0
+    with Store.open(path) as store:
+        assert store.load_baseline("w") == (second, {"task:500": 1})
+        third = _many(1000, completed=[500, 7])  # new objects, all equal to the stored ones but task 7
+        before = store._connection.total_changes
+        store.commit_reload("w", third, {"task:500": 1, "task:7": 1}, [], both, now=4.0)
+        assert store._connection.total_changes - before == 3
+        fourth = Snapshot(watch="w", tasks=[task for task in third.tasks if task.id != "9"])
+        before = store._connection.total_changes
+        store.commit_reload("w", fourth, {"task:500": 1, "task:7": 1}, [], both, now=5.0)
+        assert store._connection.total_changes - before == 2  # task 9's row deleted, the time stamp
+        assert store.load_baseline("w") == (fourth, {"task:500": 1, "task:7": 1})
+
+
+def _schema_2_database(path: Path, baselines: Sequence[tuple[str, str, str]]) -> None:
+    """A database as cvat-watch with schema 2 left it: each watch's baseline one row of JSON."""
+    with Store.open(path) as store:
+        store.commit_reload("w", snapshot("1"), {"task:1": 1}, [event("1")], both, now=1.0)
+    connection = sqlite3.connect(path)
+    try:
+        connection.executescript(
+            "DROP TABLE baselines; DROP TABLE baseline_tasks; DROP TABLE baseline_generations;"
+            " CREATE TABLE baselines (watch TEXT PRIMARY KEY, snapshot TEXT NOT NULL,"
+            " generations TEXT NOT NULL, updated_at REAL NOT NULL); PRAGMA user_version = 2;"
+        )
+        connection.executemany(
+            "INSERT INTO baselines (watch, snapshot, generations, updated_at) VALUES (?, ?, ?, 1.0)",
+            baselines,
+        )
+        connection.commit()
+    finally:
+        connection.close()
+
+
+def test_a_schema_2_database_is_migrated_with_its_baselines_and_outbox(tmp_path: Path) -> None:
+    """Opening a schema-2 database splits each one-row baseline into rows per task and counter; the
+    baselines load as they were, the outbox is kept, and the next commit writes only what changed."""
+    path = tmp_path / "state.db"
+    old_w = Snapshot(
+        watch="w",
+        project_id="3",
+        project_name="Zoë",
+        base_url="http://c",
+        tasks=[
+            TaskState(id="1", name="ä", completed=True, jobs=[JobState(id="10", state="completed")]),
+            TaskState(id="2", jobs=[JobState(id="20", state="new", assignee="ann")]),
+        ],
+    )
+    old_v = snapshot(watch="v", tasks=())
+    _schema_2_database(
+        path,
+        [
+            ("w", _dumps(old_w.to_dict()), json.dumps({"task:1": 2, "job:10": 1}, sort_keys=True)),
+            ("v", _dumps(old_v.to_dict()), "{}"),
+        ],
+    )
+    with Store.open(path) as store:
+        assert store.load_baseline("w") == (old_w, {"task:1": 2, "job:10": 1})
+        assert store.load_baseline("v") == (old_v, {})
+        assert [d.event_id for d in store.deliveries()] == [event("1").id] * 2
+        tasks = (old_w.tasks[0], TaskState(id="2", jobs=[JobState(id="20", state="completed")]))
+        before = store._connection.total_changes
+        store.commit_reload("w", attrs.evolve(old_w, tasks=tasks), {"task:1": 2, "job:10": 1}, [], both, 2.0)
+        assert store._connection.total_changes - before == 2
+    connection = sqlite3.connect(path)
+    try:
+        assert connection.execute("PRAGMA user_version").fetchone() == (3,)
+        assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        tables = {
+            name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        assert "baselines_schema_2" not in tables
+    finally:
+        connection.close()
+
+
+def test_a_schema_2_database_with_an_unreadable_baseline_is_refused_and_left_as_it_was(
+    tmp_path: Path,
+) -> None:
+    """A migration that cannot read a baseline is a StateError, and the file stays at schema 2."""
+    path = tmp_path / "state.db"
+    _schema_2_database(path, [("w", "{not json", "{}")])
+    with pytest.raises(StateError, match="cannot migrate"):
+        Store.open(path)
+    connection = sqlite3.connect(path)
+    try:
+        assert connection.execute("PRAGMA user_version").fetchone() == (2,)
+        assert connection.execute("SELECT snapshot FROM baselines").fetchall() == [("{not json",)]
+    finally:
+        connection.close()
 
 
 # -- the dispatcher's side -------------------------------------------------------------------
@@ -469,7 +612,7 @@ while True:
             tasks.append(TaskState(id=str(t), completed=all(s == "completed" for s in states), jobs=jobs))
         new = Snapshot(watch=watch, tasks=tasks)
         result = diff(
-            old, new, generations=generations, timestamp=str(n), notify_existing=True, job_events=True
+            old, new, generations=generations, timestamp=str(n), epoch=store.epoch, notify_existing=True, job_events=True
         )
         store.commit_reload(watch, new, result.generations, result.events, lambda e: ["a", "b"], float(n))
         for row in store.due_deliveries("a", float(n), limit=7):
@@ -487,7 +630,7 @@ def _check_invariants(path: Path) -> int:
         assert connection.execute("PRAGMA foreign_key_check").fetchall() == []
         events = {row[0] for row in connection.execute("SELECT id FROM events")}
         targets: dict[str, list[str]] = {}
-        for event_key, handler in connection.execute("SELECT event_id, handler_key FROM deliveries"):
+        for event_key, handler in connection.execute("SELECT event_id, handler_id FROM deliveries"):
             targets.setdefault(event_key, []).append(handler)
         assert set(targets) == events
         assert all(sorted(handlers) == ["a", "b"] for handlers in targets.values())
@@ -502,14 +645,16 @@ def _check_invariants(path: Path) -> int:
                 generation = generations.get(f"task:{task.id}", 0)
                 if task.completed:
                     # notify_existing: every completed task was announced at its current generation.
-                    assert event_id(watch, task.id, TASK_COMPLETED, generation) in events
+                    assert event_id(watch, task.id, TASK_COMPLETED, generation, epoch=store.epoch) in events
                 elif generation:
-                    assert event_id(watch, task.id, TASK_REOPENED, generation) in events
+                    assert event_id(watch, task.id, TASK_REOPENED, generation, epoch=store.epoch) in events
                 for job in task.jobs:
                     changes = generations.get(f"job:{job.id}", 0)
                     if changes:
                         transition = f"job:{job.id}:{job.state}"
-                        assert event_id(watch, task.id, transition, changes, job.id) in events
+                        assert (
+                            event_id(watch, task.id, transition, changes, job.id, epoch=store.epoch) in events
+                        )
     return len(events)
 
 
@@ -540,3 +685,210 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
         counts.append(_check_invariants(path))
     assert counts == sorted(counts)
     assert counts[-1] > 0
+
+
+# -- integrity: the lock, the epoch, the file's identity, handler binding, retention, migration -------
+
+
+def test_the_epoch_is_random_per_database_and_kept_across_reopening(tmp_path: Path) -> None:
+    """A new database gets a random epoch; reopening it gives the same one; another database another."""
+    with Store.open(tmp_path / "a.db") as first:
+        epoch = first.epoch
+    with Store.open(tmp_path / "a.db") as again:
+        assert again.epoch == epoch
+    with Store.open(tmp_path / "b.db") as other:
+        assert other.epoch != epoch
+    assert len(epoch) == 32
+
+
+def test_a_second_lock_on_one_state_folder_is_refused_naming_the_holder(tmp_path: Path) -> None:
+    """While one StateLock is held, another (even in the same process) fails at once with
+    StateLockedError naming the holder; after release it succeeds, and the file stays."""
+    lock = StateLock.acquire(tmp_path / "state", command="cvat-watch run --config /etc/a.toml")
+    with pytest.raises(StateLockedError) as caught:
+        StateLock.acquire(tmp_path / "state", command="cvat-watch once --config /etc/a.toml")
+    assert caught.value.holder == f"pid {os.getpid()}: cvat-watch run --config /etc/a.toml"
+    assert caught.value.holder in str(caught.value)
+    lock.release()
+    lock.release()  # idempotent
+    with StateLock.acquire(tmp_path / "state", command="again"):
+        assert (tmp_path / "state" / "cvat-watch.lock").exists()
+
+
+def test_the_lock_is_released_when_its_process_dies(tmp_path: Path) -> None:
+    """A lock held by a process that is SIGKILLed is free at once: no stale lock file blocks a restart."""
+    code = (
+        "import sys, time; from pathlib import Path; from cvat_watch.daemon.store import StateLock;"
+        " lock = StateLock.acquire(Path(sys.argv[1]), command='child'); print('locked', flush=True);"
+        " time.sleep(60)"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "locked\n"
+        with pytest.raises(StateLockedError, match=f"pid {child.pid}: child"):
+            StateLock.acquire(tmp_path, command="parent")
+    finally:
+        child.kill()
+        child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
+    StateLock.acquire(tmp_path, command="parent").release()
+
+
+def test_a_deleted_or_replaced_database_file_is_noticed_before_any_commit(tmp_path: Path) -> None:
+    """verify() and every write raise StateLostError once the file at the path is not the one opened."""
+    path = tmp_path / "state.db"
+    store = Store.open(path)
+    store.verify()
+    path.unlink()
+    with pytest.raises(StateLostError, match="deleted"):
+        store.verify()
+    with pytest.raises(StateLostError):
+        store.commit_reload("w", snapshot("1"), {}, [event("1")], both, now=1.0)
+    store.close()
+
+    store = Store.open(path)
+    other = tmp_path / "other.db"
+    Store.open(other).close()
+    os.replace(other, path)
+    with pytest.raises(StateLostError, match="replaced"):
+        store.record_delivered(1, 1.0)
+    store.close()
+
+
+@pytest.mark.parametrize("content", ["empty", "empty sqlite", "text"])
+def test_an_existing_file_that_is_not_our_database_is_refused_untouched(tmp_path: Path, content: str) -> None:
+    """A file at the state path that is not a whole cvat-watch database (emptied, an empty SQLite
+    database, anything else) is an error, never a first start, and is left as it was."""
+    path = tmp_path / "state.db"
+    if content == "empty sqlite":
+        connection = sqlite3.connect(path)
+        connection.execute("VACUUM")  # a valid SQLite file with a header and no tables
+        connection.close()
+    else:
+        path.write_bytes(b"" if content == "empty" else b"notes\n")
+    before = path.read_bytes()
+    with pytest.raises(StateError, match="not a cvat-watch state database"):
+        Store.open(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.db"]
+
+
+def test_a_new_database_appears_whole_and_a_crashed_creation_leaves_no_trace_at_the_path(
+    tmp_path: Path,
+) -> None:
+    """A database is built beside the path and linked into place complete; a temporary file left by
+    a crash halfway does not stop the next creation."""
+    path = tmp_path / "state.db"
+    (tmp_path / f".state.db.{os.getpid()}.new").write_bytes(b"half")
+    with Store.open(path) as store:
+        assert store.epoch
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("state.db-")) == ["state.db"]
+
+
+def test_rows_are_bound_to_their_handler_identity_and_listed_as_orphaned_when_it_is_gone(
+    store: Store,
+) -> None:
+    """due_deliveries only hands out rows of the asked identity; with the configured identities,
+    `deliveries` shows another handler's pending rows as orphaned (and in the failed listing)."""
+    store.register_handlers({"webhook:aaaa": "hook", "webhook:bbbb": "hook2"}, 1.0)
+    store.commit_reload("w", snapshot("1"), {}, [event("1")], lambda _: ["webhook:aaaa"], now=1.0)
+    assert store.due_deliveries("webhook:bbbb", now=2.0) == []
+    (row,) = store.due_deliveries("webhook:aaaa", now=2.0)
+    assert (row.handler_id, row.handler_key, row.status) == ("webhook:aaaa", "hook", "pending")
+    (listed,) = store.deliveries(configured={"webhook:bbbb"})
+    assert listed.status == "orphaned"
+    assert [r.status for r in store.deliveries(failed_only=True, configured={"webhook:bbbb"})] == ["orphaned"]
+    assert store.deliveries(failed_only=True, configured={"webhook:aaaa"}) == []
+    assert store.deliveries()[0].status == "pending"
+
+
+def test_prune_deletes_old_settled_rows_and_unneeded_events_only(store: Store) -> None:
+    """Delivered and dead rows settled before the cut are deleted, then events no row needs; pending
+    and gone rows, and the events they need, stay; the baseline is untouched."""
+    events = [event(task) for task in ("1", "2", "3")]
+    store.commit_reload("w", snapshot("1", "2", "3"), {"task:1": 1}, events, lambda _: ["a"], now=10.0)
+    rows = {row.task_id: row for row in store.due_deliveries("a", now=10.0)}
+    store.record_delivered(rows["1"].id, 20.0)
+    store.record_failure(rows["2"].id, "400", 20.0, None)  # dead
+    # Task 3's row stays pending.
+    assert store.prune(older_than=15.0) == (0, 0)  # settled after the cut: kept
+    assert store.prune(older_than=30.0) == (2, 2)
+    assert [(row.task_id, row.status) for row in store.deliveries()] == [("3", "pending")]
+    assert store.load_baseline("w") == (snapshot("1", "2", "3"), {"task:1": 1})
+    # Replaying the same reload after the prune re-inserts the pruned events: only a crash
+    # replay of an uncommitted reload does that, and then nothing of it was ever sent.
+    store.commit_reload("w", snapshot("1", "2", "3"), {"task:1": 1}, [], lambda _: ["a"], now=40.0)
+    assert len(store.deliveries()) == 1
+
+
+_SCHEMA_1 = """
+CREATE TABLE baselines (watch TEXT PRIMARY KEY, snapshot TEXT NOT NULL, generations TEXT NOT NULL,
+    updated_at REAL NOT NULL);
+CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, type TEXT NOT NULL,
+    watch TEXT NOT NULL, task_id TEXT NOT NULL, payload TEXT NOT NULL, created_at REAL NOT NULL);
+CREATE TABLE deliveries (id INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL REFERENCES events (id),
+    handler_key TEXT NOT NULL, watch TEXT NOT NULL, task_id TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'dead', 'gone')),
+    attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL, last_attempt_at REAL, last_error TEXT,
+    created_at REAL NOT NULL, delivered_at REAL, UNIQUE (event_id, handler_key));
+CREATE INDEX deliveries_queue ON deliveries (handler_key, status, watch, task_id, id);
+CREATE INDEX deliveries_status ON deliveries (status, id);
+CREATE TABLE handlers (key TEXT PRIMARY KEY, status TEXT NOT NULL CHECK (status IN ('active', 'gone')),
+    reason TEXT, changed_at REAL NOT NULL);
+PRAGMA application_id = 1129731924;
+PRAGMA user_version = 1;
+"""
+
+
+def test_a_schema_1_database_is_migrated_and_its_rows_adopted_by_name_once(tmp_path: Path) -> None:
+    """Schema 1 rows (bound to a name) are kept under "legacy:<name>", sent to nobody, until a handler
+    of that name registers: then it adopts them with its gone mark; other names stay orphaned."""
+    path = tmp_path / "old.db"
+    connection = sqlite3.connect(path)
+    connection.executescript(_SCHEMA_1)
+    connection.execute(
+        "INSERT INTO events (id, type, watch, task_id, payload, created_at) VALUES ('evt_1', 'task.completed',"
+        " 'w', '1', '{}', 1.0)"
+    )
+    for key in ("hook", "old-hook"):
+        connection.execute(
+            "INSERT INTO deliveries (event_id, handler_key, watch, task_id, status, next_attempt_at, created_at)"
+            " VALUES ('evt_1', ?, 'w', '1', 'pending', 1.0, 1.0)",
+            (key,),
+        )
+    connection.execute("INSERT INTO handlers VALUES ('hook', 'gone', '410', 1.0)")
+    connection.commit()
+    connection.close()
+    with Store.open(path) as store:
+        assert store.epoch
+        assert {row.handler_id for row in store.deliveries()} == {"legacy:hook", "legacy:old-hook"}
+        assert store.due_deliveries("webhook:new", now=5.0) == []
+        store.register_handlers({"webhook:new": "hook"}, 5.0)
+        assert {row.handler_id for row in store.deliveries()} == {"webhook:new", "legacy:old-hook"}
+        assert store.handler_status()["hook"] == "gone: 410"
+    connection = sqlite3.connect(path)
+    assert connection.execute("PRAGMA user_version").fetchone() == (3,)
+    connection.close()
+
+
+def test_checkpoint_empties_the_wal_into_the_database_file(tmp_path: Path) -> None:
+    """After checkpoint() the database file alone holds every commit (a copy of it without the WAL
+    has the events)."""
+    path = tmp_path / "state.db"
+    with Store.open(path) as store:
+        store.commit_reload("w", snapshot("1"), {}, [event("1")], both, now=1.0)
+        store.checkpoint()
+        copy = tmp_path / "copy.db"
+        copy.write_bytes(path.read_bytes())
+    connection = sqlite3.connect(copy)
+    assert connection.execute("SELECT count(*) FROM events").fetchone() == (1,)
+    connection.close()
+
+
+def test_claim_names_the_configuration_that_used_the_state_before(store: Store) -> None:
+    """claim() returns the previous configuration only when it was another one."""
+    assert store.claim("/etc/a.toml") is None
+    assert store.claim("/etc/a.toml") is None
+    assert store.claim("/etc/b.toml") == "/etc/a.toml"
+    assert store.claim("/etc/b.toml") is None

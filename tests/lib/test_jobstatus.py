@@ -515,6 +515,23 @@ def test_deeply_nested_json_is_refused() -> None:
     assert "nested too deeply" in error.message
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 200_000 + "]" * 200_000,
+        '{"results": ' + "[" * 200_000 + "]" * 200_000 + "}",
+        '[{"job_id": 1, "task_id": 1, "state": ' + "[" * 200_000 + "]" * 200_000 + "}]",
+    ],
+)
+def test_deeply_nested_bytes_are_refused_by_the_daemons_parser(text: str) -> None:
+    """The daemon's parser, given bytes (its raw-record path), refuses deep nesting as a JobStatusError too,
+    also after a good version, so the daemon keeps its last good state instead of dying."""
+    parser = JobStatusParser()
+    parser.parse(b'[{"job_id": 1, "task_id": 1, "state": "new"}]')
+    with pytest.raises(JobStatusError, match="nested too deeply"):
+        parser.parse(text.encode())
+
+
 def test_overlong_integer_is_refused() -> None:
     """An integer beyond Python's digit limit is a JobStatusError, not a bare ValueError."""
     error = _error('[{"id": ' + "9" * 5000 + ', "task_id": 1, "state": "new"}]')
@@ -713,7 +730,7 @@ def _fresh(data: str) -> object:
         return (error.where, error.message)
 
 
-def _parsed(parser: JobStatusParser, data: str) -> object:
+def _parsed(parser: JobStatusParser, data: str | bytes) -> object:
     try:
         return parser.parse(data)
     except JobStatusError as error:
@@ -777,10 +794,14 @@ def _versions(draw: st.DrawFn) -> list[str]:
 @settings(max_examples=300, deadline=None)
 @given(_versions())
 def test_a_parser_reads_every_version_as_a_fresh_parse_would(texts: list[str]) -> None:
-    """Version after version, a JobStatusParser gives the records (or the error) of parse_job_status."""
+    """Version after version, a JobStatusParser gives the records (or the error) of parse_job_status,
+    whether it is given text or bytes (which take the path that compares raw records)."""
     parser = JobStatusParser()
+    of_bytes = JobStatusParser()
     for text in texts:
-        assert _parsed(parser, text) == _fresh(text)
+        expected = _fresh(text)
+        assert _parsed(parser, text) == expected
+        assert _parsed(of_bytes, text.encode()) == expected
 
 
 @settings(max_examples=100, deadline=None)
@@ -801,8 +822,9 @@ def test_a_parser_of_decoded_documents_reads_like_job_records(texts: list[str]) 
         assert got == expected
 
 
+@pytest.mark.parametrize("given", ["text", "bytes"])
 @pytest.mark.parametrize("shape", ["flat", "rest"])
-def test_unchanged_records_come_back_as_the_same_objects(shape: str) -> None:
+def test_unchanged_records_come_back_as_the_same_objects(shape: str, given: str) -> None:
     """A record whose values did not change gives the same JobStatus object, also after records were
     added or removed before it; a changed record gives a new one."""
     if shape == "flat":
@@ -810,19 +832,25 @@ def test_unchanged_records_come_back_as_the_same_objects(shape: str) -> None:
     else:
         records = [_rest_job(n, 1, "new") for n in range(100)]
     parser = JobStatusParser()
-    first = parser.parse(json.dumps(records))
+
+    def parse() -> tuple[JobStatus, ...]:
+        text = json.dumps(records)
+        return parser.parse(text.encode() if given == "bytes" else text)
+
+    first = parse()
     records[2]["state"] = "completed"
     if shape == "rest":
         records[4]["url"] = "http://elsewhere/"  # not read: the job stays the same
-    second = parser.parse(json.dumps(records))
+    second = parse()
     assert second == parse_job_status(json.dumps(records))
     assert [index for index, (a, b) in enumerate(zip(first, second, strict=True)) if a is not b] == [2]
+    assert parse() is second or given == "text"  # unchanged bytes: the same result, nothing decoded
     del records[0]
-    third = parser.parse(json.dumps(records))
+    third = parse()
     assert third == parse_job_status(json.dumps(records))
     assert all(job is second[index + 1] for index, job in enumerate(third))
     records.insert(50, records[0] | {"job_id" if shape == "flat" else "id": 100})
-    fourth = parser.parse(json.dumps(records))
+    fourth = parse()
     assert fourth == parse_job_status(json.dumps(records))
     assert all(job is third[index] for index, job in enumerate(fourth[:50]))
     assert all(job is third[index + 50] for index, job in enumerate(fourth[51:]))

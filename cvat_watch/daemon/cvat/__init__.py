@@ -1,0 +1,1 @@
+"""cvat-watch reading a CVAT server itself: the REST client and the per-watch source."""
