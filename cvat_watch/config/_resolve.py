@@ -1,33 +1,15 @@
-"""The daemon's configuration: one TOML file → a frozen attrs tree.
-
-Reading happens in two steps. First the file is structured, strictly, into private
-``_Raw*`` classes that mirror what a person writes (``[[watch]]``, ``[[handler]]`` with a
-``type``, ``secret_env``...): unknown keys and wrong types fail there, all at once, with
-the key path of each problem. Then the raw tree is resolved into the public classes:
-relative paths against the config file's folder, secrets from the environment or from
-files, defaults for handler keys, and the rules that span several keys.
-
-Secrets are held in :class:`Secret` and so never appear in ``repr``, in
-:func:`cvat_watch.converter.to_dict` output, in log lines or in error messages.
-Nothing here starts anything or touches the exported annotation files: a watch may be
-configured before its first export exists.
-"""
+"""Resolution of the raw tree into the public one: paths, secrets, defaults and cross-key rules."""
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import math
-import os
 import re
-import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, NoReturn, cast
 from urllib.parse import urlsplit
 
 import attrs
-from cattrs.errors import AttributeValidationNote, CattrsError, ClassValidationError
 
 from cvat_watch._subjects import (
     default_stream_subjects,
@@ -36,45 +18,35 @@ from cvat_watch._subjects import (
     subject_matches,
     template_error,
 )
-from cvat_watch.converter import Secret, converter, error_paths
+from cvat_watch.config._model import (
+    DEFAULT_RETRY_DELAYS,
+    AppriseHandlerConfig,
+    CommandHandlerConfig,
+    Config,
+    CvatSourceConfig,
+    HandlerConfig,
+    HttpConfig,
+    LogHandlerConfig,
+    NatsHandlerConfig,
+    WatchConfig,
+    WebhookHandlerConfig,
+    default_state_dir,
+)
+from cvat_watch.config._raw import (
+    _RawApprise,
+    _RawCommand,
+    _RawCvat,
+    _RawFile,
+    _RawHandler,
+    _RawHttp,
+    _RawLog,
+    _RawNats,
+    _RawWatch,
+    _RawWebhook,
+)
+from cvat_watch.converter import Secret
 from cvat_watch.errors import ConfigError
 from cvat_watch.eventtypes import ALL_EVENTS, DEFAULT_EVENTS
-
-__all__ = [
-    "ALL_EVENTS",
-    "DEFAULT_EVENTS",
-    "DEFAULT_RETRY_DELAYS",
-    "AppriseHandlerConfig",
-    "CommandHandlerConfig",
-    "Config",
-    "CvatSourceConfig",
-    "HandlerConfig",
-    "HttpConfig",
-    "LogHandlerConfig",
-    "NatsHandlerConfig",
-    "Secret",
-    "WatchConfig",
-    "WebhookHandlerConfig",
-    "configured_state_dir",
-    "default_state_dir",
-    "load_config",
-]
-
-logger = logging.getLogger(__name__)
-
-# Seconds to wait before each retry: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h
-# (about three days in all, the same span as the Standard Webhooks schedule).
-DEFAULT_RETRY_DELAYS: tuple[float, ...] = (
-    5.0,
-    300.0,
-    1800.0,
-    7200.0,
-    18000.0,
-    36000.0,
-    50400.0,
-    72000.0,
-    86400.0,
-)
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 # RFC 9110 token characters.
@@ -83,459 +55,6 @@ _SENSITIVE_HEADER = re.compile(r"auth|token|secret|key|cookie|passw", re.IGNOREC
 _URL_LIST_SEPARATORS = re.compile(r"[\s,]+")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h)?")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-# --- public tree -------------------------------------------------------------------------
-
-
-@attrs.frozen
-class CvatSourceConfig:
-    """``[watch.cvat]``: cvat-watch keeps the watch's two files fresh from a CVAT server itself."""
-
-    url: str
-    project: int | None = None
-    task: int | None = None
-    token: Secret | None = None
-    username: str | None = None
-    password: Secret | None = None
-    organization: str | None = None
-    poll_interval: float = 30.0
-    export: Literal["on-completion", "on-change", "never"] = "on-completion"
-    export_timeout: float = 600.0
-    page_size: int = 500
-    connect_timeout: float = 5.0
-    read_timeout: float = 60.0
-    verify_tls: bool = True
-    ca_file: Path | None = None
-    webhook_secret: Secret | None = None
-
-
-@attrs.frozen
-class HttpConfig:
-    """``[http]``: the daemon's one HTTP listener (CVAT's webhooks, health, metrics)."""
-
-    listen: str = "127.0.0.1:8765"
-    host: str = "127.0.0.1"
-    port: int = 8765
-
-
-@attrs.frozen
-class WatchConfig:
-    """One exported task folder to watch: an annotations file and its job status."""
-
-    name: str
-    annotations: Path
-    job_status: Path | None = None
-    completion: Literal["completed", "accepted"] = "completed"
-    notify_existing: bool = False
-    poll: bool = False
-    poll_interval: float = 1.0
-    base_url: str | None = None
-    debounce: float = 0.5
-    max_wait: float = 5.0
-    recheck_interval: float = 30.0
-    cvat: CvatSourceConfig | None = None
-
-
-@attrs.frozen
-class LogHandlerConfig:
-    """Write each event to the log (text or one JSON object per line)."""
-
-    key: str
-    events: tuple[str, ...]
-    format: Literal["text", "json"] = "text"
-
-
-@attrs.frozen
-class WebhookHandlerConfig:
-    """POST each event as JSON to a URL, signed when a secret is configured."""
-
-    key: str
-    events: tuple[str, ...]
-    url: str
-    #: The signing secret; with several (a key rotation), the first listed.
-    secret: Secret | None = None
-    cvat_signature: bool = False
-    connect_timeout: float = 5.0
-    read_timeout: float = 15.0
-    #: The whole attempt, however slowly the receiver answers.
-    timeout: float = 30.0
-    retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS
-    verify_tls: bool = True
-    ca_file: Path | None = None
-    headers: tuple[tuple[str, str], ...] = ()
-    #: The other secrets of a key rotation: each signs every request too.
-    extra_secrets: tuple[Secret, ...] = ()
-    #: The envelope: the event JSON, or CloudEvents 1.0 in binary or structured mode.
-    format: Literal["json", "cloudevents", "cloudevents-structured"] = "json"
-
-
-@attrs.frozen
-class AppriseHandlerConfig:
-    """Send each event to chat services through Apprise URLs (which hold credentials)."""
-
-    key: str
-    events: tuple[str, ...]
-    urls: tuple[Secret, ...]
-    title: str | None = None
-    body: str | None = None
-    #: The whole attempt: a chat service that never answers does not hold the handler.
-    timeout: float = 60.0
-    retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS
-    #: Seconds to gather events into one digest message; None sends one message per event.
-    group_wait: float | None = None
-    #: The most events in one digest.
-    group_max: int = 50
-
-
-@attrs.frozen
-class CommandHandlerConfig:
-    """Run a program (no shell) with the event as JSON on its standard input."""
-
-    key: str
-    events: tuple[str, ...]
-    command: tuple[str, ...]
-    timeout: float = 60.0
-    retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS
-    cwd: Path | None = None
-
-
-@attrs.frozen
-class NatsHandlerConfig:
-    """Publish each event to NATS JetStream, with the event id as ``Nats-Msg-Id``."""
-
-    key: str
-    events: tuple[str, ...]
-    url: str
-    subject: str
-    stream: str | None = None
-    stream_subjects: tuple[str, ...] = ()
-    create_stream: bool = True
-    #: Seconds the created stream remembers message ids; default: the retry schedule plus a day.
-    duplicate_window: float = 0.0
-    user: str | None = None
-    password: Secret | None = None
-    token: Secret | None = None
-    creds_file: Path | None = None
-    connect_timeout: float = 5.0
-    ack_timeout: float = 5.0
-    retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS
-
-
-HandlerConfig = (
-    LogHandlerConfig | WebhookHandlerConfig | AppriseHandlerConfig | CommandHandlerConfig | NatsHandlerConfig
-)
-
-
-@attrs.frozen
-class Config:
-    """The whole configuration, with every path absolute and every secret resolved."""
-
-    path: Path
-    state_dir: Path
-    watches: tuple[WatchConfig, ...]
-    handlers: tuple[HandlerConfig, ...]
-    warnings: tuple[str, ...] = ()
-    #: Delivered and dead outbox rows (and events no row needs) older than this are deleted.
-    retention_days: float = 30.0
-    http: HttpConfig | None = None
-
-
-def default_state_dir(environ: Mapping[str, str] | None = None, *, config_file: Path | None = None) -> Path:
-    """Where the state database lives when the config file does not say.
-
-    ``$STATE_DIRECTORY`` (set by systemd's ``StateDirectory=``; the first entry if
-    several are ``:``-separated), else a folder of its own per configuration file under
-    ``$XDG_STATE_HOME/cvat-watch``, else under ``~/.local/state/cvat-watch``: named after the
-    file and a short hash of its absolute path (``prod-1a2b3c4d``), so that two configurations
-    never share a state by accident. Without ``config_file``, the shared parent folder.
-    """
-    env = os.environ if environ is None else environ
-    state_directory = env.get("STATE_DIRECTORY", "").split(":")[0]
-    if state_directory:
-        return Path(state_directory)
-    xdg = env.get("XDG_STATE_HOME", "")
-    home = env.get("HOME")
-    # The XDG spec says relative values are invalid and must be ignored.
-    if xdg and os.path.isabs(xdg):
-        base = Path(xdg) / "cvat-watch"
-    else:
-        base = (Path(home) if home else Path.home()) / ".local" / "state" / "cvat-watch"
-    if config_file is None:
-        return base
-    absolute = os.path.abspath(config_file)
-    digest = hashlib.sha256(os.fsencode(absolute)).hexdigest()[:8]
-    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(absolute).stem) or "config"
-    return base / f"{stem}-{digest}"
-
-
-# --- raw file schema (what a person writes) ----------------------------------------------
-
-
-@attrs.frozen(kw_only=True)
-class _RawCvat:
-    url: str
-    project: int | None = None
-    task: int | None = None
-    token_env: str | None = None
-    token_file: str | None = None
-    username: str | None = None
-    password_env: str | None = None
-    password_file: str | None = None
-    organization: str | None = None
-    poll_interval: float = 30.0
-    export: str = "on-completion"
-    export_timeout: float = 600.0
-    page_size: int = 500
-    connect_timeout: float = 5.0
-    read_timeout: float = 60.0
-    verify_tls: bool = True
-    ca_file: str | None = None
-    webhook_secret_env: str | None = None
-    webhook_secret_file: str | None = None
-
-
-@attrs.frozen(kw_only=True)
-class _RawHttp:
-    listen: str = "127.0.0.1:8765"
-
-
-@attrs.frozen(kw_only=True)
-class _RawWatch:
-    name: str
-    annotations: str
-    job_status: str | None = None
-    completion: str = "completed"
-    notify_existing: bool = False
-    poll: bool = False
-    poll_interval: float = 1.0
-    base_url: str | None = None
-    debounce: float = 0.5
-    max_wait: float = 5.0
-    recheck_interval: float = 30.0
-    cvat: _RawCvat | None = None
-
-
-@attrs.frozen(kw_only=True)
-class _RawLog:
-    type: str
-    name: str | None = None
-    events: tuple[str, ...] | None = None
-    format: str = "text"
-
-
-@attrs.frozen(kw_only=True)
-class _RawWebhook:
-    type: str
-    name: str | None = None
-    events: tuple[str, ...] | None = None
-    url: str
-    # Each takes one name, or a list of them to sign with several keys during a rotation.
-    secret: str | tuple[str, ...] | None = None
-    secret_env: str | tuple[str, ...] | None = None
-    secret_file: str | tuple[str, ...] | None = None
-    cvat_signature: bool = False
-    connect_timeout: float = 5.0
-    read_timeout: float = 15.0
-    timeout: float = 30.0
-    retry_delays: tuple[float, ...] | None = None
-    verify_tls: bool = True
-    ca_file: str | None = None
-    headers: dict[str, str] = attrs.Factory(dict)
-    format: str = "json"
-
-
-@attrs.frozen(kw_only=True)
-class _RawApprise:
-    type: str
-    name: str | None = None
-    events: tuple[str, ...] | None = None
-    urls: tuple[str, ...] | None = None
-    urls_env: str | None = None
-    urls_file: str | None = None
-    title: str | None = None
-    body: str | None = None
-    timeout: float = 60.0
-    retry_delays: tuple[float, ...] | None = None
-    group_wait: float | str | None = None
-    group_max: int | None = None
-
-
-@attrs.frozen(kw_only=True)
-class _RawCommand:
-    type: str
-    name: str | None = None
-    events: tuple[str, ...] | None = None
-    command: tuple[str, ...]
-    timeout: float = 60.0
-    retry_delays: tuple[float, ...] | None = None
-    cwd: str | None = None
-
-
-@attrs.frozen(kw_only=True)
-class _RawNats:
-    type: str
-    name: str | None = None
-    events: tuple[str, ...] | None = None
-    url: str
-    subject: str
-    stream: str | None = None
-    stream_subjects: tuple[str, ...] | None = None
-    create_stream: bool = True
-    duplicate_window: float | None = None
-    user: str | None = None
-    password_env: str | None = None
-    password_file: str | None = None
-    token_env: str | None = None
-    token_file: str | None = None
-    creds_file: str | None = None
-    connect_timeout: float = 5.0
-    ack_timeout: float = 5.0
-    retry_delays: tuple[float, ...] | None = None
-
-
-_RawHandler = _RawLog | _RawWebhook | _RawApprise | _RawCommand | _RawNats
-
-
-@attrs.frozen(kw_only=True)
-class _RawFile:
-    state_dir: str | None = None
-    retention_days: float = 30.0
-    watch: tuple[_RawWatch, ...] = ()
-    handler: tuple[_RawHandler, ...] = ()
-    http: _RawHttp | None = None
-
-
-# --- the "type" tag that picks a handler class --------------------------------------------
-
-_RAW_HANDLER_TYPES: dict[str, type[Any]] = {
-    "log": _RawLog,
-    "webhook": _RawWebhook,
-    "apprise": _RawApprise,
-    "command": _RawCommand,
-    "nats": _RawNats,
-}
-_HANDLER_TYPES: dict[str, type[Any]] = {
-    "log": LogHandlerConfig,
-    "webhook": WebhookHandlerConfig,
-    "apprise": AppriseHandlerConfig,
-    "command": CommandHandlerConfig,
-    "nats": NatsHandlerConfig,
-}
-_HANDLER_TAGS: dict[type[Any], str] = {cls: tag for tag, cls in _HANDLER_TYPES.items()}
-
-
-def _type_error(cls: type[Any], message: str) -> ClassValidationError:
-    """An error on the ``type`` key, shaped like cattrs' own so paths come out right."""
-    exc = ValueError(message)
-    exc.__notes__ = [AttributeValidationNote("Structuring the type tag", "type", str)]
-    return ClassValidationError(f"While structuring {cls.__name__}", [exc], cls)
-
-
-def _tagged_structure(classes: Mapping[str, type[Any]], *, keep_tag: bool) -> Callable[[Any, Any], Any]:
-    choices = ", ".join(classes)
-
-    def structure(value: Any, union: Any) -> Any:
-        if not isinstance(value, Mapping):
-            raise TypeError("expected a table")
-        tag = value.get("type")
-        if tag is None:
-            raise _type_error(dict, f"required key is missing (one of: {choices})")
-        if not isinstance(tag, str) or tag not in classes:
-            raise _type_error(dict, f"unknown handler type (expected one of: {choices})")
-        data = value if keep_tag else {k: v for k, v in value.items() if k != "type"}
-        return converter.structure(data, classes[tag])
-
-    return structure
-
-
-def _unstructure_handler(handler: HandlerConfig) -> dict[str, Any]:
-    return {"type": _HANDLER_TAGS[type(handler)], **converter.unstructure(handler, type(handler))}
-
-
-converter.register_structure_hook(_RawHandler, _tagged_structure(_RAW_HANDLER_TYPES, keep_tag=True))
-converter.register_structure_hook(HandlerConfig, _tagged_structure(_HANDLER_TYPES, keep_tag=False))
-converter.register_unstructure_hook(HandlerConfig, _unstructure_handler)
-
-
-# --- loading -----------------------------------------------------------------------------
-
-
-def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None) -> Config:
-    """Read, validate and resolve a configuration file.
-
-    ``environ`` (default ``os.environ``) is where ``secret_env``/``urls_env`` are looked
-    up and where the default state directory comes from. Raises :class:`ConfigError`
-    naming the file and the key; warnings are returned in ``Config.warnings`` and logged.
-    """
-    file = Path(os.path.abspath(os.fspath(path)))
-    data = _read_toml(file)
-    raw = _structure(file, data)
-    resolver = _Resolver(file=file, environ=os.environ if environ is None else environ)
-    config = resolver.config(raw)
-    for warning in config.warnings:
-        logger.warning("%s", warning)
-    return config
-
-
-def configured_state_dir(path: str | os.PathLike[str]) -> Path | None:
-    """The ``state_dir`` a configuration file sets (absolute), or None when it leaves it out.
-
-    Reads nothing else: the admin commands that only need the state must work without the
-    handlers' secrets, which an admin shell usually does not have.
-    """
-    file = Path(os.path.abspath(os.fspath(path)))
-    value = _read_toml(file).get("state_dir")
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value:
-        raise ConfigError("must be a non-empty string", path=file, key="state_dir")
-    state_dir = Path(value).expanduser()
-    return state_dir if state_dir.is_absolute() else file.parent / state_dir
-
-
-def _read_toml(file: Path) -> dict[str, Any]:
-    try:
-        with file.open("rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError("config file not found", path=file) from None
-    except IsADirectoryError:
-        raise ConfigError("is a directory, not a config file", path=file) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read the config file: {exc.strerror}", path=file) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"not UTF-8 text (byte {exc.start})", path=file) from None
-    except tomllib.TOMLDecodeError as exc:
-        detail = str(exc)
-        found = re.search(r"\s*\(at line (\d+), column (\d+)\)$", detail)
-        if found:
-            where = f" at line {found[1]}, column {found[2]}"
-            detail = detail[: found.start()]
-        else:
-            where = " at the end of the file" if "end of document" in detail else ""
-            detail = re.sub(r"\s*\(at end of document\)$", "", detail)
-        raise ConfigError(f"invalid TOML{where}: {detail}", path=file) from None
-
-
-def _structure(file: Path, data: dict[str, Any]) -> _RawFile:
-    try:
-        return converter.structure(data, _RawFile)
-    except (CattrsError, TypeError, ValueError, KeyError) as exc:
-        problems = error_paths(exc)
-    if not problems:  # pragma: no cover - error_paths always yields at least one
-        problems = [("", "invalid configuration")]
-    # A misspelt key also makes the real one "missing": name the cause first.
-    problems.sort(key=lambda problem: not problem[1].startswith("unknown key"))
-    for index, (key, message) in enumerate(problems):
-        if key in ("watch", "handler") and message.startswith("expected a list"):
-            problems[index] = (key, f"{message}: write [[{key}]] (an array of tables)")
-    (key, message), rest = problems[0], problems[1:]
-    if rest:
-        shown = "; ".join(f"{k or 'top level'}: {m}" for k, m in rest[:4])
-        more = f" (and {len(rest) - 4} more)" if len(rest) > 4 else ""
-        message = f"{message}; also {shown}{more}"
-    raise ConfigError(message, path=file, key=key or None)
 
 
 def _is_http_url(url: str) -> bool:

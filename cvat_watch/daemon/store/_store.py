@@ -1,32 +1,12 @@
-"""The state database: baselines, the outbox of events, and every delivery's fate.
-
-One SQLite file (WAL, ``synchronous=FULL``) holds per watch the last snapshot and generation
-counters, every event ever announced with its payload, one delivery row per (event, handler),
-and which handlers said they are gone. The baseline is stored in pieces (schema 3): one row for
-the snapshot without its tasks, one row per task and one per counter, so that a reload that
-changed one task writes that task's row, not the whole project's baseline.
-:meth:`Store.commit_reload` writes a reload's events, their deliveries and the new baseline in
-one transaction, so the baseline never gets ahead of the outbox: a crash at any point either
-keeps the old baseline (the reload is diffed again and yields the same event ids) or keeps
-everything.
-
-The store is shared by the dispatcher's worker threads and the main loop: one connection,
-every use under one lock. Every SQLite or OS failure surfaces as a
-:class:`~cvat_watch.errors.StateError` naming the database file.
-"""
+"""The Store (one connection under one lock), its deliveries and outbox summaries."""
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import hashlib
-import itertools
 import json
 import logging
-import operator
 import os
-import secrets
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -37,118 +17,29 @@ from urllib.parse import quote
 import attrs
 
 from cvat_watch.daemon.events import Event
-from cvat_watch.daemon.snapshot import Snapshot, TaskState
-from cvat_watch.errors import StateError, StateLockedError, StateLostError
+from cvat_watch.daemon.snapshot import Snapshot
+from cvat_watch.daemon.store._baseline import _baseline_change, _write_baseline, _Written
+from cvat_watch.daemon.store._schema import (
+    _LEGACY_PREFIX,
+    APPLICATION_ID,
+    SCHEMA_VERSION,
+    _connect,
+    _create,
+    _describe,
+    _make_private_dirs,
+    _prepare_groups,
+    _prepare_schema,
+    _refuse_foreign,
+)
+from cvat_watch.errors import StateError, StateLostError
 
-__all__ = [
-    "APPLICATION_ID",
-    "LOCK_FILE_NAME",
-    "SCHEMA_VERSION",
-    "Delivery",
-    "DeliveryStatus",
-    "OutboxSummary",
-    "StateLock",
-    "Store",
-    "group_identity",
-]
+log = logging.getLogger("cvat_watch.daemon.store")  # the package's name: log lines keep the name they had
 
-log = logging.getLogger(__name__)
-
-#: ``PRAGMA application_id`` of a cvat-watch database ("CVWT"): tells our file from any other SQLite file.
-APPLICATION_ID = 0x43565754
-SCHEMA_VERSION = 3
 
 #: "orphaned" is never stored: ``deliveries`` shows it for a pending row whose handler is no
 #: longer configured (the row waits; it is never sent to another handler).
 DeliveryStatus = Literal["pending", "delivered", "dead", "gone", "orphaned"]
 
-# The baseline of a watch: ``baselines.snapshot`` is the JSON of its snapshot with no tasks
-# ("tasks":[]), each task's JSON is a row of baseline_tasks and each generation counter a row of
-# baseline_generations. A commit writes the rows that changed, in the same transaction as its events.
-_BASELINE_SCHEMA = """
-CREATE TABLE baselines (
-    watch TEXT PRIMARY KEY,
-    snapshot TEXT NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE TABLE baseline_tasks (
-    watch TEXT NOT NULL,
-    task_id TEXT NOT NULL,
-    task TEXT NOT NULL,
-    PRIMARY KEY (watch, task_id)
-) WITHOUT ROWID;
-CREATE TABLE baseline_generations (
-    watch TEXT NOT NULL,
-    key TEXT NOT NULL,
-    value INTEGER NOT NULL,
-    PRIMARY KEY (watch, key)
-) WITHOUT ROWID;
-"""
-
-_SCHEMA = (
-    """
-CREATE TABLE meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-"""
-    + _BASELINE_SCHEMA
-    + """
-CREATE TABLE events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    type TEXT NOT NULL,
-    watch TEXT NOT NULL,
-    task_id TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    created_at REAL NOT NULL
-);
--- handler_id is the identity of the handler the row was routed to (routes.handler_identity),
--- never a position in the configuration: a row is only ever sent to that handler.
--- watch and task_id are repeated from the event so that the per-task ordering rule of
--- due_deliveries is one indexed lookup instead of a join per candidate row.
-CREATE TABLE deliveries (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id TEXT NOT NULL REFERENCES events (id),
-    handler_id TEXT NOT NULL,
-    watch TEXT NOT NULL,
-    task_id TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'dead', 'gone')),
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at REAL,
-    last_attempt_at REAL,
-    last_error TEXT,
-    created_at REAL NOT NULL,
-    delivered_at REAL,
-    UNIQUE (event_id, handler_id)
-);
-CREATE INDEX deliveries_queue ON deliveries (handler_id, status, watch, task_id, id);
-CREATE INDEX deliveries_status ON deliveries (status, id);
-CREATE TABLE handlers (
-    id TEXT PRIMARY KEY,
-    name TEXT,
-    status TEXT NOT NULL CHECK (status IN ('active', 'gone')),
-    reason TEXT,
-    changed_at REAL NOT NULL
-);
-"""
-)
-
-# Schema 1 bound rows to the handler's name ("webhook-1" for an unnamed one). The migration
-# keeps those rows under "legacy:<name>", which no handler identity matches, until a daemon
-# with a handler of that name adopts them once (Store.register_handlers).
-_MIGRATE_1_TO_2 = """
-ALTER TABLE deliveries RENAME COLUMN handler_key TO handler_id;
-UPDATE deliveries SET handler_id = 'legacy:' || handler_id;
-ALTER TABLE handlers RENAME COLUMN key TO id;
-ALTER TABLE handlers ADD COLUMN name TEXT;
-UPDATE handlers SET name = id, id = 'legacy:' || id;
-CREATE TABLE meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-"""
-_LEGACY_PREFIX = "legacy:"
 
 # A pending row waits while an earlier pending row of the same handler, watch and task exists:
 # receivers see a task's events in the order they happened, even across retries.
@@ -216,31 +107,6 @@ class OutboxSummary:
     delivered: int = 0
     #: Seconds since the oldest pending delivery's event was committed; None when none is pending.
     oldest_pending_age: float | None = None
-
-
-def _describe(exc: BaseException) -> str:
-    """A short reason for a StateError, in words a user can act on."""
-    text = str(exc)
-    lowered = text.lower()
-    if isinstance(exc, sqlite3.DatabaseError):
-        if "file is not a database" in lowered or "malformed" in lowered:
-            return f"not a cvat-watch state database, or a corrupt one ({text})"
-        if "disk is full" in lowered or "disk full" in lowered:
-            return f"the disk is full ({text})"
-        if "readonly" in lowered or "read-only" in lowered:
-            return f"the database or its directory is read-only ({text})"
-        if "disk i/o error" in lowered:
-            return f"a write failed: is the disk full or failing? ({text})"
-        if "locked" in lowered or "busy" in lowered:
-            return f"the database is locked by another process ({text})"
-        if "unable to open" in lowered:
-            return f"cannot open the database file or create its journal beside it ({text})"
-        return text
-    if isinstance(exc, OSError):
-        if exc.errno == errno.ENOSPC:
-            return "the disk is full"
-        return exc.strerror or text
-    return text
 
 
 @attrs.define(eq=False)
@@ -931,377 +797,7 @@ class Store:
                 )
 
 
-#: The lock file in the state folder; its content says who holds it.
-LOCK_FILE_NAME = "cvat-watch.lock"
-
-
-@attrs.define(eq=False)
-class StateLock:
-    """An exclusive ``flock`` on the state folder's lock file, held while a process delivers or commits.
-
-    Two processes on one state would both deliver every event (``run`` twice, ``once`` from
-    cron beside the service). The kernel drops the lock when the process dies, however it dies,
-    so a stale lock file never blocks a restart. The descriptor is close-on-exec: a command
-    handler's child, or a grandchild it leaves running, must not inherit the lock.
-    """
-
-    path: Path
-    _descriptor: int | None = attrs.field(alias="descriptor", repr=False)
-
-    @classmethod
-    def acquire(cls, folder: Path, *, command: str) -> StateLock:
-        """Take the lock of ``folder`` at once, or StateLockedError naming the process holding it."""
-        path = folder / LOCK_FILE_NAME
-        try:
-            _make_private_dirs(folder)
-            descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            raise StateError(f"cannot open the lock file: {_describe(exc)}", path=path) from exc
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            holder = ""
-            with contextlib.suppress(OSError):
-                holder = os.pread(descriptor, 4096, 0).decode("utf-8", "replace").strip()
-            os.close(descriptor)
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise StateError(f"cannot lock the state folder: {_describe(exc)}", path=path) from exc
-            raise StateLockedError(
-                f"the state folder is in use by {holder or 'another process'}; one process at a time"
-                " may deliver from one state (stop it first, or give this configuration its own"
-                " state_dir)",
-                path=path,
-                holder=holder,
-            ) from None
-        try:
-            os.ftruncate(descriptor, 0)
-            os.pwrite(descriptor, f"pid {os.getpid()}: {command}\n".encode(), 0)
-        except OSError:
-            log.debug("cannot write the lock file %s", path, exc_info=True)  # the lock still holds
-        return cls(path=path, descriptor=descriptor)
-
-    def release(self) -> None:
-        """Give the lock up; idempotent. The file stays: removing it would race the next holder."""
-        if self._descriptor is not None:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._descriptor, 0)
-            os.close(self._descriptor)
-            self._descriptor = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.release()
-
-
-def _dumps(data: object) -> str:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-
-
-@attrs.frozen(eq=False)
-class _Written:
-    """One watch's baseline as the database holds it: the snapshot's head, its tasks, its counters.
-
-    Tasks are recognised by identity first: the snapshot builder carries unchanged TaskState
-    objects from one reload to the next, and a frozen object cannot change.
-    """
-
-    head: str
-    tasks: dict[str, TaskState]
-    #: The tasks in the order of the snapshot that was written, to find the changed ones in C.
-    order: tuple[TaskState, ...]
-    generations: dict[str, int]
-
-
-@attrs.frozen(eq=False)
-class _BaselineChange:
-    """The rows one commit writes, and the memory once it committed."""
-
-    head: str | None  # None: unchanged
-    upsert: list[tuple[str, str]]  # (task_id, task JSON)
-    delete: list[str]  # task ids; None written before means every row is replaced
-    counters: list[tuple[str, int]]
-    dropped_counters: list[str]
-    after: _Written
-
-
-def _baseline_change(
-    written: _Written | None, snapshot: Snapshot, generations: Mapping[str, int]
-) -> _BaselineChange:
-    from cvat_watch.converter import to_dict
-
-    head = _dumps(to_dict(attrs.evolve(snapshot, tasks=())))
-    tasks = snapshot.tasks
-    suspects: Sequence[TaskState] = tasks
-    if written is None:
-        changed: Sequence[TaskState] = tasks
-        removed: list[str] = []
-        old_counters: dict[str, int] = {}
-    else:
-        old = written.tasks
-        if len(tasks) == len(written.order):
-            # Mostly the same objects at the same places: find the others in C.
-            suspects = [
-                tasks[index]
-                for index in itertools.compress(itertools.count(), map(operator.is_not, tasks, written.order))
-            ]
-        else:
-            suspects = list(tasks)
-        # An equal object is as good as the same one (after a restart the builder makes new ones).
-        changed = [task for task in suspects if old.get(task.id) != task]
-        removed = []
-        if len(tasks) != len(old) or any(task.id not in old for task in changed):
-            present = {task.id for task in tasks}
-            removed = [task_id for task_id in old if task_id not in present]
-        old_counters = written.generations
-    if written is None or len(suspects) == len(tasks):
-        by_id = {task.id: task for task in tasks}
-    else:
-        # A copy in C and the few changed entries: rebuilding it costs more than the rest of a commit.
-        by_id = written.tasks.copy()
-        by_id.update((task.id, task) for task in suspects)
-        for task_id in removed:
-            del by_id[task_id]
-    counters = dict(generations)
-    return _BaselineChange(
-        head=None if written is not None and written.head == head else head,
-        upsert=[(task.id, _dumps(to_dict(task))) for task in changed],
-        delete=removed,
-        counters=[(key, value) for key, value in counters.items() if old_counters.get(key) != value],
-        dropped_counters=[key for key in old_counters if key not in counters],
-        after=_Written(head=head, tasks=by_id, order=tasks, generations=counters),
-    )
-
-
-def _write_baseline(
-    connection: sqlite3.Connection, watch: str, written: _Written | None, change: _BaselineChange, now: float
-) -> None:
-    """Write the rows of ``change``; without a memory of the stored baseline, replace all of it."""
-    if written is None:
-        # Nothing read or written yet in this process: whatever is stored goes.
-        connection.execute("DELETE FROM baseline_tasks WHERE watch = ?", (watch,))
-        connection.execute("DELETE FROM baseline_generations WHERE watch = ?", (watch,))
-    if change.head is not None or written is None:
-        connection.execute(
-            "INSERT INTO baselines (watch, snapshot, updated_at) VALUES (?, ?, ?)"
-            " ON CONFLICT (watch) DO UPDATE SET snapshot = excluded.snapshot,"
-            " updated_at = excluded.updated_at",
-            (watch, change.after.head, now),
-        )
-    elif change.upsert or change.delete or change.counters or change.dropped_counters:
-        connection.execute("UPDATE baselines SET updated_at = ? WHERE watch = ?", (now, watch))
-    connection.executemany(
-        "INSERT INTO baseline_tasks (watch, task_id, task) VALUES (?, ?, ?)"
-        " ON CONFLICT (watch, task_id) DO UPDATE SET task = excluded.task",
-        [(watch, task_id, text) for task_id, text in change.upsert],
-    )
-    connection.executemany(
-        "DELETE FROM baseline_tasks WHERE watch = ? AND task_id = ?",
-        [(watch, task_id) for task_id in change.delete],
-    )
-    connection.executemany(
-        "INSERT INTO baseline_generations (watch, key, value) VALUES (?, ?, ?)"
-        " ON CONFLICT (watch, key) DO UPDATE SET value = excluded.value",
-        [(watch, key, value) for key, value in change.counters],
-    )
-    connection.executemany(
-        "DELETE FROM baseline_generations WHERE watch = ? AND key = ?",
-        [(watch, key) for key in change.dropped_counters],
-    )
-
-
-def _migrate_2_to_3(connection: sqlite3.Connection) -> None:
-    """Schemas 1 and 2 kept a watch's whole baseline in one row (snapshot and counters as JSON): split it.
-
-    The task rows are the task objects of the old JSON, written back with the separators the old
-    text was written with, so they are the texts a schema-2 commit would write.
-    """
-    old = connection.execute("SELECT watch, snapshot, generations, updated_at FROM baselines").fetchall()
-    connection.execute("ALTER TABLE baselines RENAME TO baselines_schema_2")
-    for statement in _BASELINE_SCHEMA.split(";"):
-        if statement.strip():
-            connection.execute(statement)
-    for watch, snapshot, generations, updated_at in old:
-        data = json.loads(snapshot)
-        tasks = data.get("tasks") or []
-        data["tasks"] = []
-        connection.execute(
-            "INSERT INTO baselines (watch, snapshot, updated_at) VALUES (?, ?, ?)",
-            (watch, _dumps(data), updated_at),
-        )
-        connection.executemany(
-            "INSERT INTO baseline_tasks (watch, task_id, task) VALUES (?, ?, ?)",
-            [(watch, str(task["id"]), _dumps(task)) for task in tasks],
-        )
-        connection.executemany(
-            "INSERT INTO baseline_generations (watch, key, value) VALUES (?, ?, ?)",
-            [(watch, str(key), int(value)) for key, value in json.loads(generations).items()],
-        )
-    connection.execute("DROP TABLE baselines_schema_2")
-
-
-def _make_private_dirs(folder: Path) -> None:
-    """Create ``folder`` and any missing parents as 0700 whatever the umask.
-
-    ``Path.mkdir(parents=True)`` gives only the last folder the requested mode; the parents
-    would get 0777 minus the umask, which is everything under ``umask 000``.
-    """
-    missing = []
-    while not folder.exists():
-        missing.append(folder)
-        if folder.parent == folder:
-            break
-        folder = folder.parent
-    for directory in reversed(missing):
-        try:
-            directory.mkdir(mode=0o700)
-        except FileExistsError:
-            continue  # made meanwhile by someone else: leave its mode alone
-        os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
-
-
 def group_identity(event_ids: Iterable[str]) -> str:
     """``grp_`` and 32 hex digits from the sorted event ids: the same group, the same id."""
     material = json.dumps(sorted(event_ids), ensure_ascii=False)
     return "grp_" + hashlib.sha256(material.encode("utf-8")).hexdigest()[:32]
-
-
-def _prepare_groups(connection: sqlite3.Connection) -> None:
-    """The group claims of chat digests: an addition any schema-1 database can take on open."""
-    connection.execute(
-        "CREATE TABLE IF NOT EXISTS delivery_groups ("
-        " delivery_id INTEGER PRIMARY KEY REFERENCES deliveries (id),"
-        " group_id TEXT NOT NULL)"
-    )
-    connection.execute("CREATE INDEX IF NOT EXISTS delivery_groups_by_group ON delivery_groups (group_id)")
-
-
-def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
-    connection = sqlite3.connect(
-        path,
-        timeout=busy_timeout,
-        isolation_level=None,  # transactions are explicit: BEGIN IMMEDIATE ... COMMIT
-        check_same_thread=False,  # shared by worker threads, serialised by the lock
-    )
-    connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-    return connection
-
-
-def _create(path: Path, busy_timeout: float) -> None:
-    """Build a new database (WAL, schema, epoch) in a file of its own, then link it to ``path``.
-
-    A crash halfway leaves only the temporary file; ``path`` never holds half a database. When
-    another process creates ``path`` meanwhile, its database is the one used.
-    """
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.new")
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(temporary)
-    # Created by us so that its mode never depends on SQLite's defaults; SQLite gives the -wal
-    # and -shm files the mode of the database file.
-    os.close(os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
-    try:
-        connection = _connect(temporary, busy_timeout)
-        try:
-            connection.execute("PRAGMA journal_mode = WAL").fetchone()
-            connection.execute("PRAGMA synchronous = FULL")
-            _prepare_schema(connection, temporary, create=True)
-        finally:
-            connection.close()  # the last connection: checkpoints and removes the -wal file
-        with contextlib.suppress(FileExistsError):
-            os.link(temporary, path)
-        descriptor = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-    finally:
-        for leftover in (temporary, Path(f"{temporary}-wal"), Path(f"{temporary}-shm")):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(leftover)
-
-
-def _refuse_foreign(connection: sqlite3.Connection, path: Path, *, new: bool) -> None:
-    """StateError unless the database is ours (or ``new``: in memory, about to get the schema)."""
-    application_id = connection.execute("PRAGMA application_id").fetchone()[0]
-    if application_id == APPLICATION_ID:
-        return
-    if application_id != 0:
-        raise StateError(
-            "not a cvat-watch state database (an SQLite database of another application)", path=path
-        )
-    (tables,) = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
-    if tables or not new:
-        raise StateError(
-            "not a cvat-watch state database (a file of something else, or one that lost its"
-            " content); move it away to start a new state",
-            path=path,
-        )
-
-
-def _prepare_schema(connection: sqlite3.Connection, path: Path, *, create: bool = False) -> str:
-    """Create the schema in a new (or in-memory) database, or migrate an older one; refuse one that
-    is not ours. Returns the database's epoch.
-    """
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        application_id = connection.execute("PRAGMA application_id").fetchone()[0]
-        version = connection.execute("PRAGMA user_version").fetchone()[0]
-        if application_id == 0 and version == 0:
-            (tables,) = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            if tables or not (create or str(path) == ":memory:"):
-                raise StateError(
-                    "not a cvat-watch state database (a file of something else, or one that lost"
-                    " its content); move it away to start a new state",
-                    path=path,
-                )
-            _run_script(connection, _SCHEMA)
-            connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-        elif application_id != APPLICATION_ID:
-            raise StateError(
-                "not a cvat-watch state database (an SQLite database of another application)",
-                path=path,
-            )
-        elif version > SCHEMA_VERSION:
-            raise StateError(
-                f"the state database has schema version {version}, newer than this cvat-watch"
-                f" understands ({SCHEMA_VERSION}); upgrade cvat-watch",
-                path=path,
-            )
-        elif version in (1, 2):
-            # Each step in the same transaction as the version bump: a crash leaves the old schema whole.
-            if version == 1:
-                _run_script(connection, _MIGRATE_1_TO_2)
-            try:
-                _migrate_2_to_3(connection)
-            except (ValueError, TypeError, KeyError, AttributeError) as exc:
-                raise StateError(
-                    f"cannot migrate the state database from schema {version}: a stored baseline is"
-                    f" unreadable ({type(exc).__name__})",
-                    path=path,
-                ) from exc
-            log.info("state: schema upgraded from version %d to %d", version, SCHEMA_VERSION)
-        elif version < SCHEMA_VERSION:
-            raise StateError(f"unknown old schema version {version}", path=path)
-        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        row = connection.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
-        if row is None:
-            # Made once, with the schema (or its upgrade), and never changed afterwards.
-            epoch = secrets.token_hex(16)
-            connection.execute("INSERT INTO meta (key, value) VALUES ('epoch', ?)", (epoch,))
-        else:
-            epoch = str(row[0])
-        connection.execute("COMMIT")
-    except BaseException:
-        if connection.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                connection.execute("ROLLBACK")
-        raise
-    return epoch
-
-
-def _run_script(connection: sqlite3.Connection, script: str) -> None:
-    # Statement by statement: executescript() would commit the open transaction first.
-    for statement in script.split(";"):
-        if statement.strip():
-            connection.execute(statement)
