@@ -28,7 +28,6 @@ import os
 import platform
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,12 +46,12 @@ from cvat_watch.testing.generate import (
     generate_export,
     job_ids_for,
 )
+from cvat_watch.testing.process import NotifySocket
 
 __all__ = [
     "CACHE_DIR",
     "DaemonUnderTest",
     "JobStatusWriter",
-    "NotifySocket",
     "Receiver",
     "Result",
     "ensure_export",
@@ -251,52 +250,15 @@ class Receiver:
         self._server.server_close()
 
 
-class NotifySocket:
-    """A unix datagram socket standing in for systemd's NOTIFY_SOCKET, drained by a thread.
-
-    It must keep reading after READY=1, as systemd does: the daemon sends a STATUS= datagram after every
-    reload, and once the socket's queue is full (net.unix.max_dgram_qlen, 10 by default) its send blocks.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._socket.bind(str(path))
-        self._socket.settimeout(0.05)
-        self._messages: list[str] = []
-        self._changed = threading.Condition()
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._collect, name="bench-notify-socket")
-        self._thread.start()
-
-    def _collect(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                data = self._socket.recv(4096)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            with self._changed:
-                self._messages.append(data.decode(errors="replace"))
-                self._changed.notify_all()
-
-    def wait_for(self, line: str, *, timeout: float, alive: Callable[[], bool]) -> None:
-        """Wait for a datagram holding ``line``; RuntimeError if ``alive()`` turns false or time runs out."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while not any(line in message.splitlines() for message in self._messages):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise RuntimeError(f"no {line} within {timeout:g} s")
-                if not alive():
-                    raise RuntimeError(f"the daemon exited before sending {line}")
-                self._changed.wait(min(left, 0.2))
-
-    def close(self) -> None:
-        self._stopping.set()
-        self._thread.join(timeout=5)
-        self._socket.close()
+def wait_for_notify(notify: NotifySocket, line: str, *, timeout: float, alive: Callable[[], bool]) -> None:
+    """Wait for a datagram holding ``line``; RuntimeError if ``alive()`` turns false or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not any(line in message.splitlines() for message in notify.messages):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no {line} within {timeout:g} s")
+        if not alive():
+            raise RuntimeError(f"the daemon exited before sending {line}")
+        time.sleep(0.02)
 
 
 class DaemonUnderTest:
@@ -444,7 +406,7 @@ def run(
             config = _write_config(folder, url=receiver.url, debounce=debounce, jobs_file=job_status.name)
             daemon = DaemonUnderTest(config, notify_socket=notify.path, log_path=folder / "daemon.log")
             started = time.perf_counter()
-            notify.wait_for("READY=1", timeout=120.0, alive=daemon.alive)
+            wait_for_notify(notify, "READY=1", timeout=120.0, alive=daemon.alive)
             _progress(f"daemon {daemon.process.pid} ready after {time.perf_counter() - started:.2f} s")
 
             latencies: list[float] = []

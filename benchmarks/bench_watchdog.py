@@ -20,53 +20,20 @@ import argparse
 import itertools
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from cvat_watch.testing.process import GeneratedExport, wait_until, write_daemon_config
+from cvat_watch.testing.process import GeneratedExport, NotifySocket, wait_until, write_daemon_config
 
 
-class StampedSocket:
-    """A NOTIFY_SOCKET that records (time.monotonic(), message) of every datagram."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._socket.bind(str(path))
-        self._socket.settimeout(0.05)
-        self.messages: list[tuple[float, str]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._collect, name="stamped-notify")
-        self._thread.start()
-
-    def _collect(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data = self._socket.recv(4096)
-            except TimeoutError:
-                continue
-            self.messages.append((time.monotonic(), data.decode()))
-
-    def first(self, prefix: str, after: float = 0.0) -> float | None:
-        return next(
-            (at for at, message in list(self.messages) if at >= after and message.startswith(prefix)), None
-        )
-
-    def longest_gap(self, start: float, end: float) -> float:
-        """The longest stretch within [start, end] without a WATCHDOG=1 (counting the edges)."""
-        pings = [at for at, message in list(self.messages) if message == "WATCHDOG=1" and start <= at <= end]
-        points = [start, *pings, end]
-        return max(b - a for a, b in itertools.pairwise(points))
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._socket.close()
+def longest_gap(notify: NotifySocket, start: float, end: float) -> float:
+    """The longest stretch within [start, end] without a WATCHDOG=1 (counting the edges)."""
+    pings = [at for at, message in notify.stamped if message == "WATCHDOG=1" and start <= at <= end]
+    points = [start, *pings, end]
+    return max(b - a for a, b in itertools.pairwise(points))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         config = write_daemon_config(
             root / "cvat-watch.toml", watches=[export.watch("big", recheck_interval=3600)], handlers=[]
         )
-        notify = StampedSocket(root / "notify.sock")
+        notify = NotifySocket(root / "notify.sock")
         environment = {
             **os.environ,
             "NOTIFY_SOCKET": str(notify.path),
@@ -116,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                 (
                     "start-up load",
                     ready - started,
-                    notify.longest_gap(notify.first("WATCHDOG=1") or ready, ready),
+                    longest_gap(notify, notify.first("WATCHDOG=1") or ready, ready),
                 )
             )
 
@@ -130,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             reloading, done = notify.first("RELOADING=1", after=mark), notify.first("READY=1", after=mark)
             assert reloading is not None and done is not None
             rows.append(
-                ("configuration reload (SIGHUP)", done - reloading, notify.longest_gap(reloading, done))
+                ("configuration reload (SIGHUP)", done - reloading, longest_gap(notify, reloading, done))
             )
 
             mark = time.monotonic()
@@ -141,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             end = notify.first("STATUS=", after=mark)
             assert end is not None
             rows.append(
-                ("job-status change completing every task", end - mark, notify.longest_gap(mark, end))
+                ("job-status change completing every task", end - mark, longest_gap(notify, mark, end))
             )
         finally:
             daemon.send_signal(signal.SIGTERM)

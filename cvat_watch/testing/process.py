@@ -121,14 +121,19 @@ retry_delays = {retry_delays}
 
 
 class NotifySocket:
-    """A bound unix datagram socket that collects sd_notify messages in a thread."""
+    """A bound unix datagram socket standing in for systemd's NOTIFY_SOCKET, drained by a thread.
+
+    It keeps reading after READY=1, as systemd does: the daemon sends a STATUS= datagram after
+    every reload, and once the socket's queue is full its send would block. Every message is kept
+    with the ``time.monotonic()`` of its arrival, for benchmarks that time the gaps between them.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._socket.bind(str(path))
         self._socket.settimeout(0.05)
-        self._messages: list[str] = []
+        self._stamped: list[tuple[float, str]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._collect, name="notify-socket")
@@ -143,12 +148,21 @@ class NotifySocket:
             except OSError:
                 return
             with self._lock:
-                self._messages.append(data.decode())
+                self._stamped.append((time.monotonic(), data.decode(errors="replace")))
 
     @property
     def messages(self) -> list[str]:
+        return [message for _, message in self.stamped]
+
+    @property
+    def stamped(self) -> list[tuple[float, str]]:
+        """(time.monotonic() of arrival, message) of every datagram so far."""
         with self._lock:
-            return list(self._messages)
+            return list(self._stamped)
+
+    def first(self, prefix: str, *, after: float = 0.0) -> float | None:
+        """When the first message starting with ``prefix`` arrived at or after ``after``."""
+        return next((at for at, message in self.stamped if at >= after and message.startswith(prefix)), None)
 
     def count(self, prefix: str) -> int:
         return sum(message.startswith(prefix) for message in self.messages)
