@@ -889,8 +889,8 @@ def _example_options() -> list[tuple[str, str | None, str]]:
         if body.strip() in ("[[watch]]", "[[handler]]"):
             section, handler_type = body.strip()[2:-2], None
             continue
-        if body.strip() == "[http]":
-            section, handler_type = "http", None
+        if body.strip() in ("[http]", "[watch.cvat]"):
+            section, handler_type = body.strip()[1:-1], None
             continue
         if not _OPTION.match(line):
             continue
@@ -912,8 +912,8 @@ def test_every_option_shown_in_the_example_is_real(
         text = line + "\n" + WATCH
     elif section == "watch":
         text = watch + line + "\n"
-    elif section == "http":
-        text = WATCH + f"[http]\n{line}\n"
+    elif section in ("http", "watch.cvat"):
+        text = WATCH + f"[{section}]\n{line}\n"
     else:
         text = WATCH + f'[[handler]]\ntype = "{handler_type}"\n{line}\n'
     environ = {"CVAT_WATCH_WEBHOOK_SECRET": "x", "CVAT_WATCH_APPRISE_URLS": "json://h"}
@@ -930,6 +930,7 @@ def test_example_shows_enough_options() -> None:
     options = _example_options()
     assert len(options) >= 30
     assert {h for s, h, _ in options if s == "handler"} == {"log", "webhook", "apprise", "command"}
+    assert {s for s, _, _ in options} == {"top", "watch", "watch.cvat", "handler", "http"}
 
 
 def test_unit_file_has_the_essential_directives() -> None:
