@@ -10,8 +10,6 @@ naming the file, line and column.
 from __future__ import annotations
 
 import codecs
-import contextlib
-import gc
 import logging
 import os
 import re
@@ -28,6 +26,7 @@ from defusedxml.common import (
 )
 from defusedxml.ElementTree import DefusedXMLParser
 
+from cvat_watch._gcpause import gc_paused
 from cvat_watch.cvatxml import _vocab
 from cvat_watch.cvatxml._vocab import (
     LABEL_ATTRIBUTE_FIELDS,
@@ -428,20 +427,6 @@ _TRUNCATION_CODES = frozenset(
         expat.errors.XML_ERROR_UNCLOSED_CDATA_SECTION,
     )
 )
-
-
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """No cyclic collections while the model is built (it makes no cycles; each collection would
-    walk every object made so far); the collector is left as it was found. Nothing else: a library
-    call leaves the process's collector alone (no gc.freeze)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def file_chunks(file: Any, path: Path) -> Iterator[bytes]:

@@ -9,9 +9,7 @@ load keeps the last good state.
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import gc
 import hashlib
 import itertools
 import logging
@@ -19,7 +17,7 @@ import operator
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,6 +25,7 @@ import attrs
 
 from cvat_watch import cvatxml, jobstatus
 from cvat_watch._escape import printable
+from cvat_watch._gcpause import gc_paused
 from cvat_watch.config import WatchConfig
 from cvat_watch.daemon.diff import diff
 from cvat_watch.daemon.events import Event
@@ -94,25 +93,6 @@ class _FileState:
     #: Whether its last change lay far enough before the read (see _SETTLE_NS) that an equal
     #: signature later means equal content.
     settled: bool
-
-
-@contextlib.contextmanager
-def _cyclic_gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection inside the block; the collector's state before it is restored.
-
-    A reload allocates hundreds of thousands of objects (the decoded job-status document) that
-    hold no cycles and die with the reload, yet every 700 allocations wake the collector, which
-    then walks all of them: a quarter of the JSON decoding time. Reference counting still frees
-    everything. The collector is only paused, never frozen: gc.freeze() would pin whatever cyclic
-    garbage other threads hold at that moment for the life of the daemon.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 @attrs.define
@@ -190,7 +170,7 @@ class WatchRunner:
         ``interrupted`` is asked between the phases (read, parse, build, commit): when it says
         yes, the reload ends without committing, so that a stop never waits for a big export.
         """
-        with _cyclic_gc_paused():
+        with gc_paused():
             return self._reload(force=force, dry_run=dry_run, interrupted=interrupted or _never)
 
     def _reload(self, *, force: bool, dry_run: bool, interrupted: Callable[[], bool]) -> ReloadOutcome:

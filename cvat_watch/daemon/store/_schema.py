@@ -9,6 +9,7 @@ import logging
 import os
 import secrets
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 from cvat_watch.errors import StateError
@@ -260,12 +261,29 @@ def _refuse_foreign(connection: sqlite3.Connection, path: Path, *, new: bool) ->
         )
 
 
+@contextlib.contextmanager
+def immediate_transaction(connection: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction: committed when the block ends, rolled back if it raises.
+
+    IMMEDIATE takes the write lock up front, so a concurrent writer in another process makes us
+    wait (busy_timeout) instead of failing halfway through.
+    """
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield connection
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                connection.execute("ROLLBACK")
+        raise
+
+
 def _prepare_schema(connection: sqlite3.Connection, path: Path, *, create: bool = False) -> str:
     """Create the schema in a new (or in-memory) database, or migrate an older one; refuse one that
     is not ours. Returns the database's epoch.
     """
-    connection.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate_transaction(connection):
         application_id = connection.execute("PRAGMA application_id").fetchone()[0]
         version = connection.execute("PRAGMA user_version").fetchone()[0]
         if application_id == 0 and version == 0:
@@ -312,12 +330,6 @@ def _prepare_schema(connection: sqlite3.Connection, path: Path, *, create: bool 
             connection.execute("INSERT INTO meta (key, value) VALUES ('epoch', ?)", (epoch,))
         else:
             epoch = str(row[0])
-        connection.execute("COMMIT")
-    except BaseException:
-        if connection.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                connection.execute("ROLLBACK")
-        raise
     return epoch
 
 

@@ -30,6 +30,7 @@ from cvat_watch.daemon.store._schema import (
     _prepare_groups,
     _prepare_schema,
     _refuse_foreign,
+    immediate_transaction,
 )
 from cvat_watch.errors import StateError, StateLostError
 
@@ -217,17 +218,8 @@ class Store:
         with self._use(what) as connection:
             # A commit into a deleted or replaced file would be lost without a word.
             self.verify()
-            # IMMEDIATE takes the write lock up front, so a concurrent writer in another process
-            # makes us wait (busy_timeout) instead of failing halfway through.
-            connection.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate_transaction(connection):
                 yield connection
-                connection.execute("COMMIT")
-            except BaseException:
-                if connection.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        connection.execute("ROLLBACK")
-                raise
 
     # -- baselines and the outbox -----------------------------------------------------------
 
