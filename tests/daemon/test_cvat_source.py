@@ -217,6 +217,36 @@ def test_export_never_and_on_change(tmp_path: Path, server: CvatStandIn) -> None
         on_change.close()
 
 
+def test_on_change_keeps_the_listing_until_its_export_is_on_disk_across_a_restart(
+    tmp_path: Path, server: CvatStandIn
+) -> None:
+    """A failed on-change export leaves the old listing, so a new process still owes the export."""
+    watch = watch_config(tmp_path, server, 'export = "on-change"')
+    first = CvatSource(watch)
+    try:
+        first.poll()
+        listing = watch.job_status.read_bytes()  # type: ignore[union-attr]
+        # A change that completes nothing (a completion's rows are held back in every mode).
+        server.export_fails = True
+        server.set_jobs({1: ("validation", "in progress")})
+        outcome = first.poll()
+        assert outcome.error is not None and not outcome.wrote_job_status
+        assert watch.job_status.read_bytes() == listing  # type: ignore[union-attr]
+    finally:
+        first.close()
+    server.export_fails = False
+    restarted = CvatSource(watch)
+    try:
+        start = len(server.requests)
+        outcome = restarted.poll()
+        assert outcome.exported and outcome.wrote_job_status
+        assert exports(server, start) == 1
+        stages = {r.job_id: r.stage for r in load_job_status(watch.job_status)}  # type: ignore[arg-type]
+        assert stages["1"] == "validation"
+    finally:
+        restarted.close()
+
+
 def test_server_problems_are_reported_in_the_outcome_and_logged_once(
     source: CvatSource, server: CvatStandIn, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -342,7 +342,12 @@ class CvatSource:
                 self._export_owed = True
                 self._failures += 1
                 self._report(error)
-        if export_error is not None and newly_complete:
+        if export_error is not None and config.export == "on-change":
+            # The export follows every change of the listing: keep the whole old listing, so the
+            # difference on disk still owes the export after a restart, not only in this process.
+            withheld = tuple(sorted(newly_complete, key=_int_key))
+            changed = False
+        elif export_error is not None and newly_complete:
             # Never show a completion whose export is not on disk: keep those tasks' old rows.
             withheld = tuple(sorted(newly_complete, key=_int_key))
             rows = self._withhold(rows, old_bytes, set(withheld))
