@@ -199,6 +199,7 @@ class WatchRunner:
             if interrupted():
                 return ReloadOutcome("interrupted")
             summary = self._summary(digests[0], annotations_bytes)
+            annotations_bytes = None  # 240 MB at 100,000 tasks: not held through the rest of the reload
             if interrupted():
                 return ReloadOutcome("interrupted")
             records = self._jobs(digests[1], job_status[1] if job_status is not None else None)

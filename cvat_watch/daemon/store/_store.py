@@ -32,6 +32,7 @@ from cvat_watch.daemon.store._schema import (
     _refuse_foreign,
     immediate_transaction,
 )
+from cvat_watch.daemon.store._stored import stored_tasks
 from cvat_watch.errors import StateError, StateLostError
 
 log = logging.getLogger("cvat_watch.daemon.store")  # the package's name: log lines keep the name they had
@@ -229,9 +230,15 @@ class Store:
             row = connection.execute("SELECT snapshot FROM baselines WHERE watch = ?", (watch,)).fetchone()
             if row is None:
                 return None, {}
-            tasks = connection.execute(
-                "SELECT task_id, task FROM baseline_tasks WHERE watch = ?", (watch,)
-            ).fetchall()
+            # Row by row, without cattrs, when the rows are what this package writes; else as always.
+            states = stored_tasks(
+                connection.execute("SELECT task FROM baseline_tasks WHERE watch = ?", (watch,))
+            )
+            tasks = []
+            if states is None:
+                tasks = connection.execute(
+                    "SELECT task_id, task FROM baseline_tasks WHERE watch = ?", (watch,)
+                ).fetchall()
             counters = connection.execute(
                 "SELECT key, value FROM baseline_generations WHERE watch = ?", (watch,)
             ).fetchall()
@@ -239,6 +246,8 @@ class Store:
             data = json.loads(row[0])
             data["tasks"] = [json.loads(task) for _, task in tasks]
             snapshot = Snapshot.from_dict(data)
+            if states is not None:
+                snapshot = attrs.evolve(snapshot, tasks=states)
             generations = {str(key): int(value) for key, value in counters}
         except Exception as exc:  # cattrs raises exception groups of anything
             raise StateError(
