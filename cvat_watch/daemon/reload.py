@@ -115,6 +115,8 @@ class WatchRunner:
     clock: Callable[[], float] = time.time
     _digests: tuple[str, str | None] | None = None
     _summary_cache: tuple[str, ExportBrief] | None = None
+    # Whether the cached summary was parsed in this process and not stored yet (see Store.load_brief).
+    _unstored: bool = attrs.field(default=False, repr=False)
     _jobs_cache: tuple[str | None, tuple[JobStatus, ...]] | None = None
     _last_error: str | None = None
     # Failed loads in a row (0 after a good one): how soon the service re-checks.
@@ -319,11 +321,20 @@ class WatchRunner:
     def _summary(self, digest: str, data: bytes | None) -> ExportBrief:
         if self._summary_cache is not None and self._summary_cache[0] == digest:
             return self._summary_cache[1]
+        # At a start, the brief stored by the last run, if the export is still the same bytes.
+        summary = self.store.load_brief(self.name, digest)
+        if summary is not None:
+            log.debug(
+                "watch %s: export unchanged since the last run, %d tasks", self.name, len(summary.tasks)
+            )
+            self._summary_cache = (digest, summary)
+            return summary
         assert data is not None  # _read_file reads whatever the cache does not hold
         # The brief: the summary's checks and errors, without keeping each task's full meta.
         summary = cvatxml.loads_brief(data, path=self.config.annotations)
         log.debug("watch %s: export parsed, %d tasks", self.name, len(summary.tasks))
         self._summary_cache = (digest, summary)
+        self._unstored = True
         return summary
 
     def _jobs(self, digest: str | None, data: bytes | None) -> tuple[JobStatus, ...]:
@@ -366,9 +377,11 @@ class WatchRunner:
         )
         completed = sum(map(_COMPLETED, snapshot.tasks))
         if not dry_run:
+            brief = self._summary_cache if self._unstored else None
             self.store.commit_reload(
-                self.name, snapshot, result.generations, result.events, self.targets, now
+                self.name, snapshot, result.generations, result.events, self.targets, now, brief=brief
             )
+            self._unstored = False
             self._baseline = (snapshot, dict(result.generations))
         if baseline is None:
             log.info(

@@ -21,6 +21,7 @@ from cvat_watch.daemon.snapshot import JobState, Snapshot, TaskState
 from cvat_watch.daemon.store import StateLock, Store
 from cvat_watch.daemon.store._stored import stored_tasks
 from cvat_watch.errors import StateError, StateLockedError, StateLostError
+from cvat_watch.model import ExportBrief, TaskBrief
 
 ROOT = Path(__file__).resolve().parents[2]
 EPOCH = "e" * 32
@@ -949,3 +950,31 @@ def test_rows_as_written_skip_cattrs(tmp_path: Path) -> None:
     states = stored_tasks(rows)
     assert states is not None and len(states) == 5
     assert len({id(task.jobs[0].state) for task in states}) == 2
+
+
+@pytest.mark.parametrize("kind", ["project", "task", "job"])
+def test_a_stored_brief_is_the_brief_given(tmp_path: Path, kind: str) -> None:
+    """commit_reload stores the brief under the export's digest; load_brief gives an equal brief for
+    that digest only, with counts under a None task id (a job export's) too; a row that is not a
+    brief this version wrote gives None (the export is parsed again)."""
+    brief = ExportBrief(
+        kind=kind,  # type: ignore[arg-type]
+        project_id="7" if kind == "project" else None,
+        project_name="p" if kind == "project" else None,
+        tasks=(TaskBrief("1", "ä", "Train", "http://c"), TaskBrief(None, None, None, None)),
+        image_counts={"1": 3, None: 2},
+        shape_counts={"1": 0},
+    )
+    path = tmp_path / "state.db"
+    with Store.open(path) as store:
+        assert store.load_brief("w", "ab") is None
+        store.commit_reload("w", _many(2), {}, [], both, now=1.0, brief=("ab", brief))
+        assert store.load_brief("w", "ab") == brief
+        assert store.load_brief("w", "cd") is None
+        assert store.load_brief("v", "ab") is None
+    connection = sqlite3.connect(path)
+    with connection:
+        connection.execute('UPDATE export_briefs SET brief = \'{"kind":"task"}\'')
+    connection.close()
+    with Store.open(path) as store:
+        assert store.load_brief("w", "ab") is None
