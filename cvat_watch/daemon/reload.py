@@ -210,15 +210,12 @@ class WatchRunner:
             return self._failed(str(error))
         if interrupted():
             return ReloadOutcome("interrupted")
-        if self._baseline is None:
-            self._baseline = self.store.load_baseline(self.name)
         snapshot = self._builder.build(
             watch=self.name,
             summary=summary,
             jobs=records,
             rule=self.config.completion,
             base_url=self.config.base_url,
-            baseline=self._baseline[0],
         )
         if interrupted():
             return ReloadOutcome("interrupted")

@@ -204,15 +204,8 @@ class SnapshotBuilder:
         jobs: Sequence[JobStatus],
         rule: CompletionRule = "completed",
         base_url: str | None = None,
-        baseline: Snapshot | None = None,
     ) -> Snapshot:
-        """The snapshot of ``summary`` and ``jobs`` (see :func:`build_snapshot`).
-
-        ``baseline`` (the stored snapshot, read at a start) lends its TaskState objects: a task
-        equal to one of them is that object, so that the new snapshot and the baseline share
-        their memory instead of holding two copies of every task. A build after the first needs
-        none: it carries its own last build's objects over.
-        """
+        """The snapshot of ``summary`` and ``jobs`` (see :func:`build_snapshot`)."""
         if isinstance(summary, ExportSummary):
             if self._briefed is None or self._briefed[0] is not summary:
                 self._briefed = (summary, summary.brief())
@@ -230,10 +223,7 @@ class SnapshotBuilder:
         ):
             built = _patched(last, jobs)
         if built is None:
-            stored = baseline.by_id() if last is None and baseline is not None else {}
-            built = _regrouped(
-                last, watch=watch, summary=summary, jobs=jobs, rule=rule, base_url=base_url, stored=stored
-            )
+            built = _regrouped(last, watch=watch, summary=summary, jobs=jobs, rule=rule, base_url=base_url)
         self._last = built
         return built.snapshot
 
@@ -300,10 +290,8 @@ def _regrouped(
     jobs: tuple[JobStatus, ...],
     rule: CompletionRule,
     base_url: str | None,
-    stored: Mapping[str, TaskState],
 ) -> _Built:
-    """A build that groups every record again; TaskStates equal to the last build's are kept, and
-    so are those of ``stored`` (the baseline's) that the task's inputs would build again."""
+    """A build that groups every record again; TaskStates equal to the last build's are kept."""
     same_jobs = last is not None and len(last.jobs) == len(jobs) and not _changed_places(jobs, last.jobs)
     last_records: Mapping[str, tuple[JobStatus, ...]] = {}
     if last is not None and same_jobs:
@@ -350,10 +338,6 @@ def _regrouped(
             and old.shape_count == shape_count
         ):
             states.append(old)
-        elif (kept := stored.get(task_id)) is not None and _holds(
-            kept, meta.name, meta.subset, counting, rule, image_count, shape_count
-        ):
-            states.append(kept)  # compared without building a TaskState: nothing to free later
         else:
             states.append(
                 _task_state(task_id, meta.name, meta.subset, counting, rule, image_count, shape_count)
@@ -417,40 +401,6 @@ def _counting(jobs: Iterable[JobStatus]) -> tuple[JobStatus, ...]:
 
 def _same_records(old: tuple[JobStatus, ...] | None, new: tuple[JobStatus, ...]) -> bool:
     return old is not None and len(old) == len(new) and all(map(operator.is_, old, new))
-
-
-def _holds(
-    state: TaskState,
-    name: str | None,
-    subset: str | None,
-    records: tuple[JobStatus, ...],
-    rule: CompletionRule,
-    image_count: int,
-    shape_count: int,
-) -> bool:
-    """Whether ``state`` equals what :func:`_task_state` builds of these inputs (its own id aside)."""
-    if (
-        state.name != name
-        or state.subset != subset
-        or state.image_count != image_count
-        or state.shape_count != shape_count
-        or len(state.jobs) != len(records)
-        or state.completed != is_task_complete(records, rule)
-    ):
-        return False
-    # The records have one job id each (see _counting), and so have the jobs: equal as sets, and
-    # so in the same order once sorted by id.
-    by_id = {job.job_id: job for job in records}
-    for job in state.jobs:
-        record = by_id.get(job.id)
-        if record is None or (job.state, job.stage, job.assignee, job.type) != (
-            record.state,
-            record.stage,
-            record.assignee,
-            record.type,
-        ):
-            return False
-    return True
 
 
 def _task_state(

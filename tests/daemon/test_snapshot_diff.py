@@ -242,25 +242,6 @@ def test_a_builder_keeps_the_task_states_whose_inputs_did_not_change() -> None:
     assert all(a is not b for a, b in zip(fourth.tasks, fresh.tasks, strict=True))
 
 
-def test_a_first_build_shares_the_equal_task_states_of_the_baseline() -> None:
-    """Given the stored baseline, a builder's first build is what it builds without one, made of the
-    baseline's own objects for the tasks that did not change: one copy of each task in memory."""
-    export = summary(*(Task(id=str(i), name=f"t{i}") for i in range(1, 5)))
-    jobs = [
-        JobStatus(job_id=str(10 * t + j), task_id=str(t), state="new") for t in range(1, 5) for j in range(3)
-    ]
-    stored = Snapshot.from_dict(build_snapshot(watch="w", summary=export, jobs=jobs).to_dict())
-    jobs[4] = attrs.evolve(jobs[4], state="completed")
-    builder = SnapshotBuilder()
-    first = builder.build(watch="w", summary=export, jobs=jobs, baseline=stored)
-    assert first == build_snapshot(watch="w", summary=export, jobs=jobs)
-    assert [a is b for a, b in zip(first.tasks, stored.tasks, strict=True)] == [True, False, True, True]
-    jobs[0] = attrs.evolve(jobs[0], state="completed")
-    second = builder.build(watch="w", summary=export, jobs=jobs, baseline=stored)
-    assert [a is b for a, b in zip(first.tasks, second.tasks, strict=True)] == [False, True, True, True]
-    assert second == build_snapshot(watch="w", summary=export, jobs=jobs)
-
-
 # -- the diff --------------------------------------------------------------------------------
 
 Spec = Mapping[str, "str | tuple[str, ...]"]
