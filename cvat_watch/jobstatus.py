@@ -117,6 +117,10 @@ class JobStatusParser:
             jobs = _from_raw(self, split, path)
             if jobs is not None:
                 return jobs
+        if split is not None and not self._jobs:
+            first = _first_from_raw(self, split, path)
+            if first is not None:
+                return first
         jobs = _records(_decode(data, path), path, self, decoded=True)
         # Remember the pieces only once the whole document proved good.
         self._raw = _RawMemory(split.prefix, split.records, self._jobs, jobs) if split is not None else None
@@ -262,6 +266,79 @@ def _from_raw(parser: JobStatusParser, split: _Split, path: _PathArg) -> tuple[J
         parser._values, parser._jobs = values, every_record
     parser._raw = _RawMemory(prefix, records, every_record, result)
     return result
+
+
+#: Records decoded at a time by a first parse: the dicts of one batch are freed before the next.
+_BATCH = 4096
+
+
+def _first_from_raw(parser: JobStatusParser, split: _Split, path: _PathArg) -> tuple[JobStatus, ...] | None:
+    """A first parse of a split document, decoded a batch of records at a time.
+
+    ``json.loads`` of a whole 85 MB list builds 500,000 dicts at once; they are freed, but their
+    pages stay with the process, between the strings that live on (0.3 GB). Here the dicts of
+    one batch die before the next batch is decoded, and the string values of next-cvat's flat
+    list, which repeat from record to record (task ids and names, states, stages, assignees),
+    are kept once each. The result and the parser's memory are what the full path gives; None
+    (take the full path) for any problem, so that errors are reported as before and in the same order.
+    """
+    records, prefix = split.records, split.prefix
+    jobs: list[JobStatus] = []
+    values: list[Any] = []
+    layout: tuple[str, ...] | None = None
+    uniform: bool | None = None
+    shared: dict[str, dict[object, object]] = {}
+    try:
+        for start in range(0, len(records), _BATCH):
+            batch = json.loads(b"[" + b",".join(records[start : start + _BATCH]) + b"]")
+            found = _uniform([(prefix, batch)])
+            if uniform is None:
+                uniform = found is not None
+                layout = found[0] if found is not None else None
+            if uniform:
+                if found is None or found[0] != layout:
+                    return None  # uniform so far, not as a whole: the full path knows what to keep
+                batch, rows = _shared_values(found[0], found[1], shared)
+                values.extend(rows)
+                _collect(batch, prefix, jobs, [], None, path, first=start, warned=parser._warned)
+            else:
+                _collect(batch, prefix, jobs, values, None, path, first=start, warned=parser._warned)
+    except (JobStatusError, ValueError, RecursionError):  # the full path says it, in its order
+        return None
+    every_record = jobs
+    if len(set(map(_JOB_ID, jobs))) != len(jobs):
+        try:
+            jobs = _without_repeats(jobs, [(prefix, records)], path)
+        except JobStatusError:
+            return None
+    if split.page is not None:
+        _refuse_partial([split.page], len(jobs), path)
+    result = tuple(jobs)
+    parser._values, parser._jobs, parser._layout = values, every_record, layout
+    parser._raw = _RawMemory(prefix, records, every_record, result)
+    return result
+
+
+def _shared_values(
+    layout: tuple[str, ...], rows: list[Any], shared: dict[str, dict[object, object]]
+) -> tuple[list[dict[str, object]], list[Any]]:
+    """The records of a uniform batch rebuilt with one object per distinct string value, and their rows.
+
+    Only a column of strings and nulls is shared (by value, in C): an int, a float and a bool
+    can be equal without being the same value, and must stay what the file said.
+    """
+    # A uniform layout has a job id and a task id, so each row is a tuple (itemgetter of 2+ keys).
+    columns = list(zip(*rows, strict=True))
+    for index, key in enumerate(layout):
+        column = columns[index]
+        if set(map(type, column)) <= _SHAREABLE:
+            memo = shared.setdefault(key, {})
+            columns[index] = tuple(map(memo.setdefault, column, column))
+    rows = list(zip(*columns, strict=True))
+    return list(map(dict, map(zip, itertools.repeat(layout), rows))), rows
+
+
+_SHAREABLE = frozenset((str, type(None)))
 
 
 def _decode(data: bytes | str, path: _PathArg) -> object:

@@ -2,9 +2,10 @@
 
 Reading streams the file through one expat parser that defusedxml configured (DTDs, entity
 declarations and external entities refused), with our own start/end/text handlers installed on it:
-no element tree is built. The ``<meta>`` section is small, so it is first captured as plain nodes
-and then mapped. Every failure, whatever the bytes, reaches the caller as an AnnotationsError
-naming the file, line and column.
+no element tree is built. The ``<meta>`` section is first captured as plain nodes and then
+mapped; only a project's tasks, which can be most of a big export, are mapped one by one as they
+end. Every failure, whatever the bytes, reaches the caller as an AnnotationsError naming the
+file, line and column.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ PathLike = str | os.PathLike[str]
 class Node:
     """One element of ``<meta>`` (or an unknown root-level element) while it is being captured."""
 
-    __slots__ = ("attributes", "children", "column", "element", "line", "tag", "text")
+    __slots__ = ("attributes", "children", "column", "line", "mapped", "tag", "text")
 
     def __init__(self, tag: str, attributes: list[str], line: int, column: int) -> None:
         self.tag = tag
@@ -70,13 +71,17 @@ class Node:
         self.children: list[Node] = []
         self.line = line
         self.column = column
-        self.element: XmlElement | None = None
+        #: A project's task mapped as soon as it ended (see ReaderBase.task_ended): its value,
+        #: or the AnnotationsError its mapping raised, kept until the mapping reaches its place.
+        self.mapped: Any = None
 
     def joined_text(self) -> str:
         return "".join(self.text)
 
     def to_element(self) -> XmlElement:
-        # Children were converted when they ended, so this never recurses.
+        # Built only for what the model keeps as an extra element: a project export's <meta>
+        # holds tens of elements per task, and converting each one cost more than the rest of
+        # the capture. The recursion is bounded by MAX_DEPTH, which capture_start enforces.
         text: str | None = "".join(self.text)
         if not text or is_xml_space(text):
             text = None
@@ -85,7 +90,7 @@ class Node:
             self.tag,
             tuple(zip(pairs[0::2], pairs[1::2], strict=True)),
             text,
-            tuple(child.element for child in self.children if child.element is not None),
+            tuple(child.to_element() for child in self.children),
         )
 
 
@@ -212,8 +217,7 @@ class ReaderBase:
         self.version = node.joined_text()
 
     def root_extra_done(self, node: Node) -> None:
-        assert node.element is not None
-        self.meta_extra.append(node.element)
+        self.meta_extra.append(node.to_element())
 
     # -- capture: build _Nodes for a subtree, then hand the top node to a callback ------------
 
@@ -235,9 +239,11 @@ class ReaderBase:
         self._stack[-1].text.append(data)
 
     def capture_end(self, name: str) -> None:
-        node = self._stack.pop()
-        node.element = node.to_element()
-        if not self._stack:
+        stack = self._stack
+        node = stack.pop()
+        if name == "task" and len(stack) == 3 and self._capture_done == self.meta_done:
+            self.task_ended(node, stack)
+        if not stack:
             done = self._capture_done
             self._capture_done = None
             self.body_handlers()
@@ -281,14 +287,13 @@ class ReaderBase:
                 self.project = self.map_project(child)
             elif tag in ("task", "job"):
                 self.kind = self.kind or tag  # type: ignore[assignment]
-                self.tasks.append(self.map_task(child))
+                self.tasks.append(self.task_value(child))
             elif tag == "dumped":
                 self.dumped = child.joined_text()
             elif tag == "source":
                 self.source = child.joined_text()
             else:
-                assert child.element is not None
-                self.meta_extra.append(child.element)
+                self.meta_extra.append(child.to_element())
         self.meta_known()
 
     def meta_known(self) -> None:
@@ -309,8 +314,7 @@ class ReaderBase:
             how = fields.get(tag)
             if how is None:
                 if keep_extra:
-                    assert child.element is not None
-                    extra.append(child.element)
+                    extra.append(child.to_element())
                     layout.append(tag)
                 else:
                     self.dropped[tag] = self.dropped.get(tag, 0) + 1
@@ -333,7 +337,7 @@ class ReaderBase:
             elif how is Content.SIZE:
                 values[tag] = self.map_size(child)
             elif how is Content.TASKS:
-                self.tasks.extend(self.map_task(c) for c in self.children_named(child, "task"))
+                self.tasks.extend(self.task_value(c) for c in self.children_named(child, "task"))
         return values, extra, self.intern(tuple(layout))
 
     def children_named(self, node: Node, tag: str) -> Iterator[Node]:
@@ -361,6 +365,37 @@ class ReaderBase:
     def map_task(self, node: Node) -> Task:
         values, extra, layout = self.map_fields(node, TASK_FIELDS, keep_extra=True)
         return Task(**values, extra=tuple(extra), xml_layout=layout)
+
+    def keep_task(self, task: Task) -> Any:
+        """What the reader keeps of a mapped task (the summary for the daemon keeps less)."""
+        return task
+
+    def task_value(self, node: Node) -> Any:
+        """The kept value of a ``<task>`` node; raises the error of its mapping, where it stands."""
+        mapped = node.mapped
+        if mapped is None:
+            return self.keep_task(self.map_task(node))
+        if isinstance(mapped, Exception):
+            raise mapped
+        return mapped
+
+    def task_ended(self, node: Node, stack: list[Node]) -> None:
+        """Map a ``<meta><project><tasks><task>`` at its end and drop its nodes.
+
+        A project export's meta holds every task: captured whole, 100,000 tasks were millions of
+        nodes alive at once. The value (or the error) waits in the node until the mapping of the
+        project reaches it, so that what is raised, and in which order, stays as before.
+        """
+        if stack[2].tag != "tasks" or stack[1].tag != "project":
+            return
+        try:
+            node.mapped = self.keep_task(self.map_task(node))
+        except (MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as error:  # run() reports any error, where the mapping used to raise it
+            node.mapped = error
+        node.children = []
+        node.text = []
 
     def map_segment(self, node: Node) -> Segment:
         values, _, layout = self.map_fields(node, SEGMENT_FIELDS, keep_extra=False)

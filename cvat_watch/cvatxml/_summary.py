@@ -1,12 +1,17 @@
-"""The summary reader: the meta and per-task image and shape counts, without building shapes."""
+"""The summary readers: the meta and per-task image and shape counts, without building shapes.
+
+:class:`SummaryReader` keeps every task's full meta; :class:`BriefReader`, the daemon's, reads
+and checks the same but keeps only a :class:`~cvat_watch.model.TaskBrief` per task.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, cast
 
 from cvat_watch.cvatxml._base import ReaderBase
 from cvat_watch.cvatxml._vocab import IMAGE_SHAPE_KINDS, MAX_DEPTH, TRACK_SHAPE_KINDS
-from cvat_watch.model import ExportSummary
+from cvat_watch.model import ExportBrief, ExportSummary, Task, TaskBrief, base_url_of
 
 
 class SummaryReader(ReaderBase):
@@ -63,13 +68,44 @@ class SummaryReader(ReaderBase):
         elif depth == 1:
             self.finished = True
 
-    def result(self) -> ExportSummary:
+    def counts(self) -> tuple[dict[str | None, int], dict[str | None, int]]:
+        """The image and shape counts per task, once the whole document was read."""
         if not self.finished:
             raise self.error("the XML ended before </annotations>")
+        return self.image_counts, {key: count for key, count in self.shape_counts.items()}
+
+    def result(self) -> ExportSummary:
+        image_counts, shape_counts = self.counts()
         return ExportSummary(
             kind=self.kind or "task",
             project=self.project,
             tasks=tuple(self.tasks),
-            image_counts=self.image_counts,
-            shape_counts={key: count for key, count in self.shape_counts.items()},
+            image_counts=image_counts,
+            shape_counts=shape_counts,
+        )
+
+
+class BriefReader(SummaryReader):
+    """A summary whose tasks are TaskBriefs: the same checks and errors, a fraction of the memory."""
+
+    def __init__(self, path: Path | None) -> None:
+        super().__init__(path)
+        # Subsets and base URLs repeat in every task: one str object for each distinct value.
+        self.shared: dict[str | None, str | None] = {}
+
+    def keep_task(self, task: Task) -> Any:
+        share = self.shared.setdefault
+        base_url = base_url_of((task,))
+        return TaskBrief(task.id, task.name, share(task.subset, task.subset), share(base_url, base_url))
+
+    def result(self) -> ExportBrief:  # type: ignore[override]
+        image_counts, shape_counts = self.counts()
+        project = self.project
+        return ExportBrief(
+            kind=self.kind or "task",
+            project_id=project.id if project is not None else None,
+            project_name=project.name if project is not None else None,
+            tasks=tuple(cast(list[TaskBrief], self.tasks)),  # keep_task made each one a brief
+            image_counts=image_counts,
+            shape_counts=shape_counts,
         )

@@ -32,7 +32,7 @@ from cvat_watch.daemon.events import Event
 from cvat_watch.daemon.snapshot import Snapshot, SnapshotBuilder, id_sort_key
 from cvat_watch.daemon.store import Store
 from cvat_watch.errors import AnnotationsError, JobStatusError
-from cvat_watch.model import ExportSummary, JobStatus
+from cvat_watch.model import ExportBrief, JobStatus
 
 __all__ = ["ReloadOutcome", "WatchRunner", "utc_timestamp"]
 
@@ -114,7 +114,9 @@ class WatchRunner:
     project_events: bool = False
     clock: Callable[[], float] = time.time
     _digests: tuple[str, str | None] | None = None
-    _summary_cache: tuple[str, ExportSummary] | None = None
+    _summary_cache: tuple[str, ExportBrief] | None = None
+    # Whether the cached summary was parsed in this process and not stored yet (see Store.load_brief).
+    _unstored: bool = attrs.field(default=False, repr=False)
     _jobs_cache: tuple[str | None, tuple[JobStatus, ...]] | None = None
     _last_error: str | None = None
     # Failed loads in a row (0 after a good one): how soon the service re-checks.
@@ -199,6 +201,7 @@ class WatchRunner:
             if interrupted():
                 return ReloadOutcome("interrupted")
             summary = self._summary(digests[0], annotations_bytes)
+            annotations_bytes = None  # 240 MB at 100,000 tasks: not held through the rest of the reload
             if interrupted():
                 return ReloadOutcome("interrupted")
             records = self._jobs(digests[1], job_status[1] if job_status is not None else None)
@@ -287,7 +290,7 @@ class WatchRunner:
             log.info("watch %s: the export holds every task of the job-status file again", self.name)
         self._behind = behind
 
-    def _refuse_emptied(self, summary: ExportSummary, records: tuple[JobStatus, ...]) -> None:
+    def _refuse_emptied(self, summary: ExportBrief, records: tuple[JobStatus, ...]) -> None:
         """Treat a file that lost every task or job of the baseline as a failed load.
 
         Committing it would make the baseline forget those tasks: ``<annotations/>`` would make
@@ -312,13 +315,23 @@ class WatchRunner:
                 path=self.config.job_status,
             )
 
-    def _summary(self, digest: str, data: bytes | None) -> ExportSummary:
+    def _summary(self, digest: str, data: bytes | None) -> ExportBrief:
         if self._summary_cache is not None and self._summary_cache[0] == digest:
             return self._summary_cache[1]
+        # At a start, the brief stored by the last run, if the export is still the same bytes.
+        summary = self.store.load_brief(self.name, digest)
+        if summary is not None:
+            log.debug(
+                "watch %s: export unchanged since the last run, %d tasks", self.name, len(summary.tasks)
+            )
+            self._summary_cache = (digest, summary)
+            return summary
         assert data is not None  # _read_file reads whatever the cache does not hold
-        summary = cvatxml.loads_summary(data, path=self.config.annotations)
+        # The brief: the summary's checks and errors, without keeping each task's full meta.
+        summary = cvatxml.loads_brief(data, path=self.config.annotations)
         log.debug("watch %s: export parsed, %d tasks", self.name, len(summary.tasks))
         self._summary_cache = (digest, summary)
+        self._unstored = True
         return summary
 
     def _jobs(self, digest: str | None, data: bytes | None) -> tuple[JobStatus, ...]:
@@ -361,9 +374,11 @@ class WatchRunner:
         )
         completed = sum(map(_COMPLETED, snapshot.tasks))
         if not dry_run:
+            brief = self._summary_cache if self._unstored else None
             self.store.commit_reload(
-                self.name, snapshot, result.generations, result.events, self.targets, now
+                self.name, snapshot, result.generations, result.events, self.targets, now, brief=brief
             )
+            self._unstored = False
             self._baseline = (snapshot, dict(result.generations))
         if baseline is None:
             log.info(

@@ -19,10 +19,10 @@ import attrs
 
 from cvat_watch.model import (
     CompletionRule,
+    ExportBrief,
     ExportSummary,
     JobStatus,
-    Task,
-    base_url_of,
+    TaskBrief,
     is_task_complete,
     task_of_job,
 )
@@ -143,7 +143,7 @@ class Snapshot:
 def build_snapshot(
     *,
     watch: str,
-    summary: ExportSummary,
+    summary: ExportSummary | ExportBrief,
     jobs: Sequence[JobStatus],
     rule: CompletionRule = "completed",
     base_url: str | None = None,
@@ -162,7 +162,7 @@ class _Built:
     """One build's inputs and the indexes that let the next build change only what differs."""
 
     watch: str
-    summary: ExportSummary
+    summary: ExportBrief
     rule: CompletionRule
     base_url: str | None
     jobs: tuple[JobStatus, ...]
@@ -192,17 +192,24 @@ class SnapshotBuilder:
     """
 
     _last: _Built | None = attrs.field(default=None, repr=False)
+    # The last full summary given and its brief: the same summary again gives the same brief,
+    # which tells the build that the export did not change.
+    _briefed: tuple[ExportSummary, ExportBrief] | None = attrs.field(default=None, repr=False)
 
     def build(
         self,
         *,
         watch: str,
-        summary: ExportSummary,
+        summary: ExportSummary | ExportBrief,
         jobs: Sequence[JobStatus],
         rule: CompletionRule = "completed",
         base_url: str | None = None,
     ) -> Snapshot:
         """The snapshot of ``summary`` and ``jobs`` (see :func:`build_snapshot`)."""
+        if isinstance(summary, ExportSummary):
+            if self._briefed is None or self._briefed[0] is not summary:
+                self._briefed = (summary, summary.brief())
+            summary = self._briefed[1]
         jobs = tuple(jobs)
         last = self._last
         built = None
@@ -223,6 +230,7 @@ class SnapshotBuilder:
     def forget(self) -> None:
         """Drop what the last build remembered; the next one starts from scratch."""
         self._last = None
+        self._briefed = None
 
     def unknown_task_ids(self) -> set[str]:
         """The task ids that records of the last build name but its export does not hold.
@@ -278,7 +286,7 @@ def _regrouped(
     last: _Built | None,
     *,
     watch: str,
-    summary: ExportSummary,
+    summary: ExportBrief,
     jobs: tuple[JobStatus, ...],
     rule: CompletionRule,
     base_url: str | None,
@@ -299,7 +307,7 @@ def _regrouped(
             else:
                 same_task.append(index)
 
-    metas: dict[str, Task] = {}
+    metas: dict[str, TaskBrief] = {}
     image_counts = summary.image_counts
     shape_counts = summary.shape_counts
     if summary.kind == "job":
@@ -340,12 +348,11 @@ def _regrouped(
     elif base_url:
         resolved_base_url = base_url.rstrip("/")
     else:
-        resolved_base_url = base_url_of(summary.tasks)
-    project = summary.project
+        resolved_base_url = summary.base_url
     snapshot = Snapshot(
         watch=watch,
-        project_id=project.id if project is not None else None,
-        project_name=project.name if project is not None else None,
+        project_id=summary.project_id,
+        project_name=summary.project_name,
         base_url=resolved_base_url,
         tasks=states,
     )
@@ -363,8 +370,8 @@ def _regrouped(
 
 
 def _job_export_task(
-    summary: ExportSummary, jobs: Sequence[JobStatus]
-) -> tuple[dict[str, Task], Mapping[str | None, int], Mapping[str | None, int]]:
+    summary: ExportBrief, jobs: Sequence[JobStatus]
+) -> tuple[dict[str, TaskBrief], Mapping[str | None, int], Mapping[str | None, int]]:
     """A job export as its task: the job's meta under the task id the job-status records give
     the job, with the export's counts (kept under None: the file names no task). Nothing while no
     record names the job."""

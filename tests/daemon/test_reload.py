@@ -455,3 +455,37 @@ def test_every_reload_commits_what_a_fresh_pipeline_computes(
             task["id"]: json.dumps(task, ensure_ascii=False, separators=(",", ":")) for task in tasks
         }
     assert {"state", "remove", "insert", "move", "repeat", "reorder", "export"} <= done
+
+
+def test_a_restart_with_the_same_export_reads_the_stored_brief(
+    tmp_path: Path, export: Export, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The brief of the export is committed with the baseline; a new runner (a restart) on the same
+    export bytes takes it instead of parsing the XML, and commits what parsing would; once the
+    export's bytes change, it parses them again (and stores that brief in turn)."""
+    first = make_runner(export, store)
+    assert first.reload(force=True).status == "committed"
+    parsed = cvatxml.loads_brief(export.annotations.read_bytes())
+    digest = reload._file_digest(export.annotations.read_bytes())
+    assert store.load_brief("w", digest) == parsed
+    assert store.load_brief("w", "0" * 64) is None
+
+    def no_parse(data: bytes, *, path: object = None) -> None:
+        raise AssertionError("the export was parsed again")
+
+    monkeypatch.setattr(cvatxml, "loads_brief", no_parse)
+    export.records[0]["state"] = "completed" if export.records[0]["state"] != "completed" else "new"
+    export.write_jobs()
+    restarted = make_runner(export, store)
+    outcome = restarted.reload(force=True)
+    assert outcome.status == "committed"
+    expected = build_snapshot(
+        watch="w", summary=parsed, jobs=jobstatus.parse_job_status(export.job_status.read_bytes())
+    )
+    assert restarted.snapshot == expected
+    monkeypatch.undo()
+    other = Export(tmp_path / "other", seed=1).annotations.read_bytes()
+    export.annotations.write_bytes(other)
+    assert restarted.reload(force=True).status == "committed"
+    assert store.load_brief("w", reload._file_digest(other)) == cvatxml.loads_brief(other)
+    assert store.load_brief("w", digest) is None  # one brief per watch: the export's current one

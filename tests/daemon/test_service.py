@@ -210,7 +210,8 @@ def test_sighup_with_a_watch_unchanged_does_not_parse_its_export_again(
     workspace: Workspace, receiver: Receiver, notify: NotifySocket
 ) -> None:
     """A SIGHUP keeps the runner of a watch whose configuration is unchanged (the export is re-read and
-    re-hashed, not parsed again) and still diffs against its baseline; a changed watch gets a new runner."""
+    re-hashed, not parsed again) and still diffs against its baseline; a changed watch gets a new runner,
+    which takes the export's brief stored with the baseline (the same bytes), not a parse either."""
     config = workspace.write_config(handlers=[workspace.webhook(receiver.url())])
     env = {"NOTIFY_SOCKET": str(notify.path)}
     with DaemonProcess(workspace.config, env=env, args=["--log-level", "debug"]) as daemon:
@@ -224,7 +225,8 @@ def test_sighup_with_a_watch_unchanged_does_not_parse_its_export_again(
         config.write_text(config.read_text().replace("debounce = 0.1", "debounce = 0.2"))
         daemon.signal(signal.SIGHUP)
         notify.wait_for("READY=1", count=3)
-        assert daemon.log.count("export parsed") == 2
+        assert daemon.log.count("export parsed") == 1
+        assert daemon.log.count("export unchanged since the last run") == 1
         workspace.write_jobs({"23": "completed", "24": "rejected"})
         assert json.loads(receiver.wait_for(2)[1].body)["type"] == "task.reopened"
         assert daemon.stop() == 0

@@ -19,7 +19,9 @@ import pytest
 from cvat_watch.daemon.events import TASK_COMPLETED, TASK_REOPENED, Event, ProjectInfo, TaskInfo, event_id
 from cvat_watch.daemon.snapshot import JobState, Snapshot, TaskState
 from cvat_watch.daemon.store import StateLock, Store
+from cvat_watch.daemon.store._stored import stored_tasks
 from cvat_watch.errors import StateError, StateLockedError, StateLostError
+from cvat_watch.model import ExportBrief, TaskBrief
 
 ROOT = Path(__file__).resolve().parents[2]
 EPOCH = "e" * 32
@@ -251,6 +253,46 @@ def test_a_commit_writes_only_the_rows_of_changed_tasks(tmp_path: Path) -> None:
         store.commit_reload("w", fourth, {"task:500": 1, "task:7": 1}, [], both, now=5.0)
         assert store._connection.total_changes - before == 2  # task 9's row deleted, the time stamp
         assert store.load_baseline("w") == (fourth, {"task:500": 1, "task:7": 1})
+
+
+@pytest.mark.parametrize(
+    ("row", "expected"),
+    [
+        # What this package writes: read row by row without cattrs.
+        ('{"id":"5","name":"n","subset":"Train","completed":true,"jobs":[{"id":"50","state":"completed",'
+         '"stage":"acceptance","assignee":"ann","type":null}],"image_count":2,"shape_count":3}',
+         TaskState(id="5", name="n", subset="Train", completed=True, image_count=2, shape_count=3,
+                   jobs=[JobState(id="50", state="completed", stage="acceptance", assignee="ann")])),
+        # Keys left out (defaults) and in another order: left to cattrs, which reads them as always.
+        ('{"jobs":[{"state":"new","id":"50"}],"id":"5"}', TaskState(id="5", jobs=[JobState(id="50", state="new")])),
+        # A value of another type: cattrs refuses it, as always.
+        ('{"id":"5","name":null,"subset":null,"completed":"yes","jobs":[],"image_count":0,"shape_count":0}', None),
+        ('{"id":"5","name":null,"subset":null,"completed":false,"jobs":[{"id":50,"state":"new","stage":null,'
+         '"assignee":null,"type":null}],"image_count":0,"shape_count":0}', None),
+        ('{"id":"5","name":null,"subset":null,"completed":false,"jobs":[],"image_count":true,"shape_count":0}', None),
+    ],
+)  # fmt: skip
+def test_stored_task_rows_read_as_cattrs_reads_them(
+    tmp_path: Path, row: str, expected: TaskState | None
+) -> None:
+    """load_baseline reads the rows it wrote without cattrs; any other row through cattrs, so that
+    what is accepted, with which defaults, and what is refused stays the same."""
+    path = tmp_path / "state.db"
+    with Store.open(path) as store:
+        store.commit_reload("w", _many(3), {}, [], both, now=1.0)
+    connection = sqlite3.connect(path)
+    with connection:
+        connection.execute("UPDATE baseline_tasks SET task = ? WHERE task_id = '1'", (row,))
+    connection.close()
+    with Store.open(path) as store:
+        if expected is None:
+            with pytest.raises(StateError, match="baseline of watch 'w' is unreadable"):
+                store.load_baseline("w")
+            return
+        loaded, _ = store.load_baseline("w")
+    assert loaded is not None
+    assert [task.id for task in loaded.tasks] == ["0", "2", "5"]
+    assert loaded.by_id()["5"] == expected
 
 
 def _schema_2_database(path: Path, baselines: Sequence[tuple[str, str, str]]) -> None:
@@ -892,3 +934,47 @@ def test_claim_names_the_configuration_that_used_the_state_before(store: Store) 
     assert store.claim("/etc/a.toml") is None
     assert store.claim("/etc/b.toml") == "/etc/a.toml"
     assert store.claim("/etc/b.toml") is None
+
+
+def test_rows_as_written_skip_cattrs(tmp_path: Path) -> None:
+    """The rows a commit writes are all of the shape read without cattrs (the start at 100,000 tasks
+    depends on it), with each repeated job state kept once."""
+    path = tmp_path / "state.db"
+    with Store.open(path) as store:
+        store.commit_reload("w", _many(5, completed=[1, 3]), {}, [], both, now=1.0)
+    connection = sqlite3.connect(path)
+    try:
+        rows = connection.execute("SELECT task FROM baseline_tasks").fetchall()
+    finally:
+        connection.close()
+    states = stored_tasks(rows)
+    assert states is not None and len(states) == 5
+    assert len({id(task.jobs[0].state) for task in states}) == 2
+
+
+@pytest.mark.parametrize("kind", ["project", "task", "job"])
+def test_a_stored_brief_is_the_brief_given(tmp_path: Path, kind: str) -> None:
+    """commit_reload stores the brief under the export's digest; load_brief gives an equal brief for
+    that digest only, with counts under a None task id (a job export's) too; a row that is not a
+    brief this version wrote gives None (the export is parsed again)."""
+    brief = ExportBrief(
+        kind=kind,  # type: ignore[arg-type]
+        project_id="7" if kind == "project" else None,
+        project_name="p" if kind == "project" else None,
+        tasks=(TaskBrief("1", "ä", "Train", "http://c"), TaskBrief(None, None, None, None)),
+        image_counts={"1": 3, None: 2},
+        shape_counts={"1": 0},
+    )
+    path = tmp_path / "state.db"
+    with Store.open(path) as store:
+        assert store.load_brief("w", "ab") is None
+        store.commit_reload("w", _many(2), {}, [], both, now=1.0, brief=("ab", brief))
+        assert store.load_brief("w", "ab") == brief
+        assert store.load_brief("w", "cd") is None
+        assert store.load_brief("v", "ab") is None
+    connection = sqlite3.connect(path)
+    with connection:
+        connection.execute('UPDATE export_briefs SET brief = \'{"kind":"task"}\'')
+    connection.close()
+    with Store.open(path) as store:
+        assert store.load_brief("w", "ab") is None

@@ -114,8 +114,11 @@ def test_saved_file_is_the_same_tree_element_by_element(corpus: Path, tmp_path: 
 
 @pytest.mark.parametrize("name", FILES)
 def test_summary_matches_the_full_load(corpus: Path, name: str) -> None:
-    """load_summary agrees with Annotations.summary() on every corpus file."""
-    assert cvatxml.load_summary(corpus / name) == _load(corpus, name).summary()
+    """load_summary agrees with Annotations.summary() on every corpus file, and load_brief (the
+    daemon's reader) with that summary's brief."""
+    summary = _load(corpus, name).summary()
+    assert cvatxml.load_summary(corpus / name) == summary
+    assert cvatxml.load_brief(corpus / name) == summary.brief()
 
 
 # -- what each file holds ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cvat_watch import jobstatus
 from cvat_watch.errors import JobStatusError
 from cvat_watch.jobstatus import JobStatusParser, job_records, load_job_status, parse_job_status
 from cvat_watch.model import JobStatus
@@ -897,3 +898,39 @@ def test_a_failed_parse_keeps_the_memory_of_the_last_good_one() -> None:
     assert (second[0] is first[0], second[1] is first[1], second[2] is first[2]) == (True, False, True)
     parser.forget()
     assert all(a is not b for a, b in zip(parser.parse(json.dumps(records)), second, strict=True))
+
+
+@settings(max_examples=200, deadline=None)
+@given(_versions())
+def test_a_first_parse_in_small_batches_reads_as_a_fresh_parse_would(texts: list[str]) -> None:
+    """The first parse of split bytes decodes a batch of records at a time; with batches of two, a
+    document whose records are uniform in one batch and not in another, or fail in a later batch,
+    still gives the records (or the error) of parse_job_status, and so do the versions after it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(jobstatus, "_BATCH", 2)
+        parser = JobStatusParser()
+        for text in texts:
+            assert _parsed(parser, text.encode()) == _fresh(text)
+
+
+def test_a_first_parse_keeps_each_repeated_string_once() -> None:
+    """next-cvat's flat list repeats task ids and names, states and stages in every job of a task:
+    the first parse keeps one object per distinct value (its memory at 500,000 jobs), in any batch."""
+    records = [
+        {
+            "task_id": str(task),
+            "job_id": job,
+            "task_name": f"task {task}",
+            "state": "new",
+            "stage": "annotation",
+        }
+        for task in range(1, 4)
+        for job in range(task * 10, task * 10 + 3)
+    ]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(jobstatus, "_BATCH", 2)
+        jobs = JobStatusParser().parse(json.dumps(records).encode())
+    assert jobs == parse_job_status(json.dumps(records))
+    assert len({id(job.task_name) for job in jobs}) == 3
+    assert len({id(job.task_id) for job in jobs}) == 3
+    assert len({id(job.state) for job in jobs}) == len({id(job.stage) for job in jobs}) == 1

@@ -32,7 +32,7 @@ from typing import Any
 import attrs
 
 from cvat_watch.config import CvatSourceConfig, WatchConfig
-from cvat_watch.cvatxml import loads_summary
+from cvat_watch.cvatxml import loads_brief
 from cvat_watch.daemon.cvat.client import CvatClient
 from cvat_watch.errors import CvatServerError, CvatWatchError
 from cvat_watch.jobstatus import parse_job_status
@@ -378,7 +378,7 @@ class CvatSource:
 
     def _check_export(self, xml: bytes) -> None:
         try:
-            loads_summary(xml, path=self.watch.annotations)
+            loads_brief(xml, path=self.watch.annotations)
         except CvatWatchError as error:
             raise CvatServerError(
                 f"the export does not load, the annotations file was kept: {error}",

@@ -189,6 +189,14 @@ def _make_private_dirs(folder: Path) -> None:
         os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
 
 
+def _prepare_briefs(connection: sqlite3.Connection) -> None:
+    """The export brief kept per watch (see _briefs): an addition any database can take on open."""
+    connection.execute(
+        "CREATE TABLE IF NOT EXISTS export_briefs ("
+        " watch TEXT PRIMARY KEY, key TEXT NOT NULL, brief TEXT NOT NULL) WITHOUT ROWID"
+    )
+
+
 def _prepare_groups(connection: sqlite3.Connection) -> None:
     """The group claims of chat digests: an addition any schema-1 database can take on open."""
     connection.execute(

@@ -19,6 +19,7 @@ import attrs
 from cvat_watch.daemon.events import Event
 from cvat_watch.daemon.snapshot import Snapshot
 from cvat_watch.daemon.store._baseline import _baseline_change, _write_baseline, _Written
+from cvat_watch.daemon.store._briefs import brief_key, brief_of_text, brief_text
 from cvat_watch.daemon.store._schema import (
     _LEGACY_PREFIX,
     APPLICATION_ID,
@@ -27,12 +28,15 @@ from cvat_watch.daemon.store._schema import (
     _create,
     _describe,
     _make_private_dirs,
+    _prepare_briefs,
     _prepare_groups,
     _prepare_schema,
     _refuse_foreign,
     immediate_transaction,
 )
+from cvat_watch.daemon.store._stored import stored_tasks
 from cvat_watch.errors import StateError, StateLostError
+from cvat_watch.model import ExportBrief
 
 log = logging.getLogger("cvat_watch.daemon.store")  # the package's name: log lines keep the name they had
 
@@ -173,6 +177,7 @@ class Store:
             connection.execute("PRAGMA foreign_keys = ON")
             epoch = _prepare_schema(connection, path)
             _prepare_groups(connection)
+            _prepare_briefs(connection)
             identity = None
             if not in_memory:
                 status = os.stat(path)
@@ -229,9 +234,15 @@ class Store:
             row = connection.execute("SELECT snapshot FROM baselines WHERE watch = ?", (watch,)).fetchone()
             if row is None:
                 return None, {}
-            tasks = connection.execute(
-                "SELECT task_id, task FROM baseline_tasks WHERE watch = ?", (watch,)
-            ).fetchall()
+            # Row by row, without cattrs, when the rows are what this package writes; else as always.
+            states = stored_tasks(
+                connection.execute("SELECT task FROM baseline_tasks WHERE watch = ?", (watch,))
+            )
+            tasks = []
+            if states is None:
+                tasks = connection.execute(
+                    "SELECT task_id, task FROM baseline_tasks WHERE watch = ?", (watch,)
+                ).fetchall()
             counters = connection.execute(
                 "SELECT key, value FROM baseline_generations WHERE watch = ?", (watch,)
             ).fetchall()
@@ -239,6 +250,8 @@ class Store:
             data = json.loads(row[0])
             data["tasks"] = [json.loads(task) for _, task in tasks]
             snapshot = Snapshot.from_dict(data)
+            if states is not None:
+                snapshot = attrs.evolve(snapshot, tasks=states)
             generations = {str(key): int(value) for key, value in counters}
         except Exception as exc:  # cattrs raises exception groups of anything
             raise StateError(
@@ -254,6 +267,15 @@ class Store:
         )
         return snapshot, generations
 
+    def load_brief(self, watch: str, digest: str) -> ExportBrief | None:
+        """The brief stored for ``watch`` if it was read from an export with content ``digest``
+        by this version's reader; None when there is none, or another, or an unusable one."""
+        with self._use(f"read the export brief of watch {watch!r}") as connection:
+            row = connection.execute(
+                "SELECT brief FROM export_briefs WHERE watch = ? AND key = ?", (watch, brief_key(digest))
+            ).fetchone()
+        return brief_of_text(row[0]) if row is not None else None
+
     def commit_reload(
         self,
         watch: str,
@@ -262,8 +284,12 @@ class Store:
         events: Sequence[Event],
         targets: Callable[[Event], Sequence[str]],
         now: float,
+        brief: tuple[str, ExportBrief] | None = None,
     ) -> None:
         """Store the reload's events, one pending delivery per target, and the new baseline, atomically.
+
+        ``brief`` (the digest of the export and the brief read from it) replaces the watch's stored
+        brief, for :meth:`load_brief` at the next start.
 
         Events already in the outbox (a replay after a crash) are left as they are, and so are
         their deliveries. Handlers marked gone get no new deliveries.
@@ -276,7 +302,14 @@ class Store:
         # transaction is safe: the memory is replaced only once the transaction committed.
         written = self._written.get(watch)
         change = _baseline_change(written, snapshot, generations)
+        brief_row = (watch, brief_key(brief[0]), brief_text(brief[1])) if brief is not None else None
         with self._transaction(f"commit a reload of watch {watch!r}") as connection:
+            if brief_row is not None:
+                connection.execute(
+                    "INSERT INTO export_briefs (watch, key, brief) VALUES (?, ?, ?)"
+                    " ON CONFLICT (watch) DO UPDATE SET key = excluded.key, brief = excluded.brief",
+                    brief_row,
+                )
             gone = {key for (key,) in connection.execute("SELECT id FROM handlers WHERE status = 'gone'")}
             for event, keys in routed:
                 connection.execute(
