@@ -25,24 +25,22 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email.utils
 import functools
 import hashlib
 import hmac
 import importlib.metadata
 import logging
-import math
 import os
 import ssl
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC
 from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
 import httpx
 
+from cvat_watch._retry_after import parse_retry_after
 from cvat_watch.errors import ConfigError, DeliveryError
 from cvat_watch.handlers import _deadline
 from cvat_watch.handlers.base import event_body, redact_url
@@ -99,28 +97,6 @@ def standard_signature(key: bytes, msg_id: str, timestamp: int, body: bytes) -> 
     """The Standard Webhooks ``webhook-signature`` value: ``v1,<base64 HMAC-SHA256>``."""
     mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
     return "v1," + base64.b64encode(mac).decode("ascii")
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value (delta seconds or HTTP-date).
-
-    A date in the past, or a negative delta, means "now" (0). Absent or unreadable: ``None``.
-    """
-    if value is None or not value.strip():
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value.strip())
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
 
 
 def _ssl_verify(verify: bool | str) -> bool | ssl.SSLContext:

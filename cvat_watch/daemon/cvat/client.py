@@ -24,7 +24,6 @@ server sends back is scrubbed of them before it is quoted.
 
 from __future__ import annotations
 
-import email.utils
 import io
 import json
 import logging
@@ -42,6 +41,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import attrs
 import httpx
 
+from cvat_watch._retry_after import parse_retry_after
 from cvat_watch.converter import Secret
 from cvat_watch.errors import CvatExportError, CvatServerError
 
@@ -71,24 +71,6 @@ class ExportResult:
     xml: bytes
     rq_id: str
     seconds: float
-
-
-def _retry_after(value: str | None) -> float | None:
-    """``Retry-After`` as seconds (delta-seconds or an HTTP date); None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - time.time()
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
 
 
 def _origin(url: str) -> tuple[str, str]:
@@ -480,7 +462,7 @@ class CvatClient:
             message = f"{where}: {said}: check the project/task id and the organization"
             return CvatServerError(message, server=self.server, status=status)
         if status in _RETRY_STATUSES or status >= 500:
-            retry_after = _retry_after(response.headers.get("Retry-After"))
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
             wait = f"; it asked to wait {retry_after:g} s" if retry_after is not None else ""
             return CvatServerError(
                 f"{where}: {said}{wait}",
