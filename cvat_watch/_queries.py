@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from cvat_watch.errors import QueryError
 
 if typing.TYPE_CHECKING:
-    from cvat_watch.model import CompletionRule, ExportKind, ImageAnnotation, JobStatus, Task
+    from cvat_watch.model import CompletionRule, ExportKind, ImageAnnotation, JobStatus, Task, TaskBrief
 
 __all__ = [
     "ExportQueries",
@@ -94,10 +94,19 @@ def is_task_complete(jobs: Sequence[JobStatus], rule: CompletionRule = "complete
     return bool(jobs) and all(job.is_done(rule) for job in jobs)
 
 
-def _job_id_of(kind: str, tasks: Sequence[Task]) -> str | None:
+def _job_id_of(kind: str, tasks: Sequence[Task | TaskBrief]) -> str | None:
     if kind != "job" or not tasks:
         return None
     return tasks[0].id
+
+
+def _single_task_id(kind: str | None, tasks: Sequence[Task]) -> str | None:
+    """The id of the export's only task, which images and tracks without ``task_id`` belong to.
+
+    None with several tasks, and for a job export: its ``<job><id>`` is the job's id, and its
+    images belong to a task the file never names.
+    """
+    return tasks[0].id if len(tasks) == 1 and kind != "job" else None
 
 
 def task_of_job(job_id: str | None, jobs: Iterable[JobStatus]) -> str | None:
@@ -200,7 +209,7 @@ class ExportQueries:
             return image.task_id
         if self.kind == "job":
             return task_of_job(self.job_id, self.job_status)
-        return self.tasks[0].id if len(self.tasks) == 1 else None
+        return _single_task_id(self.kind, self.tasks)
 
     def images_of_task(self, task_id: str | int) -> list[ImageAnnotation]:
         wanted = str(task_id)

@@ -32,6 +32,7 @@ import attrs
 from cvat_watch._queries import (
     ExportQueries,
     _job_id_of,
+    _single_task_id,
     base_url_of,
     is_task_complete,
     job_id_from_url,
@@ -709,7 +710,7 @@ class ExportBrief:
     @property
     def job_id(self) -> str | None:
         """As :attr:`ExportSummary.job_id`."""
-        return self.tasks[0].id if self.kind == "job" and self.tasks else None
+        return _job_id_of(self.kind, self.tasks)
 
     @property
     def base_url(self) -> str | None:
@@ -781,7 +782,7 @@ class Annotations(ExportQueries):
         images: dict[str | None, int] = {}
         shapes: dict[str | None, int] = {}
         # A job export's meta id is the job's, not a task's: its counts go under None.
-        single = self.tasks[0].id if len(self.tasks) == 1 and self.kind != "job" else None
+        single = _single_task_id(self.kind, self.tasks)
         for image in self.images:
             task_id = image.task_id if image.task_id is not None else single
             images[task_id] = images.get(task_id, 0) + 1

@@ -28,6 +28,7 @@ from defusedxml.common import (
 from defusedxml.ElementTree import DefusedXMLParser
 
 from cvat_watch._gcpause import gc_paused
+from cvat_watch._queries import _single_task_id
 from cvat_watch.cvatxml import _vocab
 from cvat_watch.cvatxml._vocab import (
     LABEL_ATTRIBUTE_FIELDS,
@@ -298,8 +299,7 @@ class ReaderBase:
 
     def meta_known(self) -> None:
         """Derive what the body needs from the meta: the task id images default to."""
-        # A job export's <job><id> is the job's id: its images belong to a task the file never names.
-        single = self.tasks[0].id if len(self.tasks) == 1 and self.kind != "job" else None
+        single = _single_task_id(self.kind, self.tasks)
         self.single_task_id = single
         self.default_task_id = single if self.kind != "project" else None
 

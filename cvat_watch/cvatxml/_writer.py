@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from cvat_watch._queries import _single_task_id
 from cvat_watch.cvatxml._base import PathLike, os_error
 from cvat_watch.cvatxml._vocab import (
     BOX_COORDS,
@@ -334,7 +335,7 @@ class Writer:
         self.annotations = annotations
         self.out: list[str] = []
         tasks = annotations.tasks
-        single = tasks[0].id if len(tasks) == 1 and annotations.kind != "job" else None
+        single = _single_task_id(annotations.kind, tasks)
         self.default_task_id = single if annotations.kind != "project" else None
         self.leftover: list[XmlElement] = []
 

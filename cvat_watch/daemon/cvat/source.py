@@ -294,10 +294,11 @@ class CvatSource:
             self._refresh_task_names(client)
             names_fresh = True
         rows = flat_records(jobs, self._task_names)
-        new_records = parse_job_status(_render(rows))
+        rendered = _render(rows)
+        new_records = parse_job_status(rendered)
         job_status_path = self.watch.job_status
         assert job_status_path is not None
-        old_bytes, old_records = self._read_listing(job_status_path)
+        old_bytes, old_records = self._read_listing(job_status_path, rendered, new_records)
         rule = self.watch.completion
         newly_complete = _complete_tasks(new_records, rule) - _complete_tasks(old_records, rule)
         if newly_complete and not names_fresh:
@@ -305,8 +306,8 @@ class CvatSource:
             # since the last listing of tasks would otherwise be missed), one request per export.
             self._refresh_task_names(client)
             rows = flat_records(jobs, self._task_names)
+            rendered = _render(rows)
         annotations_missing = not self.watch.annotations.exists()
-        rendered = _render(rows)
         changed = rendered != old_bytes
         if config.export == "never":
             wanted = False
@@ -387,11 +388,17 @@ class CvatSource:
             ) from None
 
     @staticmethod
-    def _read_listing(path: Path) -> tuple[bytes | None, tuple[JobStatus, ...]]:
+    def _read_listing(
+        path: Path, rendered: bytes, records: tuple[JobStatus, ...]
+    ) -> tuple[bytes | None, tuple[JobStatus, ...]]:
+        """The listing on disk and its records; when it is what was just rendered (a steady poll),
+        the records of that rendering, which the same bytes would give again."""
         try:
             data = path.read_bytes()
         except OSError:
             return None, ()
+        if data == rendered:
+            return data, records
         try:
             return data, parse_job_status(data, path=path)
         except CvatWatchError:
