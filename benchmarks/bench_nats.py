@@ -35,7 +35,7 @@ from cvat_watch.testing.process import (
 )
 from cvat_watch.testing.receiver import sample_event
 
-STATE_DB = Path("state") / "cvat-watch.db"
+from benchmarks.reliability import STATE_DB
 
 
 def percentile(values: list[float], fraction: float) -> float:

@@ -15,8 +15,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from cvat_watch.config import configured_state_dir, default_state_dir
-from cvat_watch.daemon.service import STATE_FILE_NAME
+from cvat_watch.config import STATE_FILE_NAME, configured_state_dir, default_state_dir
 from cvat_watch.errors import StateError
 
 __all__ = ["SYSTEMD_STATE_DIR", "find_state"]

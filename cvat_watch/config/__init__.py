@@ -16,6 +16,7 @@ configured before its first export exists.
 from cvat_watch.config._load import configured_state_dir, load_config
 from cvat_watch.config._model import (
     DEFAULT_RETRY_DELAYS,
+    STATE_FILE_NAME,
     AppriseHandlerConfig,
     CommandHandlerConfig,
     Config,
@@ -35,6 +36,7 @@ __all__ = [
     "ALL_EVENTS",
     "DEFAULT_EVENTS",
     "DEFAULT_RETRY_DELAYS",
+    "STATE_FILE_NAME",
     "AppriseHandlerConfig",
     "CommandHandlerConfig",
     "Config",

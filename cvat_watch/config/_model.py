@@ -15,6 +15,9 @@ from cvat_watch.converter import Secret
 
 # Seconds to wait before each retry: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h
 # (about three days in all, the same span as the Standard Webhooks schedule).
+#: The state database's file name inside a state folder.
+STATE_FILE_NAME = "cvat-watch.db"
+
 DEFAULT_RETRY_DELAYS: tuple[float, ...] = (
     5.0,
     300.0,

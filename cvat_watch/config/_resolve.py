@@ -20,6 +20,7 @@ from cvat_watch._subjects import (
 )
 from cvat_watch.config._model import (
     DEFAULT_RETRY_DELAYS,
+    STATE_FILE_NAME,
     AppriseHandlerConfig,
     CommandHandlerConfig,
     Config,
@@ -358,14 +359,14 @@ class _Resolver:
     def old_default_state(self, state_dir: Path) -> None:
         """Warn when the shared default folder of earlier versions holds a state and ours has none."""
         shared = default_state_dir(self.environ)
-        if shared == state_dir or (state_dir / "cvat-watch.db").exists():
+        if shared == state_dir or (state_dir / STATE_FILE_NAME).exists():
             return
-        if (shared / "cvat-watch.db").exists():
+        if (shared / STATE_FILE_NAME).exists():
             self.warn(
                 "state_dir",
-                f"{shared}/cvat-watch.db was the default state of earlier versions, shared by every"
+                f"{shared}/{STATE_FILE_NAME} was the default state of earlier versions, shared by every"
                 f" configuration; this one now keeps its state in {state_dir}. If that state belongs"
-                f" to this configuration, stop cvat-watch and move it: mv {shared}/cvat-watch.db*"
+                f" to this configuration, stop cvat-watch and move it: mv {shared}/{STATE_FILE_NAME}*"
                 f' {state_dir}/ (or set state_dir = "{shared}")',
             )
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 
-from cvat_watch.config import Config, WatchConfig, load_config
+from cvat_watch.config import STATE_FILE_NAME, Config, WatchConfig, load_config
 from cvat_watch.daemon import sdnotify
 from cvat_watch.daemon.cvat.push import CvatWebhooks
 from cvat_watch.daemon.cvat.source import CvatSource
@@ -47,7 +47,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-STATE_FILE_NAME = "cvat-watch.db"
 #: How long the main loop sleeps at most between two looks at its timers.
 _MAIN_LOOP_TICK = 1.0
 #: How often the WAL is copied into the database file (and at every stop).
