@@ -29,6 +29,7 @@ from cvat_watch.config._model import (
     WebhookHandlerConfig,
     default_state_dir,
 )
+from cvat_watch.config._resolve import parse_listen
 from cvat_watch.converter import Secret
 from cvat_watch.eventtypes import ALL_EVENTS, DEFAULT_EVENTS
 
@@ -51,4 +52,5 @@ __all__ = [
     "configured_state_dir",
     "default_state_dir",
     "load_config",
+    "parse_listen",
 ]

@@ -75,6 +75,21 @@ def _looks_like_credentials(url: str) -> bool:
     return "@" in url or parts.path not in ("", "/") or bool(parts.query) or bool(parts.fragment)
 
 
+def parse_listen(value: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:port`` for IPv6) → (host, port); raises ValueError with the reason."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"expected host:port, got {value!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not port_text.isdigit():
+        raise ValueError(f"port must be a number, got {port_text!r}")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port must be 0..65535, got {port}")
+    return host, port
+
+
 @attrs.define
 class _Resolver:
     """Turns the raw tree into the public one; knows the file for errors and paths."""
@@ -238,18 +253,19 @@ class _Resolver:
         )
 
     def http(self, key: str, raw: _RawHttp) -> HttpConfig:
-        host, sep, port_text = raw.listen.rpartition(":")
-        if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        try:
+            host, port = parse_listen(raw.listen)
+        except ValueError:
+            host, port = "", 0
+        if not port:
             self.fail(f"{key}.listen", 'must be host:port, e.g. "127.0.0.1:8765"')
-        if host.startswith("[") and host.endswith("]"):
-            host = host[1:-1]
         if host not in ("127.0.0.1", "::1", "localhost"):
             self.warn(
                 f"{key}.listen",
                 f"listens on {host}, beyond this machine: "
                 "CVAT's webhooks are signed, but put a TLS proxy in front",
             )
-        return HttpConfig(listen=raw.listen, host=host, port=int(port_text))
+        return HttpConfig(listen=raw.listen, host=host, port=port)
 
     def cvat(self, key: str, watch: _RawWatch, raw: _RawCvat) -> CvatSourceConfig:
         if not _is_http_url(raw.url):

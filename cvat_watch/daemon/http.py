@@ -23,8 +23,9 @@ from typing import Any
 
 import attrs
 
+from cvat_watch.config import parse_listen
+
 __all__ = [
-    "DEFAULT_LISTEN",
     "MAX_BODY_BYTES",
     "HttpListener",
     "Request",
@@ -34,7 +35,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LISTEN = "127.0.0.1:8765"
 #: Larger bodies are refused with 413 before they are read (CVAT's job payloads are ~1 KiB).
 MAX_BODY_BYTES = 1024 * 1024
 #: Seconds a client may take to send its request; a stalled one is dropped.
@@ -78,22 +78,6 @@ class Response:
 
 
 Handler = Callable[[Request], Response]
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    """``host:port`` (``[::1]:port`` for IPv6) → (host, port); raises ValueError with the reason."""
-    host, sep, port_text = value.rpartition(":")
-    if not sep or not host:
-        raise ValueError(f"expected host:port, got {value!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ValueError(f"port must be a number, got {port_text!r}") from None
-    if not 0 <= port <= 65535:
-        raise ValueError(f"port must be 0..65535, got {port}")
-    return host, port
 
 
 class _Server(ThreadingHTTPServer):
@@ -214,11 +198,6 @@ class HttpListener:
     _server: _Server | None = None
     _thread: threading.Thread | None = None
 
-    @classmethod
-    def from_listen(cls, listen: str, **kwargs: Any) -> HttpListener:
-        host, port = parse_listen(listen)
-        return cls(host=host, port=port, **kwargs)
-
     # --- routes ---------------------------------------------------------------------------
     def add_route(self, method: str, path: str, handler: Handler) -> None:
         """Serve ``method path`` exactly (``/metrics``)."""
@@ -234,14 +213,6 @@ class HttpListener:
 
     def get(self, path: str, handler: Handler) -> None:
         self.add_route("GET", path, handler)
-
-    def post(self, path: str, handler: Handler) -> None:
-        self.add_route("POST", path, handler)
-
-    def remove_route(self, method: str, path: str) -> None:
-        with self._lock:
-            self._routes.pop((method.upper(), path), None)
-            self._prefixes.pop((method.upper(), path if path.endswith("/") else path + "/"), None)
 
     def lookup(self, method: str, path: str) -> tuple[Handler | None, str, list[str]]:
         """(handler, tail, methods allowed on this path when the method is not)."""

@@ -122,11 +122,6 @@ class Daemon:
         """The daemon's HTTP listener (``[http]``); None without one."""
         return self._http
 
-    @property
-    def cvat_sources(self) -> dict[str, CvatSource]:
-        """The running ``[watch.cvat]`` sources by watch name (polls, last success, problem)."""
-        return dict(self._sources)
-
     def add_http_routes(self, installer: Callable[[HttpListener], None]) -> None:
         """Call ``installer(listener)`` for the current listener and for every later one."""
         self._http_installers.append(installer)

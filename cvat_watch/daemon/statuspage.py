@@ -147,7 +147,7 @@ def _watch(watch: WatchView) -> str:
     return "\n".join(parts)
 
 
-def _handlers(handlers: Sequence[HandlerView], now: float) -> str:
+def _handlers(handlers: Sequence[HandlerView]) -> str:
     if not handlers:
         return "<p>No handler configured: events are recorded, nobody is told.</p>"
     rows = [
@@ -187,6 +187,6 @@ def render(view: StatusView, *, refresh: int = 5) -> str:
  · state {_e(view.state)} · configuration {config}</p>
 {body}
 <h2>Deliveries</h2>
-{_handlers(view.handlers, view.generated_at)}
+{_handlers(view.handlers)}
 </body></html>
 """

@@ -331,7 +331,6 @@ class CvatClient:
     def _pages(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
         url: str | None = path
         query: dict[str, Any] | None = params
-        seen = 0
         pages = 0
         limit: int | None = None
         while url is not None:
@@ -343,7 +342,6 @@ class CvatClient:
             for item in results:
                 if isinstance(item, dict):
                     yield item
-            seen += len(results)
             count = page.get("count")
             if limit is None and isinstance(count, int):
                 # A page list that never ends (a server bug) must not loop forever.

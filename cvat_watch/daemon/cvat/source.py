@@ -163,18 +163,11 @@ class CvatSource:
     report_errors: bool = True
     _failures: int = 0
     _lock: threading.Lock = attrs.field(factory=threading.Lock)
-    #: Polls done since start (for status pages and tests).
-    polls: int = 0
     last_success: float | None = None
 
     @property
     def name(self) -> str:
         return self.watch.name
-
-    @property
-    def problem(self) -> str | None:
-        """The current problem, as logged (no secret in it); None while polls succeed."""
-        return self._problem
 
     @property
     def config(self) -> CvatSourceConfig:
@@ -253,7 +246,6 @@ class CvatSource:
                 self._failures += 1
                 self._report(problem)
                 return PollOutcome(0, 0, False, False, False, error=problem)
-            self.polls += 1
             self.last_success = time.time()
             if outcome.error is None:
                 self._failures = 0
