@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from cvat_watch._escape import printable
+from cvat_watch.cli.report import align
 from cvat_watch.config import (
     AppriseHandlerConfig,
     CommandHandlerConfig,
@@ -170,14 +171,7 @@ def format_deliveries(rows: Sequence[Delivery], handlers: Mapping[str, str]) -> 
                 error,
             )
         )
-    widths = [max(len(line[column]) for line in table) for column in range(len(_HEADER))]
-    lines = [
-        "  ".join(
-            cell.rjust(width) if column in _RIGHT else cell.ljust(width)
-            for column, (cell, width) in enumerate(zip(line, widths, strict=True))
-        ).rstrip()
-        for line in table
-    ]
+    lines = align(table, right=_RIGHT)
     if not rows:
         lines.append("(no deliveries)")
     for key, status in sorted(handlers.items()):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import attrs
 
@@ -105,14 +105,16 @@ def format_table(reports: Sequence[TaskReport]) -> str:
         for report in reports
     ]
     # Names come from the export: a newline in one would forge a row, a bidi override reorder one.
-    rows = [tuple(map(printable, row)) for row in table]
-    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
-    numeric = {3, 4}
-    lines = []
-    for row in rows:
-        cells = [
-            cell.rjust(width) if column in numeric else cell.ljust(width)
+    return "\n".join(align([tuple(map(printable, row)) for row in table], right={3, 4}))
+
+
+def align(table: Sequence[Sequence[str]], *, right: Collection[int]) -> list[str]:
+    """The rows as lines of columns two spaces apart; the columns in ``right`` right-aligned."""
+    widths = [max(len(row[column]) for row in table) for column in range(len(table[0]))]
+    return [
+        "  ".join(
+            cell.rjust(width) if column in right else cell.ljust(width)
             for column, (cell, width) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
+        ).rstrip()
+        for row in table
+    ]
