@@ -43,14 +43,12 @@ class SummaryReader(ReaderBase):
                     if attrs[index] == "task_id":
                         task_id = attrs[index + 1]
                         break
+                # Without task_id: the only task's (default_task_id is that or None).
+                key = task_id if task_id is not None else self.single_task_id
                 if name == "image":
-                    if task_id is None:
-                        task_id = self.default_task_id
-                    key = task_id if task_id is not None else self.single_task_id
                     self.image_counts[key] = self.image_counts.get(key, 0) + 1
                     self.counting = IMAGE_SHAPE_KINDS
                 else:
-                    key = task_id if task_id is not None else self.single_task_id
                     self.counting = TRACK_SHAPE_KINDS
                 self.key = key
                 self.count = 0
@@ -72,7 +70,7 @@ class SummaryReader(ReaderBase):
         """The image and shape counts per task, once the whole document was read."""
         if not self.finished:
             raise self.error("the XML ended before </annotations>")
-        return self.image_counts, {key: count for key, count in self.shape_counts.items()}
+        return self.image_counts, self.shape_counts
 
     def result(self) -> ExportSummary:
         image_counts, shape_counts = self.counts()

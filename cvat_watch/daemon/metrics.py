@@ -191,9 +191,9 @@ class Metrics:
         if successful:
             self.config_last_success.set(self.clock())
 
-    def cvat_polled(self, watch: str) -> None:
-        """A CVAT source's hook after a successful poll of its server."""
-        self.cvat_poll_last_success.labels(watch).set(self.clock())
+    def cvat_polled(self, watch: str, at: float | None = None) -> None:
+        """A CVAT source's last successful poll of its server (``at``, or now)."""
+        self.cvat_poll_last_success.labels(watch).set(self.clock() if at is None else at)
 
     def add_collector(self, collector: OutboxCollector) -> None:
         self.registry.register(collector)

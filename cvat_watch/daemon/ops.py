@@ -209,7 +209,7 @@ class Operations:
         for name, source in self.sources().items():
             last = getattr(source, "last_success", None)
             if last is not None:
-                self.metrics.cvat_poll_last_success.labels(name).set(last)
+                self.metrics.cvat_polled(name, at=last)
         return 200, CONTENT_TYPE, self.metrics.exposition()
 
     def answer_healthz(self) -> Answer:

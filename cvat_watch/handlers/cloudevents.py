@@ -17,9 +17,11 @@ mode sends one ``application/cloudevents+json`` document holding the attributes 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
+
+from cvat_watch.eventtypes import PROJECT_EVENTS
+from cvat_watch.handlers.base import _mapping, event_body
 
 __all__ = [
     "CLOUDEVENTS_FORMATS",
@@ -37,14 +39,10 @@ CLOUDEVENTS_FORMATS: tuple[str, ...] = ("cloudevents", "cloudevents-structured")
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
 
 
-def _mapping(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
 def _source(event: Mapping[str, Any]) -> str:
     event_type = str(event.get("type") or "")
     watch = str(event.get("watch") or "")
-    if event_type.startswith("project."):
+    if event_type in PROJECT_EVENTS:
         project = _mapping(event.get("project"))
         return str(project.get("url") or f"/cvat-watch/{watch}/projects/{project.get('id')}")
     task = _mapping(event.get("task"))
@@ -83,8 +81,7 @@ def binary_headers(event: Mapping[str, Any]) -> dict[str, str]:
 
 def structured_body(event: Mapping[str, Any]) -> bytes:
     """The JSON document of structured content mode: the attributes and the event as ``data``."""
-    document: dict[str, Any] = {**cloudevent_attributes(event), "data": event}
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return event_body({**cloudevent_attributes(event), "data": event})
 
 
 def _percent_encode(value: str) -> str:
