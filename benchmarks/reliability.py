@@ -62,6 +62,7 @@ from typing import Any
 
 import attrs
 from cvat_watch.daemon.events import TASK_COMPLETED, TASK_REOPENED, event_id
+from cvat_watch.testing.ids import documented_event_id
 from cvat_watch.testing.process import (
     DaemonRig,
     GeneratedExport,
@@ -132,7 +133,12 @@ def expected_events(
             else:
                 kind = TASK_REOPENED
             events.append(
-                (event_id(watch, task, kind, generation[task], epoch=epoch), kind, task, generation[task])
+                (
+                    documented_event_id(watch, task, kind, generation[task], epoch=epoch),
+                    kind,
+                    task,
+                    generation[task],
+                )
             )
     return events
 
