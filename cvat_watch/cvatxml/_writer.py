@@ -33,12 +33,15 @@ from cvat_watch.cvatxml._vocab import (
     BOX_COORDS,
     COMMON,
     ELLIPSE_COORDS,
+    IMAGE_ATTRS_KNOWN,
+    IMAGE_KNOWN,
     KIND_OF_CLASS,
     LABEL_ATTRIBUTE_FIELDS,
     LABEL_ATTRIBUTE_LAYOUT,
     LABEL_FIELDS,
     LABEL_LAYOUT,
     MASK_INTS,
+    NODE_KNOWN,
     PROJECT_FIELDS,
     PROJECT_LAYOUT,
     SEGMENT_FIELDS,
@@ -46,6 +49,8 @@ from cvat_watch.cvatxml._vocab import (
     SHAPE_FIELD,
     TASK_FIELDS,
     TASK_LAYOUT,
+    TRACK_ATTRS_KNOWN,
+    TRACKED_KNOWN,
     TRACKED_VALUES,
     USER_FIELDS,
     USER_LAYOUT,
@@ -261,6 +266,14 @@ _TRACK_ATTR_SPECS: dict[str, _AttrSpec] = {
     "group_id": _field("group_id", _fmt_int, None),
 }
 _TRACK_ATTR_LAYOUT = ("id", "label", "source", "task_id", "subset", "group_id")
+
+# The writer's tables keep their own order (it decides how edited values are written), but their
+# names must be the reader's: a name read into a field and missing here would be dropped on save.
+assert {kind: set(specs) for kind, specs in _IMAGE_SPECS.items()} == IMAGE_KNOWN
+assert {kind: set(specs) for kind, specs in _TRACKED_SPECS.items()} == TRACKED_KNOWN
+assert set(_ELEMENT_SPECS) == NODE_KNOWN
+assert set(_IMAGE_ATTR_SPECS) == IMAGE_ATTRS_KNOWN
+assert set(_TRACK_ATTR_SPECS) == TRACK_ATTRS_KNOWN
 
 
 #: For one (spec table, layout): the layout's entries in order (name, spec or None for an extra
