@@ -51,7 +51,14 @@ from cvat_watch.handlers.cloudevents import (
     structured_body,
 )
 
-__all__ = ["FORMATS", "WebhookHandler", "parse_retry_after", "signing_key", "standard_signature"]
+__all__ = [
+    "FORMATS",
+    "WebhookHandler",
+    "cvat_signature",
+    "parse_retry_after",
+    "signing_key",
+    "standard_signature",
+]
 
 #: The envelopes a webhook can send.
 FORMATS: tuple[str, ...] = ("json", *CLOUDEVENTS_FORMATS)
@@ -121,6 +128,12 @@ _TRANSPORT_KINDS: tuple[tuple[type[httpx.TransportError], str], ...] = (
     (httpx.ProtocolError, "protocol error"),
     (httpx.NetworkError, "network error"),
 )
+
+
+def cvat_signature(secret: str, body: bytes) -> str:
+    """CVAT's ``X-Signature-256`` value: ``sha256=`` and the hex HMAC-SHA256 of ``body`` keyed by
+    the secret's UTF-8 bytes (what CVAT sends, and what the daemon checks CVAT's webhooks by)."""
+    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
 
 
 @attrs.define(kw_only=True, eq=False, repr=False)
@@ -220,8 +233,7 @@ class WebhookHandler:
             )
         if self._cvat_signature and self._secrets:
             # CVAT's header holds one signature: the first secret's, the one being rotated to.
-            digest = hmac.new(self._secrets[0].encode("utf-8"), body, hashlib.sha256).hexdigest()
-            headers["x-signature-256"] = f"sha256={digest}"
+            headers["x-signature-256"] = cvat_signature(self._secrets[0], body)
         return headers
 
     def _scrub(self, text: str) -> str:

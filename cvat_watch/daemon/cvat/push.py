@@ -10,7 +10,6 @@ delivery, so the regular poll stays on as the safety net).
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import logging
@@ -21,6 +20,7 @@ import attrs
 
 from cvat_watch.converter import Secret
 from cvat_watch.daemon.http import HttpListener, Request, Response
+from cvat_watch.handlers.webhook import cvat_signature
 
 __all__ = ["WEBHOOK_PREFIX", "CvatWebhooks"]
 
@@ -28,10 +28,6 @@ log = logging.getLogger(__name__)
 
 WEBHOOK_PREFIX = "/cvat/webhook/"
 _POLL_EVENTS = ("create:job", "update:job", "delete:job", "create:task", "update:task", "delete:task")
-
-
-def _expected(secret: Secret, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret.reveal().encode("utf-8"), body, hashlib.sha256).hexdigest()
 
 
 @attrs.define
@@ -57,7 +53,7 @@ class CvatWebhooks:
             target = self._targets.get(name)
         signature = request.header("X-Signature-256") or ""
         if target is None or not hmac.compare_digest(
-            signature.encode(), _expected(target[0], request.body).encode()
+            signature.encode(), cvat_signature(target[0].reveal(), request.body).encode()
         ):
             with self._lock:
                 self.refused += 1
