@@ -117,6 +117,17 @@ class _Resolver:
     def optional_path(self, key: str, value: str | None) -> Path | None:
         return None if value is None else self.path(key, value)
 
+    def tls(self, key: str, verify_tls: bool, ca_file: str | None) -> Path | None:
+        """The ``verify_tls`` warning and the ``ca_file`` path of an HTTPS client's table."""
+        if not verify_tls:
+            self.warn(f"{key}.verify_tls", "TLS certificates are not verified; prefer ca_file")
+        path = self.optional_path(f"{key}.ca_file", ca_file)
+        if path is not None and not path.is_file():
+            # Whether it holds certificates is check-config's question: loading it is TLS work.
+            what = "is not a file (give a PEM bundle)" if path.exists() else "not found"
+            self.fail(f"{key}.ca_file", f"CA file {path} {what}")
+        return path
+
     def number(self, key: str, value: float, *, minimum: float = 0.0, strict: bool) -> float:
         if not math.isfinite(value):
             self.fail(key, "must be a finite number")
@@ -318,12 +329,7 @@ class _Resolver:
             self.fail(
                 f"{key}.organization", "must be the organization's slug (letters, digits, '_', '.', '-')"
             )
-        if not raw.verify_tls:
-            self.warn(f"{key}.verify_tls", "TLS certificates are not verified; prefer ca_file")
-        ca_file = self.optional_path(f"{key}.ca_file", raw.ca_file)
-        if ca_file is not None and not ca_file.is_file():
-            what = "is not a file (give a PEM bundle)" if ca_file.exists() else "not found"
-            self.fail(f"{key}.ca_file", f"CA file {ca_file} {what}")
+        ca_file = self.tls(key, raw.verify_tls, raw.ca_file)
         if (
             (token is not None or password is not None)
             and parts.scheme == "http"
@@ -454,13 +460,7 @@ class _Resolver:
             self.fail(f"{key}.cvat_signature", "needs a secret (secret_env, secret_file or secret)")
         if secret is not None and urlsplit(raw.url).scheme == "http":
             self.warn(f"{key}.url", "http:// with a secret: requests are signed but not encrypted")
-        if not raw.verify_tls:
-            self.warn(f"{key}.verify_tls", "TLS certificates are not verified; prefer ca_file")
-        ca_file = self.optional_path(f"{key}.ca_file", raw.ca_file)
-        if ca_file is not None and not ca_file.is_file():
-            # Whether it holds certificates is check-config's question: loading it is TLS work.
-            what = "is not a file (give a PEM bundle)" if ca_file.exists() else "not found"
-            self.fail(f"{key}.ca_file", f"CA file {ca_file} {what}")
+        ca_file = self.tls(key, raw.verify_tls, raw.ca_file)
         headers: list[tuple[str, str]] = []
         for name, value in raw.headers.items():
             if not _HEADER_NAME.fullmatch(name):
