@@ -62,6 +62,11 @@ class PollOutcome:
     #: A server problem (CvatServerError), or files that could not be written (CvatWatchError).
     error: CvatWatchError | None = None
 
+    @classmethod
+    def failed(cls, error: CvatWatchError) -> PollOutcome:
+        """A poll that did nothing because of ``error``."""
+        return cls(0, 0, False, False, False, error=error)
+
 
 def make_client(config: CvatSourceConfig, *, stop: threading.Event | None = None) -> CvatClient:
     return CvatClient(
@@ -208,7 +213,7 @@ class CvatSource:
             except Exception:
                 # A bug must not end the source silently: log it, keep the files, poll again.
                 log.exception("watch %s: the CVAT source failed; polling again later", self.name)
-                outcome = PollOutcome(0, 0, False, False, False, error=CvatWatchError("internal error"))
+                outcome = PollOutcome.failed(CvatWatchError("internal error"))
                 self._failures += 1
             delay = self.config.poll_interval
             error = outcome.error
@@ -233,11 +238,10 @@ class CvatSource:
             try:
                 outcome = self._poll(force_export=force_export)
             except CvatServerError as error:
-                if self._stop.is_set():
-                    return PollOutcome(0, 0, False, False, False, error=error)
-                self._failures += 1
-                self._report(error)
-                return PollOutcome(0, 0, False, False, False, error=error)
+                if not self._stop.is_set():
+                    self._failures += 1
+                    self._report(error)
+                return PollOutcome.failed(error)
             except OSError as exc:
                 # The export folder is not writable (permissions, disk full): the files stay as they were.
                 problem = CvatWatchError(
@@ -245,7 +249,7 @@ class CvatSource:
                 )
                 self._failures += 1
                 self._report(problem)
-                return PollOutcome(0, 0, False, False, False, error=problem)
+                return PollOutcome.failed(problem)
             self.last_success = time.time()
             if outcome.error is None:
                 self._failures = 0
@@ -292,7 +296,9 @@ class CvatSource:
         assert job_status_path is not None
         old_bytes, old_records = self._read_listing(job_status_path, rendered, new_records)
         rule = self.watch.completion
-        newly_complete = _complete_tasks(new_records, rule) - _complete_tasks(old_records, rule)
+        newly_complete = tuple(
+            sorted(_complete_tasks(new_records, rule) - _complete_tasks(old_records, rule), key=_int_key)
+        )
         if newly_complete and not names_fresh:
             # A completion is announced with the task's name: take the current one (a rename
             # since the last listing of tasks would otherwise be missed), one request per export.
@@ -324,9 +330,7 @@ class CvatSource:
                     self.name,
                     f"project {config.project}" if config.project is not None else f"task {config.task}",
                     result.seconds,
-                    f" (newly complete: {', '.join(sorted(newly_complete, key=_int_key))})"
-                    if newly_complete
-                    else "",
+                    f" (newly complete: {', '.join(newly_complete)})" if newly_complete else "",
                 )
             except CvatServerError as error:
                 if self._stop.is_set():
@@ -338,11 +342,11 @@ class CvatSource:
         if export_error is not None and config.export == "on-change":
             # The export follows every change of the listing: keep the whole old listing, so the
             # difference on disk still owes the export after a restart, not only in this process.
-            withheld = tuple(sorted(newly_complete, key=_int_key))
+            withheld = newly_complete
             changed = False
         elif export_error is not None and newly_complete:
             # Never show a completion whose export is not on disk: keep those tasks' old rows.
-            withheld = tuple(sorted(newly_complete, key=_int_key))
+            withheld = newly_complete
             rows = self._withhold(rows, old_bytes, set(withheld))
             rendered = _render(rows)
             changed = rendered != old_bytes
@@ -354,7 +358,7 @@ class CvatSource:
             exported=exported,
             wrote_annotations=wrote_annotations,
             wrote_job_status=changed,
-            newly_complete=tuple(sorted(newly_complete, key=_int_key)),
+            newly_complete=newly_complete,
             withheld=withheld,
             error=export_error,
         )
