@@ -40,7 +40,7 @@ import msgspec
 
 from cvat_watch._escape import printable
 from cvat_watch.errors import JobStatusError
-from cvat_watch.model import JobStatus
+from cvat_watch.model import ACCEPTANCE, COMPLETED, JobStatus
 
 __all__ = ["JobStatusParser", "job_records", "load_job_status", "parse_job_status"]
 
@@ -659,8 +659,8 @@ def _without_repeats(
 
 
 #: The states and stages CVAT writes, all in lower case; what the model compares with.
-_STATES = frozenset({"new", "in progress", "completed", "rejected"})
-_STAGES = frozenset({"annotation", "validation", "acceptance"})
+_STATES = frozenset({"new", "in progress", COMPLETED, "rejected"})
+_STAGES = frozenset({"annotation", "validation", ACCEPTANCE})
 
 
 def _respelled(
